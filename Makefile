@@ -1,0 +1,50 @@
+# wedsync-operator — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtualenv with the operator and its dev tools
+
+controlplane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm (cached)
+	tools/controlplane/build.sh
+
+crds: venv ## regenerate crds/ and the chart's CRDs from the API models
+	$(PY) -m wedsync_operator crds --write
+
+run: venv controlplane ## run the operator on a local control plane with the samples
+	$(PY) -m wedsync_testbed.run
+
+lint: venv ## ruff
+	$(VENV)/bin/ruff check operator tools/testbed tests bench
+
+typecheck: venv ## mypy --strict on the package, the testbed, the tests and the benchmarks
+	$(VENV)/bin/mypy operator/wedsync_operator tools/testbed/wedsync_testbed tests bench
+
+test-unit: venv ## unit tests (no cluster)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv controlplane ## integration tests (real control plane, PostgreSQL, pgBackRest)
+	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
+
+test: lint typecheck controlplane ## ruff, mypy --strict, then every test tier
+	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+bench: venv controlplane ## benchmarks; figures go to bench/results/
+	$(PY) bench/run.py
+
+clean: ## remove the virtualenv and caches (not the control plane build cache)
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+.PHONY: help venv controlplane crds run lint typecheck test-unit test-integration test bench clean

@@ -1,0 +1,3 @@
+from wedsync_operator.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The operator's own settings: names it writes on objects, ports, timings.
+
+One source for every name the operator stamps on the cluster, so the chart, the RBAC and the
+code cannot disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from wedsync_operator.api.base import GROUP
+
+#: kopf keeps its progress and last-handled state in annotations with this prefix.
+ANNOTATION_PREFIX = GROUP
+#: The finalizer kopf adds for delete handlers, timers and daemons.
+FINALIZER = f"{GROUP}/finalizer"
+#: The field manager of every server-side apply the operator makes.
+FIELD_MANAGER = "wedsync-operator"
+#: Labels on every object the operator creates.
+MANAGED_BY = {"app.kubernetes.io/managed-by": "wedsync-operator"}
+#: kopf's peering object the replicas of one installation share.
+DEFAULT_PEERING = "wedsync-operator"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Settings read once at start-up from the command line and the environment."""
+
+    metrics_port: int = 8080
+    liveness_port: int = 8081
+    #: the liveness probe fails when no watch event has arrived for this long
+    watch_silence_seconds: float = 300.0
+    #: kopf's worker limit per resource kind
+    worker_limit: int = 200
+
+    @classmethod
+    def from_env(cls, **overrides: int | float | None) -> RuntimeConfig:
+        values: dict[str, int | float] = {
+            "metrics_port": int(os.environ.get("WEDSYNC_METRICS_PORT", cls.metrics_port)),
+            "liveness_port": int(os.environ.get("WEDSYNC_LIVENESS_PORT", cls.liveness_port)),
+            "watch_silence_seconds": float(
+                os.environ.get("WEDSYNC_WATCH_SILENCE_SECONDS", cls.watch_silence_seconds)
+            ),
+            "worker_limit": int(os.environ.get("WEDSYNC_WORKER_LIMIT", cls.worker_limit)),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

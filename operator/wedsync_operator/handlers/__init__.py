@@ -1,0 +1,8 @@
+"""kopf handlers: thin — validate the body into a model, call a service, return the status.
+
+Importing this package registers every handler with kopf's default registry.
+"""
+
+from wedsync_operator.handlers import lifecycle
+
+__all__ = ["lifecycle"]

@@ -1,0 +1,48 @@
+"""Start-up, shutdown and health of the operator process."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import kopf
+
+from wedsync_operator import __version__, metrics
+from wedsync_operator.config import ANNOTATION_PREFIX, FINALIZER, RuntimeConfig
+from wedsync_operator.kube.clients import local_api_client
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    runtime: RuntimeConfig = memo.get("runtime") or RuntimeConfig.from_env()
+    memo.runtime = runtime
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = 30  # WARNING: events for problems only; changes post their own
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 30
+    settings.queueing.worker_limit = runtime.worker_limit
+    settings.peering.lifetime = 15
+    memo.started = time.monotonic()
+    memo.api = await local_api_client()
+    metrics.serve(runtime.metrics_port, __version__)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    api = memo.get("api")
+    if api is not None:
+        await api.close()
+
+
+@kopf.on.probe(id="uptime")
+def uptime(memo: kopf.Memo, **_: Any) -> float:
+    started: float = memo.get("started", time.monotonic())
+    return round(time.monotonic() - started, 1)

@@ -1,0 +1,1 @@
+"""Adapters to the Kubernetes API: clients per cluster, server-side apply, conflict handling."""

@@ -1,0 +1,18 @@
+"""Kubernetes API clients (kubernetes_asyncio: every call is awaited, nothing blocks the loop)."""
+
+from __future__ import annotations
+
+import os
+
+from kubernetes_asyncio import client, config
+
+
+async def local_api_client() -> client.ApiClient:
+    """A client for the cluster the operator runs in: in-cluster credentials when present,
+    otherwise $KUBECONFIG or ~/.kube/config (the local run and the tests)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    configuration = client.Configuration()
+    await config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration=configuration)

@@ -1,0 +1,1 @@
+"""Real components for tests, benchmarks and the local run: control planes, PostgreSQL."""
