@@ -9,7 +9,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from wedsync_testbed.controlplane import Binaries, LocalCluster, binaries
+from wedsync_testbed.controlplane import REPO_ROOT, Binaries, LocalCluster, binaries
 from wedsync_testbed.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def control_plane_binaries() -> Binaries:
 def cluster(control_plane_binaries: Binaries) -> Iterator[LocalCluster]:
     """One real control plane shared by the session's integration tests."""
     with LocalCluster(name="main", bins=control_plane_binaries) as local:
-        local.kubectl("apply", "--server-side", "-f", str(_crds_folder()))
+        install_crds(local)
         yield local
 
 
@@ -64,7 +64,7 @@ def operator(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
         yield process
 
 
-def _crds_folder() -> str:
-    from wedsync_testbed.controlplane import REPO_ROOT
-
-    return os.fspath(REPO_ROOT / "crds")
+def install_crds(local: LocalCluster) -> None:
+    """Applies the generated CRDs and waits until the API server serves them."""
+    local.kubectl("apply", "--server-side", "-f", os.fspath(REPO_ROOT / "crds"))
+    local.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")

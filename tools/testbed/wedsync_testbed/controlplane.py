@@ -309,6 +309,8 @@ class LocalCluster:
             f"--secure-port={self.api_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # the "kubernetes" Service endpoints may not point at loopback; nothing needs them
+            "--endpoint-reconciler-type=none",
             f"--cert-dir={self.root / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'serving.crt'}",
             f"--tls-private-key-file={pki / 'serving.key'}",
