@@ -10,6 +10,8 @@ from wedsync_operator import __version__
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     import kopf
 
     import wedsync_operator.handlers  # noqa: F401 - registers the handlers
@@ -19,11 +21,14 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, liveness_port=args.liveness_port
     )
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
+    # the API client logs whole request and response bodies at DEBUG: Secrets included
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     memo = kopf.Memo(runtime=runtime)
     kopf.run(
         standalone=args.standalone,
         priority=args.priority,
-        peering_name=args.peering or DEFAULT_PEERING,
+        # a peering name makes peering mandatory in kopf: only when not standalone
+        peering_name=None if args.standalone else (args.peering or DEFAULT_PEERING),
         liveness_endpoint=f"http://0.0.0.0:{runtime.liveness_port}/healthz",
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),

@@ -62,6 +62,8 @@ def operator(cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
     logs = tmp_path_factory.mktemp("operator")
     with OperatorProcess(kubeconfig=cluster.kubeconfig, logs=logs) as process:
         yield process
+        # pytest shows captured output for failing tests only: the operator's last words
+        print(f"--- operator log ({process.log_file}) ---\n{process.output()[-6000:]}")
 
 
 def install_crds(local: LocalCluster) -> None:

@@ -10,6 +10,7 @@ import kopf
 from wedsync_operator import __version__, metrics
 from wedsync_operator.config import ANNOTATION_PREFIX, FINALIZER, RuntimeConfig
 from wedsync_operator.kube.clients import local_api_client
+from wedsync_operator.kube.hpa import HpaClient
 
 
 @kopf.on.startup()
@@ -31,7 +32,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.queueing.worker_limit = runtime.worker_limit
     settings.peering.lifetime = 15
     memo.started = time.monotonic()
+    # Shared clients go on the root memo: kopf hands each object a shallow copy of it.
     memo.api = await local_api_client()
+    memo.hpas = HpaClient(memo.api)
     metrics.serve(runtime.metrics_port, __version__)
 
 

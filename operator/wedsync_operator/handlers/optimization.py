@@ -1,0 +1,161 @@
+"""DatabaseOptimizationPolicy handlers.
+
+One daemon per policy sleeps until the policy's next calendar boundary (or its resync), and is
+woken early when the policy's spec changes or an HPA it targets changes. The decisions live in
+`services.policies`; this module only schedules, writes the status and posts events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from wedsync_operator import metrics
+from wedsync_operator.api.base import GROUP, VERSION
+from wedsync_operator.api.optimization import PLURAL
+from wedsync_operator.kube.hpa import HpaClient
+from wedsync_operator.kube.status import patch_status
+from wedsync_operator.services import policies
+from wedsync_operator.services.scaling import selector_matches
+
+#: after an unexpected error the daemon retries this much later
+ERROR_BACKOFF_SECONDS = 10.0
+#: wake this long after a boundary, so the evaluation sees the new side of it
+BOUNDARY_EPSILON = 0.005
+
+
+@dataclass
+class PolicyRuntime:
+    """In-memory companions of one policy's daemon (kept on kopf's memo)."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    target: Mapping[str, Any] = field(default_factory=dict)
+    generation: int | None = None
+    released: bool = False
+
+
+@kopf.on.startup(id="policy-registry")
+async def policy_registry(memo: kopf.Memo, **_: Any) -> None:
+    """kopf gives each object a shallow copy of the root memo: state shared between objects
+    must be created here, on the root memo, before any object is seen."""
+    memo.policies = {}
+
+
+def _runtimes(memo: kopf.Memo) -> dict[tuple[str, str], PolicyRuntime]:
+    runtimes: dict[tuple[str, str], PolicyRuntime] = memo.policies
+    return runtimes
+
+
+def _hpas(memo: kopf.Memo) -> HpaClient:
+    client: HpaClient = memo.hpas
+    return client
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, id="calendar", cancellation_timeout=10.0)
+async def calendar_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: str,
+                          body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                          **_: Any) -> None:
+    assert namespace is not None  # a namespaced resource
+    runtime = _runtimes(memo).setdefault((namespace, name), PolicyRuntime())
+    while not stopped:
+        runtime.wake.clear()
+        runtime.target = dict(body.spec.get("target") or {})
+        runtime.generation = body.metadata.get("generation")
+        delay = await _reconcile_once(namespace, name, body, memo, runtime, logger)
+        if delay is None:
+            return
+        await _sleep(runtime.wake, stopped, delay)
+
+
+async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
+                          runtime: PolicyRuntime, logger: kopf.Logger) -> float | None:
+    """One reconcile under the policy's lock; returns seconds until the next, or None when
+    the policy has been released (deleted)."""
+    started = time.perf_counter()
+    async with runtime.lock:
+        if runtime.released:
+            return None
+        now = datetime.now(UTC)
+        ref = policies.PolicyRef(namespace, name, body.metadata.get("generation"))
+        try:
+            result = await policies.reconcile(ref, body.spec, body.status, _hpas(memo), now)
+            await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
+                               dict(body.status), result.status)
+        except (ApiException, OSError, asyncio.TimeoutError) as error:
+            reason = f"ApiError{getattr(error, 'status', '')}"
+            metrics.RECONCILE_ERRORS.labels("DatabaseOptimizationPolicy", reason).inc()
+            logger.warning(f"reconcile failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
+                           f"{error}")
+            return ERROR_BACKOFF_SECONDS
+        finally:
+            metrics.RECONCILE_SECONDS.labels("DatabaseOptimizationPolicy").observe(
+                time.perf_counter() - started)
+    for event in result.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    return max(0.0, (result.wake_at - datetime.now(UTC)).total_seconds()) + BOUNDARY_EPSILON
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
+    """Until the delay passes, the policy is woken, or the daemon is stopped."""
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="spec-watch")
+def policy_event(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo,
+                 **_: Any) -> None:
+    """Wakes the daemon when the spec changed (a new generation); status writes do not."""
+    runtime = _runtimes(memo).get((namespace or "", name))
+    if runtime is not None and body.metadata.get("generation") != runtime.generation:
+        runtime.wake.set()
+
+
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", id="hpa-watch")
+def hpa_event(namespace: str | None, name: str, labels: Mapping[str, str], memo: kopf.Memo,
+              **_: Any) -> None:
+    """Wakes the policies that target this HPA: drift is corrected at once, and a missing
+    target is picked up when it appears."""
+    for (ns, _policy), runtime in _runtimes(memo).items():
+        if ns != namespace:
+            continue
+        target = runtime.target
+        if target.get("name") == name or (
+            "selector" in target and selector_matches(target["selector"], labels)
+        ):
+            runtime.wake.set()
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="restore")
+async def restore_on_delete(namespace: str | None, name: str, body: kopf.Body,
+                            memo: kopf.Memo, **_: Any) -> None:
+    """Restores the original bounds of every HPA the policy managed, then lets it go."""
+    assert namespace is not None  # a namespaced resource
+    runtime = _runtimes(memo).setdefault((namespace, name), PolicyRuntime())
+    async with runtime.lock:
+        ref = policies.PolicyRef(namespace, name, body.metadata.get("generation"))
+        if body.spec.get("mode") != "DryRun":
+            try:
+                events = await policies.release(ref, body.spec, _hpas(memo))
+            except ApiException as error:
+                raise kopf.TemporaryError(f"restoring the HPAs failed: {error}", delay=5) \
+                    from error
+            for event in events:
+                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        runtime.released = True
+        runtime.wake.set()
+    _runtimes(memo).pop((namespace, name), None)

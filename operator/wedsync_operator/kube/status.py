@@ -1,0 +1,33 @@
+"""Status writes: a merge patch of the status subresource, only when something changed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from wedsync_operator import metrics
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch turning `old` into `new` at the top level of the status (fields that
+    disappear are set to null), or None when nothing changed."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch or None
+
+
+async def patch_status(api: client.ApiClient, group: str, version: str, plural: str,
+                       namespace: str, name: str, old: Mapping[str, Any],
+                       new: Mapping[str, Any]) -> bool:
+    """Writes the status when it differs from `old`; returns whether it wrote."""
+    patch = status_patch(old, new)
+    if patch is None:
+        return False
+    await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        group, version, namespace, plural, name, {"status": patch},
+        _content_type="application/merge-patch+json",
+    )
+    metrics.API_WRITES.labels(plural, "patch-status").inc()
+    return True

@@ -1,0 +1,200 @@
+"""pgBackRest for real: PostgreSQL 15 archiving into three repositories, configured only by
+`render_config`/`postgres_settings`, driven only by the command lists the CronJobs run.
+
+Scenarios: a full + incremental + verify cycle restores every committed write (including those
+after the last backup, from archived WAL); the repository in the second region holds its own
+restorable copy; the long-term repository keeps a count of full backups; time-based retention
+expires only what is past the window.
+
+Time retention is tested honestly by letting time pass for the `expire` command alone: the
+backups are real and taken now; `expire` then runs under libfaketime with its clock moved
+forward (12 hours, then 2 days), so pgBackRest's own retention arithmetic decides what goes.
+Nothing in the repository is edited.
+
+The measured durations go to bench/results/pgbackrest-times.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.pg_fixtures import (
+    LIBFAKETIME,
+    BackrestBed,
+    bed_factory,
+    posix,
+    run,
+    skip_reason,
+    start_bed,
+)
+from wedsync_operator.domain import pgbackrest as pb
+
+_reason = skip_reason()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(_reason is not None, reason=_reason or ""),
+]
+__all__ = ["bed_factory"]  # the fixture, imported to be found by pytest
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "pgbackrest-times.json"
+BASE_ROWS = 300_000
+
+REPOSITORIES = [
+    posix("repo1", "eu-west"),
+    posix("offsite", "eu-central"),  # the copy in the other region: repository 2
+    posix("vault", "eu-central"),  # long-term, count-based: repository 3
+]
+LONG_TERM = {"schedule": "0 3 1 * *", "retentionCount": 2, "repository": "vault"}
+
+
+def count(instance: Any, where: str = "true") -> int:
+    return int(instance.execute(f"SELECT count(*) FROM bookings WHERE {where}",
+                                dbname="wedsync"))
+
+
+@pytest.fixture(scope="module")
+def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackrestBed]:
+    """A primary with data, after: full backup into repo1 and offsite, more writes, an
+    incremental into repo1, more writes (archived WAL only), verify of every repository."""
+    bed = start_bed(REPOSITORIES, logs=tmp_path_factory.mktemp("pgbackrest"),
+                    longTerm=LONG_TERM)
+    try:
+        pg = bed.primary
+        pg.execute("CREATE DATABASE wedsync")
+        pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
+                   "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
+        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
+                   "'couple-' || g, repeat(md5(g::text), 4) "
+                   f"FROM generate_series(1, {BASE_ROWS}) g", dbname="wedsync")
+        bed.timings["database_size_bytes"] = int(pg.execute(
+            "SELECT sum(pg_database_size(datname)) FROM pg_database"))
+
+        bed.backup("repo1", "full", timed="full_backup_seconds")
+        bed.backup("offsite", "full", timed="full_backup_second_repository_seconds")
+        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'after-full', "
+                   "'late-' || g, md5(g::text) FROM generate_series(1, 5000) g",
+                   dbname="wedsync")
+        pg.execute("UPDATE bookings SET notes = 'moved to June' WHERE id % 1000 = 0",
+                   dbname="wedsync")
+        bed.backup("repo1", "incr", timed="incremental_backup_seconds")
+        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'after-incr', "
+                   "'last-minute-' || g, 'wal only' FROM generate_series(1, 100) g",
+                   dbname="wedsync")
+        pg.wait_archived(pg.switch_wal())
+        bed.pgbackrest(pb.verify_command(bed.stanza, bed.number("repo1"),
+                                         config=str(bed.config)), timed="verify_seconds")
+        bed.pgbackrest(pb.verify_command(bed.stanza, config=str(bed.config)),
+                       timed="verify_all_repositories_seconds")
+        yield bed
+    finally:
+        bed.close()
+
+
+def test_full_incremental_and_wal_restore_every_committed_write(
+    cycle: BackrestBed, tmp_path: Path
+) -> None:
+    backups = cycle.backups("repo1")
+    assert [b["type"] for b in backups] == ["full", "incr"]
+    assert backups[1]["reference"] == [backups[0]["label"]]
+    expected = {phase: count(cycle.primary, f"phase = '{phase}'")
+                for phase in ("base", "after-full", "after-incr")}
+    moved = count(cycle.primary, "notes = 'moved to June'")
+
+    restored = cycle.restore("restored-repo1", repository="repo1",
+                             timed="restore_seconds", logs=tmp_path)
+    with restored:
+        started = _now()
+        restored.wait_writable()
+        cycle.timings["restore_start_to_writable_seconds"] = round(_now() - started, 3)
+        got = {phase: count(restored, f"phase = '{phase}'") for phase in expected}
+        assert got == expected == {"base": BASE_ROWS, "after-full": 5000, "after-incr": 100}
+        assert count(restored, "notes = 'moved to June'") == moved
+        # a drill's scratch copy must never push WAL into the real repositories
+        assert restored.execute("SHOW archive_mode") == "off"
+    _record(cycle)
+
+
+def test_the_repository_in_the_other_region_holds_its_own_restorable_copy(
+    cycle: BackrestBed, tmp_path: Path
+) -> None:
+    offsite = cycle.info("offsite")
+    assert [repo["key"] for repo in offsite["repo"]] == [2]
+    assert [b["type"] for b in offsite["backup"]] == ["full"]
+    assert offsite["backup"][0]["database"]["repo-key"] == 2
+    archive = offsite["archive"][0]
+    assert archive["min"] and archive["max"]  # WAL reaches this repository on its own
+    text = run(["pgbackrest", f"--config={cycle.config}", f"--stanza={cycle.stanza}",
+                "--repo=2", "info"]).stdout
+    assert "full backup" in text and "status: ok" in text
+
+    restored = cycle.restore("restored-offsite", repository="offsite", logs=tmp_path)
+    with restored:
+        restored.wait_writable()
+        # the full backup in repository 2 plus WAL from repository 2 alone
+        assert count(restored, "phase = 'after-incr'") == 100
+        assert count(restored) == BASE_ROWS + 5000 + 100
+
+
+def test_the_long_term_repository_keeps_the_newest_count_of_full_backups(
+    cycle: BackrestBed,
+) -> None:
+    labels = [cycle.backup("vault", "full") for _ in range(3)]
+    kept = [b["label"] for b in cycle.backups("vault")]
+    assert kept == labels[1:]  # retentionCount 2: the oldest one expired
+    assert [b["type"] for b in cycle.backups("repo1")] == ["full", "incr"]  # untouched
+    cycle.pgbackrest(pb.expire_command(cycle.stanza, config=str(cycle.config)))
+    assert [b["label"] for b in cycle.backups("vault")] == labels[1:]
+
+
+@pytest.mark.skipif(not LIBFAKETIME.exists(),
+                    reason="libfaketime is not installed (apt-get install faketime): the "
+                    "time-retention test moves the expire command's clock forward with it")
+def test_time_retention_expires_full_backups_only_once_past_the_window(
+    bed_factory: Callable[..., BackrestBed],
+) -> None:
+    bed = bed_factory([posix("repo1", "eu-west", retention={"full": 1})])
+    assert "repo1-retention-full-type=time\nrepo1-retention-full=1\n" in bed.config.read_text()
+    labels = [bed.backup("repo1", "full") for _ in range(3)]
+
+    def expire_at(offset: str | None) -> list[str]:
+        env = None if offset is None else {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": offset,
+                                           "FAKETIME_DONT_RESET": "1"}
+        bed.pgbackrest(pb.expire_command(bed.stanza, 1, config=str(bed.config)), env=env)
+        return [b["label"] for b in bed.backups("repo1")]
+
+    assert expire_at(None) == labels  # all younger than a day
+    assert expire_at("+12h") == labels  # still inside the window
+    # two days on, every full backup is past the window; pgBackRest keeps the newest one,
+    # which still covers the whole day of retention, and expires the older ones
+    assert expire_at("+2d") == labels[-1:]
+
+
+def _now() -> float:
+    return datetime.now(UTC).timestamp()
+
+
+def _record(bed: BackrestBed) -> None:
+    """Writes the measured durations (merged with any earlier figures) for the benchmarks."""
+    version = run(["pgbackrest", "version"]).stdout.strip()
+    pg_version = bed.primary.execute("SHOW server_version")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "what": "pgBackRest with the configuration and commands of wedsync_operator."
+        "domain.pgbackrest, real PostgreSQL on loopback, posix repositories on local disk",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+        "pgbackrest": re.sub(r"^pgBackRest ", "", version),
+        "postgresql": pg_version,
+        "rows": BASE_ROWS + 5100,
+        **bed.timings,
+    }
+    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
