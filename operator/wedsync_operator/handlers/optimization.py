@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -24,12 +24,14 @@ from wedsync_operator.api.optimization import PLURAL
 from wedsync_operator.kube.hpa import HpaClient
 from wedsync_operator.kube.status import patch_status
 from wedsync_operator.services import policies
-from wedsync_operator.services.scaling import selector_matches
+from wedsync_operator.services.scaling import CLAIM, selector_matches
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 10.0
 #: wake this long after a boundary, so the evaluation sees the new side of it
-BOUNDARY_EPSILON = 0.005
+BOUNDARY_EPSILON = 0.002
+#: read the HPAs and decide this long before a boundary; the writes wait for the boundary
+PREARM = timedelta(seconds=0.5)
 
 
 @dataclass
@@ -41,6 +43,10 @@ class PolicyRuntime:
     target: Mapping[str, Any] = field(default_factory=dict)
     generation: int | None = None
     released: bool = False
+    #: the calendar boundary the daemon is sleeping towards, if it sleeps towards one
+    boundary: datetime | None = None
+    #: HPA name → (min, max) this policy last wrote or saw in place
+    written: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @kopf.on.startup(id="policy-registry")
@@ -66,49 +72,82 @@ async def calendar_daemon(stopped: kopf.DaemonStopped, namespace: str | None, na
                           **_: Any) -> None:
     assert namespace is not None  # a namespaced resource
     runtime = _runtimes(memo).setdefault((namespace, name), PolicyRuntime())
+    at: datetime | None = None  # a boundary to reconcile for ahead of time
     while not stopped:
         runtime.wake.clear()
         runtime.target = dict(body.spec.get("target") or {})
         runtime.generation = body.metadata.get("generation")
-        delay = await _reconcile_once(namespace, name, body, memo, runtime, logger)
-        if delay is None:
+        wake_at = await _reconcile_once(namespace, name, body, memo, runtime, logger, at)
+        if wake_at is None:
             return
-        await _sleep(runtime.wake, stopped, delay)
+        at = None
+        if runtime.boundary is not None and wake_at == runtime.boundary:
+            # Wake a little early, read and decide, then write as the boundary passes.
+            if not await _sleep(runtime.wake, stopped, _seconds_until(wake_at - PREARM)):
+                at = wake_at
+        else:
+            await _sleep(runtime.wake, stopped, _seconds_until(wake_at) + BOUNDARY_EPSILON)
 
 
 async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
-                          runtime: PolicyRuntime, logger: kopf.Logger) -> float | None:
-    """One reconcile under the policy's lock; returns seconds until the next, or None when
-    the policy has been released (deleted)."""
+                          runtime: PolicyRuntime, logger: kopf.Logger, at: datetime | None
+                          ) -> datetime | None:
+    """One reconcile under the policy's lock; returns when to run the next, or None when the
+    policy has been released (deleted)."""
     started = time.perf_counter()
     async with runtime.lock:
         if runtime.released:
             return None
-        now = datetime.now(UTC)
         ref = policies.PolicyRef(namespace, name, body.metadata.get("generation"))
         try:
-            result = await policies.reconcile(ref, body.spec, body.status, _hpas(memo), now)
+            result = await policies.reconcile(ref, body.spec, body.status, _hpas(memo), _now,
+                                              runtime.written, at=at, wait_until=_sleep_until)
+            await _hpas(memo).settled()  # the boundary's HPA writes go first
             await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
                                dict(body.status), result.status)
-        except (ApiException, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, ApiException, OSError) as error:
             reason = f"ApiError{getattr(error, 'status', '')}"
             metrics.RECONCILE_ERRORS.labels("DatabaseOptimizationPolicy", reason).inc()
             logger.warning(f"reconcile failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
                            f"{error}")
-            return ERROR_BACKOFF_SECONDS
+            return _now() + timedelta(seconds=ERROR_BACKOFF_SECONDS)
         finally:
             metrics.RECONCILE_SECONDS.labels("DatabaseOptimizationPolicy").observe(
                 time.perf_counter() - started)
-    for event in result.events:
+    boundary, written = runtime.boundary, result.written_at
+    if boundary is not None and written is not None and written >= boundary:
+        metrics.TRANSITION_LAG.observe((written - boundary).total_seconds())
+    runtime.boundary = result.boundary
+    post(body, result.events)
+    return result.wake_at
+
+
+def post(body: kopf.Body, events: list[policies.Event]) -> None:
+    """Posts Kubernetes Events about the policy (kopf queues and sends them)."""
+    for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    return max(0.0, (result.wake_at - datetime.now(UTC)).total_seconds()) + BOUNDARY_EPSILON
+        metrics.API_WRITES.labels("events", "create").inc()
 
 
-async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
-    """Until the delay passes, the policy is woken, or the daemon is stopped."""
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _seconds_until(at: datetime) -> float:
+    return max(0.0, (at - _now()).total_seconds())
+
+
+async def _sleep_until(at: datetime) -> None:
+    await asyncio.sleep(_seconds_until(at) + BOUNDARY_EPSILON)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> bool:
+    """Until the delay passes (False), or the policy is woken or the daemon stopped (True)."""
     waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
     try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        done, _pending = await asyncio.wait(waiters, timeout=delay,
+                                            return_when=asyncio.FIRST_COMPLETED)
+        return bool(done)
     finally:
         for waiter in waiters:
             waiter.cancel()
@@ -117,7 +156,7 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="spec-watch")
-def policy_event(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo,
+async def policy_event(namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo,
                  **_: Any) -> None:
     """Wakes the daemon when the spec changed (a new generation); status writes do not."""
     runtime = _runtimes(memo).get((namespace or "", name))
@@ -126,17 +165,21 @@ def policy_event(namespace: str | None, name: str, body: kopf.Body, memo: kopf.M
 
 
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", id="hpa-watch")
-def hpa_event(namespace: str | None, name: str, labels: Mapping[str, str], memo: kopf.Memo,
-              **_: Any) -> None:
+async def hpa_event(namespace: str | None, name: str, labels: Mapping[str, str],
+                    annotations: Mapping[str, str], spec: kopf.Spec, memo: kopf.Memo,
+                    **_: Any) -> None:
     """Wakes the policies that target this HPA: drift is corrected at once, and a missing
-    target is picked up when it appears."""
-    for (ns, _policy), runtime in _runtimes(memo).items():
+    target is picked up when it appears. The echo of a policy's own write wakes nobody."""
+    bounds = (spec.get("minReplicas", 1), spec.get("maxReplicas"))
+    for (ns, policy), runtime in _runtimes(memo).items():
         if ns != namespace:
             continue
         target = runtime.target
         if target.get("name") == name or (
             "selector" in target and selector_matches(target["selector"], labels)
         ):
+            if annotations.get(CLAIM) == policy and runtime.written.get(name) == bounds:
+                continue
             runtime.wake.set()
 
 
@@ -154,8 +197,7 @@ async def restore_on_delete(namespace: str | None, name: str, body: kopf.Body,
             except ApiException as error:
                 raise kopf.TemporaryError(f"restoring the HPAs failed: {error}", delay=5) \
                     from error
-            for event in events:
-                kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            post(body, events)
         runtime.released = True
         runtime.wake.set()
     _runtimes(memo).pop((namespace, name), None)

@@ -23,4 +23,18 @@ async def local_api_client() -> client.ApiClient:
         await config.load_kube_config(client_configuration=configuration)
         api = client.ApiClient(configuration=configuration)
     api.user_agent = USER_AGENT
+    tune(api)
     return api
+
+
+def tune(api: client.ApiClient) -> None:
+    """Per-request overhead off the hot path. kubernetes_asyncio opens its aiohttp session
+    with trust_env, which makes aiohttp look up proxy variables and ~/.netrc in a worker
+    thread on every request. Without any proxy configured there is nothing to find, so the
+    lookups are switched off; with one configured they stay."""
+    if not any(os.environ.get(v) for v in _PROXY_VARIABLES):
+        api.rest_client.pool_manager._trust_env = False
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                    "all_proxy")

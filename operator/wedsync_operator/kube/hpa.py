@@ -7,15 +7,19 @@ decided on, so two writers racing for one HPA cannot both win.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from wedsync_operator import metrics
 from wedsync_operator.config import FIELD_MANAGER
 
 APPLY = "application/apply-patch+yaml"
+#: HPA writes in flight at once (see HpaClient.__init__)
+WRITE_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,17 @@ class HpaClient:
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
         self.writes = 0  # API writes made through this client (benchmarks read it)
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # The API server shares its CPUs among concurrent requests: a thousand writes sent at
+        # once all finish late. A few at a time finish in order, the first ones early.
+        self._slots = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+    async def settled(self) -> None:
+        """Returns once no HPA write is in flight: less urgent writes (status) wait for the
+        HPA writes of a boundary, which all start at the same moment."""
+        await self._idle.wait()
 
     async def _call(self, method: str, path: str, body: Any = None,
                     query: list[tuple[str, str]] | None = None,
@@ -96,10 +111,20 @@ class HpaClient:
             "spec": {"minReplicas": min_replicas, "maxReplicas": max_replicas},
         }
         self.writes += 1
-        obj = await self._call(
-            "PATCH",
-            f"/apis/autoscaling/v2/namespaces/{hpa.namespace}/horizontalpodautoscalers/{hpa.name}",
-            body=body, content_type=APPLY,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-        )
+        metrics.API_WRITES.labels("horizontalpodautoscalers", "apply").inc()
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            async with self._slots:
+                obj = await self._call(
+                    "PATCH",
+                    f"/apis/autoscaling/v2/namespaces/{hpa.namespace}/"
+                    f"horizontalpodautoscalers/{hpa.name}",
+                    body=body, content_type=APPLY,
+                    query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                )
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
         return Hpa.from_api(obj)

@@ -7,7 +7,7 @@ events to post and when to run next; the handler writes the status only when it 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from wedsync_operator.services.scaling import (
     merge_conditions,
     release_bounds,
 )
+
 
 @dataclass(frozen=True)
 class PolicyRef:
@@ -52,6 +53,10 @@ class Result:
     wake_at: datetime
     events: list[Event] = field(default_factory=list)
     writes: int = 0
+    #: the calendar boundary `wake_at` is, when it is one (not just the resync)
+    boundary: datetime | None = None
+    #: when the first HPA write of this reconcile was acknowledged
+    written_at: datetime | None = None
 
 
 def spec_errors(error: ValidationError) -> str:
@@ -64,7 +69,18 @@ def spec_errors(error: ValidationError) -> str:
 
 
 async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Mapping[str, Any],
-                    hpas: HpaClient, now: datetime) -> Result:
+                    hpas: HpaClient, clock: Callable[[], datetime],
+                    ledger: dict[str, tuple[int, int]], at: datetime | None = None,
+                    wait_until: Callable[[datetime], Awaitable[None]] | None = None) -> Result:
+    """One reconcile for the instant `at` (default: `clock()`).
+
+    With `at` a moment ahead (a calendar boundary), the HPAs are read and the decisions made
+    now, and the writes wait for `wait_until(at)`: the write leaves as the boundary passes,
+    not after a read. `clock` is also called to stamp the first write.
+
+    `ledger` maps each HPA name to the (min, max) this policy keeps on it; it is filled in
+    before a write is sent, so the watch event echoing the write can be told from drift."""
+    now = at or clock()
     old_conditions = list(old_status.get("conditions") or [])
     try:
         spec = OptimizationPolicySpec.model_validate(dict(raw_spec))
@@ -87,31 +103,38 @@ async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Map
     upcoming = calendar.next_transition(spec, now)
     dry_run = spec.mode == "DryRun"
     plans, missing = await _plan_targets(ref, spec, evaluation, hpas, dry_run)
+    if at is not None and wait_until is not None and any(
+        p.outcome is Outcome.APPLY for p in plans
+    ):
+        await wait_until(at)
 
     result = Result(status={}, wake_at=now + timedelta(seconds=spec.resync_seconds))
-    if upcoming is not None and upcoming.at < result.wake_at:
-        result.wake_at = upcoming.at
+    if upcoming is not None and upcoming.at <= result.wake_at:
+        result.wake_at = result.boundary = upcoming.at
     done: list[TargetPlan] = []
     for plan in plans:
         if plan.outcome is Outcome.APPLY:
-            plan = await _apply(ref, spec, evaluation, plan, hpas)
+            plan = await _apply(ref, evaluation, plan, hpas, ledger)
             result.writes += 1
+            result.written_at = result.written_at or clock()
             metrics.TRANSITIONS.labels(ref.namespace, ref.name).inc()
             result.events.append(Event("Normal", "Scaled", plan.message + _why(evaluation)))
-        elif plan.outcome is Outcome.DRY_RUN:
-            if not _was(old_conditions, "Ready", plan.message):
-                result.events.append(Event("Normal", "DryRun", plan.message + _why(evaluation)))
         done.append(plan)
+        if plan.outcome is Outcome.UNCHANGED:
+            ledger[plan.hpa.name] = (plan.bounds.min_replicas, plan.bounds.max_replicas)
 
     conditions = _conditions(ref, spec, evaluation, done, missing, dry_run)
+    # Problems and DryRun findings are posted once, when they first appear or change.
     for cond in conditions:
-        if cond["type"] in ("Conflict",) and cond["status"] == "True" and not _was(
-            old_conditions, "Conflict", cond["message"]
-        ):
+        news = not _was(old_conditions, cond["type"], cond["message"])
+        if cond["type"] == "Conflict" and cond["status"] == "True" and news:
             result.events.append(Event("Warning", "Conflict", cond["message"]))
-        if cond["type"] == "Ready" and cond["reason"] in ("TargetMissing", "ForeignOwner") \
-                and not _was(old_conditions, "Ready", cond["message"]):
-            result.events.append(Event("Warning", cond["reason"], cond["message"]))
+        if cond["type"] == "Ready" and news and cond["reason"] in (
+            "TargetMissing", "ForeignOwner", "DryRun"
+        ):
+            kind = "Normal" if cond["reason"] == "DryRun" else "Warning"
+            why = _why(evaluation) if cond["reason"] == "DryRun" else ""
+            result.events.append(Event(kind, cond["reason"], cond["message"] + why))
     result.status = _status(ref, spec, evaluation, upcoming, done, now,
                             merge_conditions(old_conditions, conditions, now, ref.generation))
     metrics.POLICY_MULTIPLIER.labels(ref.namespace, ref.name).set(evaluation.multiplier)
@@ -152,10 +175,11 @@ async def _plan_targets(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation
     return plans, not found
 
 
-async def _apply(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation: Evaluation,
-                 plan: TargetPlan, hpas: HpaClient) -> TargetPlan:
+async def _apply(ref: PolicyRef, evaluation: Evaluation, plan: TargetPlan, hpas: HpaClient,
+                 ledger: dict[str, tuple[int, int]]) -> TargetPlan:
     """Writes one plan; when the HPA changed since it was read, reads and decides again."""
     for _ in range(3):
+        ledger[plan.hpa.name] = (plan.bounds.min_replicas, plan.bounds.max_replicas)
         try:
             await hpas.apply(plan.hpa, plan.bounds.min_replicas, plan.bounds.max_replicas,
                              plan.claim(ref.name))
@@ -165,6 +189,7 @@ async def _apply(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation: Evalu
                 plan.bounds.max_replicas)
             return plan
         except ApiException as error:
+            ledger.pop(plan.hpa.name, None)
             if error.status != 409:
                 raise
             fresh = await hpas.get(plan.hpa.namespace, plan.hpa.name)
@@ -201,9 +226,9 @@ def _conditions(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation: Evalua
         ready = condition("Ready", False, "ForeignOwner", foreign[0].message)
     elif dry_run:
         ready = condition("Ready", True, "DryRun",
-                          "; ".join(p.message for p in plans) + " (DryRun: nothing written)")
+                          "; ".join(p.state for p in plans) + " (DryRun: nothing written)")
     else:
-        ready = condition("Ready", True, "Applied", "; ".join(p.message for p in plans))
+        ready = condition("Ready", True, "Applied", "; ".join(p.state for p in plans))
     frozen = condition(
         "Frozen", evaluation.frozen, "FreezeActive" if evaluation.frozen else "NoFreeze",
         ("freeze " + ", ".join(evaluation.active_freezes) + " active: scale-downs deferred")

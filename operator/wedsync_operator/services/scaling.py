@@ -47,6 +47,16 @@ class TargetPlan:
     deferred: bool  # a scale-down is being held back by a freeze
     message: str
 
+    @property
+    def state(self) -> str:
+        """The HPA's state after this reconcile, worded the same whether or not this
+        reconcile wrote it (conditions carry it, so a no-op leaves them unchanged)."""
+        if self.outcome in (Outcome.DRY_RUN, Outcome.CONFLICT, Outcome.FOREIGN_OWNER):
+            return self.message
+        held = " (scale-down deferred by the freeze)" if self.deferred else ""
+        return (f"HPA {self.hpa.name} holds min {self.bounds.min_replicas}, "
+                f"max {self.bounds.max_replicas}{held}")
+
     def claim(self, policy: str) -> dict[str, str]:
         assert self.original is not None
         return {CLAIM: policy, ORIGINAL: format_bounds(self.original)}

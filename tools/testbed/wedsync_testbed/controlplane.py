@@ -168,6 +168,7 @@ class LocalCluster:
     workdir: Path | None = None
     bins: Binaries | None = None
     hpa_sync_seconds: int = 2
+    controllers: tuple[str, ...] = CONTROLLERS
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 0
     etcd_port: int = 0
@@ -338,7 +339,7 @@ class LocalCluster:
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false",
             "--secure-port=0",
-            "--controllers=" + ",".join(CONTROLLERS),
+            "--controllers=" + ",".join(self.controllers),
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--root-ca-file={self.pki / 'ca.crt'}",
             "--use-service-account-credentials=false",

@@ -25,6 +25,7 @@ class OperatorProcess:
     logs: Path
     args: tuple[str, ...] = ("-A", "--standalone")
     env: dict[str, str] = field(default_factory=dict)
+    verbose: bool = True
     metrics_port: int = 0
     liveness_port: int = 0
     process: subprocess.Popen[bytes] | None = None
@@ -49,7 +50,8 @@ class OperatorProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "wedsync_operator", "run", *self.args,
                  "--metrics-port", str(self.metrics_port),
-                 "--liveness-port", str(self.liveness_port), "--verbose"],
+                 "--liveness-port", str(self.liveness_port),
+                 *(["--verbose"] if self.verbose else [])],
                 env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
