@@ -8,23 +8,28 @@ at scratch folders instead of mounted volumes), the PostgreSQL settings from
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain import pgbackrest as pb
 from wedsync_testbed.postgres import (
+    PostgresError,
     PostgresInstance,
     chown,
+    die_with_parent,
     free_port,
     missing_binaries,
+    os_user,
     owned_dir,
     run,
 )
@@ -70,6 +75,7 @@ class BackrestBed:
     spec: RecoveryPlanSpec
     primary: PostgresInstance
     work: Path
+    repo_paths: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -111,14 +117,16 @@ class BackrestBed:
         return label
 
     def restore(self, name: str, *, repository: str | None = None,
-                timed: str | None = None, logs: Path | None = None) -> PostgresInstance:
-        """Restores into a scratch instance (not started)."""
+                timed: str | None = None, logs: Path | None = None,
+                config: Path | None = None) -> PostgresInstance:
+        """Restores into a scratch instance (not started), with the bed's configuration or
+        another rendered one."""
         target = PostgresInstance(name=name, keep_logs_in=logs)
         target.prepare()
         repo = None if repository is None else self.number(repository)
         try:
             self.pgbackrest(pb.restore_command(self.stanza, str(target.data_dir), repo=repo,
-                                               config=str(self.config)), timed=timed)
+                                               config=str(config or self.config)), timed=timed)
         except BaseException:
             target.close()
             raise
@@ -146,7 +154,7 @@ def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None,
         chown(work / sub)
     primary = PostgresInstance(name="primary", port=free_port(), keep_logs_in=logs)
     spec = plan_spec(primary.port, primary.data_dir, repositories, **backups)
-    bed = BackrestBed(spec=spec, primary=primary, work=work)
+    bed = BackrestBed(spec=spec, primary=primary, work=work, repo_paths=paths)
     try:
         bed.config.write_text(pb.render_config(
             spec, repo_paths=paths,
@@ -164,18 +172,72 @@ def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None,
     return bed
 
 
-@pytest.fixture
-def bed_factory(tmp_path: Path) -> Iterator[Any]:
-    """Starts beds on demand; all are stopped and removed when the test ends."""
-    beds: list[BackrestBed] = []
+# ---- the database host's pgBackRest TLS server, as the backup jobs reach it -------------------
+CLIENT_CN = "wedsync-backup"
 
-    def start(repositories: Sequence[dict[str, Any]], **backups: Any) -> BackrestBed:
-        bed = start_bed(repositories, logs=tmp_path, **backups)
-        beds.append(bed)
-        return bed
 
-    yield start
-    for bed in beds:
-        if (bed.work / "log").exists():
-            shutil.copytree(bed.work / "log", tmp_path / "pgbackrest-log", dirs_exist_ok=True)
-        bed.close()
+def make_certificates(folder: Path) -> None:
+    """A CA, a server certificate for localhost and a client certificate (CN wedsync-backup),
+    readable only by the PostgreSQL user, as pgBackRest requires of its keys."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "2", "-subj", "/CN=wedsync-test-ca")
+    (folder / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, cn, ext in (("server", "localhost", ["-extfile", "server.ext"]),
+                          ("tls", CLIENT_CN, [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                f"{name}.csr", "-subj", f"/CN={cn}")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", *ext)
+    for path in (folder, *folder.iterdir()):
+        chown(path)
+        if path.suffix == ".key":
+            path.chmod(0o600)
+
+
+@contextlib.contextmanager
+def tls_server(bed: BackrestBed, certs: Path) -> Iterator[int]:
+    """Runs `pgbackrest server` beside the primary, with the primary's own (rendered, local)
+    configuration plus the TLS server options; yields its port."""
+    port = free_port()
+    server_options = (
+        "tls-server-address=127.0.0.1\n"
+        f"tls-server-port={port}\n"
+        f"tls-server-ca-file={certs / 'ca.crt'}\n"
+        f"tls-server-cert-file={certs / 'server.crt'}\n"
+        f"tls-server-key-file={certs / 'server.key'}\n"
+        f"tls-server-auth={CLIENT_CN}={bed.stanza}\n"
+    )
+    config = bed.work / "server.conf"
+    config.write_text(bed.config.read_text().replace("[global]\n", "[global]\n" +
+                                                     server_options, 1))
+    chown(config)
+    log = open(bed.work / "log" / "tls-server.out", "ab")  # noqa: SIM115 - the child's
+    proc = subprocess.Popen(
+        ["pgbackrest", f"--config={config}", "server"], stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True, user=os_user(),
+        preexec_fn=die_with_parent,
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 30
+        while run(["pgbackrest", "--tls-server-address=127.0.0.1",
+                   f"--tls-server-port={port}", "server-ping"], check=False).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise PostgresError("pgbackrest server did not start: "
+                                    + (bed.work / "log" / "tls-server.out").read_text())
+            time.sleep(0.1)
+        yield port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+

@@ -1,0 +1,356 @@
+"""The DisasterRecoveryPlan API: defaults, the rules that reject bad specs (with messages that
+say what to fix), the CEL rules mirrored in Python, and the cron field parser behind them."""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
+
+from wedsync_operator.api import recovery
+from wedsync_operator.api.crds import structural
+from wedsync_operator.api.recovery import CRON_CEL_REGEX, RecoveryPlanSpec, RecoveryPlanStatus
+from wedsync_operator.domain import cron
+
+
+def region(name: str, role: str = "Standby", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "role": role, "connectionSecret": {"name": f"{name}-db"},
+            "fence": {"kind": "StatefulSet", "name": "postgres"},
+            "traffic": {"service": {"name": "postgres"}}, **extra}
+
+
+def repo(name: str, region_name: str = "eu-west", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "posix", "region": region_name,
+            "posix": {"claimName": f"{name}-claim"}, **extra}
+
+
+MINIMAL: dict[str, Any] = {
+    "database": {"name": "wedsync", "stanza": "main"},
+    "regions": [region("eu-west", "Primary")],
+    "backups": {"repositories": [repo("repo1")]},
+}
+
+
+def spec_with(change: Any = None) -> dict[str, Any]:
+    body = copy.deepcopy(MINIMAL)
+    if change is not None:
+        change(body)
+    return body
+
+
+def cel_messages() -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for rule in node.get("x-kubernetes-validations", []):
+                found.add(rule["message"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(structural(RecoveryPlanSpec))
+    return found
+
+
+# ---- defaults ------------------------------------------------------------------------------
+def test_a_minimal_plan_gets_the_documented_defaults() -> None:
+    spec = RecoveryPlanSpec.model_validate(MINIMAL)
+    assert spec.database.port == 5432
+    assert spec.database.pg_version == 15
+    assert spec.database.data_directory == "/var/lib/postgresql/data"
+    backups = spec.backups
+    assert (backups.full.schedule, backups.full.retention_days) == ("0 2 * * *", 30)
+    assert (backups.incremental.schedule, backups.incremental.retention_days) == (
+        "0 */6 * * *", 90)
+    assert backups.verify.schedule == "30 4 * * *"
+    assert backups.archive_timeout_seconds == 60
+    assert backups.time_zone == "UTC"
+    assert backups.image == "ghcr.io/wedsync/wedsync-backup:0.1.0"
+    assert backups.long_term is None
+    assert backups.restore_drill is None
+    assert backups.defer_during_freeze is True
+    failover = spec.failover
+    assert failover.mode == "Automatic"
+    assert (failover.probe.interval_seconds, failover.probe.timeout_seconds,
+            failover.probe.failure_threshold) == (5, 3, 3)
+    assert failover.max_lag_bytes == 16 * 1024 * 1024
+    assert failover.approval_during_freeze is True
+    assert failover.cooldown_seconds == 600
+    assert spec.primary.name == "eu-west"
+    assert spec.primary.cluster.kubeconfig_secret is None  # the operator's own cluster
+
+
+def test_a_restore_drill_defaults_to_weekly() -> None:
+    spec = RecoveryPlanSpec.model_validate(spec_with(
+        lambda b: b["backups"].update(restoreDrill={"checks": ["SELECT 1"]})))
+    assert spec.backups.restore_drill is not None
+    assert spec.backups.restore_drill.schedule == "0 5 * * 0"
+
+
+def test_the_wire_form_is_camel_case_and_round_trips() -> None:
+    body = spec_with(lambda b: b["regions"].append(region(
+        "eu-central", cluster={"kubeconfigSecret": {"name": "eu-central-kubeconfig"}},
+        namespace="db", traffic={"configMapKey": {"name": "app", "key": "DB_HOST"}})))
+    spec = RecoveryPlanSpec.model_validate(body)
+    wire = spec.wire()
+    assert wire["database"]["pgVersion"] == 15
+    assert wire["regions"][1]["cluster"]["kubeconfigSecret"] == {
+        "name": "eu-central-kubeconfig", "key": "kubeconfig"}
+    assert wire["regions"][1]["traffic"] == {"configMapKey": {"name": "app", "key": "DB_HOST"}}
+    assert wire["backups"]["archiveTimeoutSeconds"] == 60
+    assert RecoveryPlanSpec.model_validate(wire) == spec
+
+
+def test_status_serialises_with_camel_case_times() -> None:
+    status = RecoveryPlanStatus.model_validate({
+        "currentPrimary": "eu-west",
+        "backups": {"full": {"lastSuccess": "2026-06-06T02:04:00Z",
+                             "lastDurationSeconds": 41.5}},
+        "verifiedRestorablePoint": "2026-06-06T05:03:00Z",
+    })
+    wire = status.wire()
+    assert wire["backups"]["full"] == {"lastSuccess": "2026-06-06T02:04:00Z",
+                                       "lastDurationSeconds": 41.5}
+    assert wire["conditions"] == []
+
+
+# ---- invalid specs -------------------------------------------------------------------------
+INVALID: dict[str, tuple[Any, str]] = {
+    "two primaries": (lambda b: b["regions"].append(region("eu-central", "Primary")),
+                      "exactly one region must have role Primary"),
+    "no primary": (lambda b: b["regions"][0].update(role="Standby"),
+                   "exactly one region must have role Primary"),
+    "duplicate region names": (lambda b: b["regions"].append(region("eu-west")),
+                               "regions: names must be unique"),
+    "repository in an unknown region": (
+        lambda b: b["backups"]["repositories"][0].update(region="us-east"),
+        "backups.repositories[].region must name one of spec.regions"),
+    "posix repository without posix": (
+        lambda b: b["backups"]["repositories"][0].pop("posix"),
+        "set posix (and only posix) when type is posix"),
+    "s3 repository with posix settings": (
+        lambda b: b["backups"]["repositories"][0].update(type="s3"),
+        "set posix (and only posix) when type is posix"),
+    "duplicate repository names": (
+        lambda b: b["backups"]["repositories"].append(repo("repo1")),
+        "backups.repositories: names must be unique"),
+    "repo5": (lambda b: b["backups"]["repositories"][0].update(name="repo5"),
+              "pgBackRest numbers repositories repo1..repo4"),
+    "long-term into an unknown repository": (
+        lambda b: b["backups"].update(longTerm={"schedule": "0 3 1 * *", "retentionCount": 12,
+                                                "repository": "vault"}),
+        "backups.longTerm.repository must name one of backups.repositories"),
+    "long-term into the only repository": (
+        lambda b: b["backups"].update(longTerm={"schedule": "0 3 1 * *", "retentionCount": 12,
+                                                "repository": "repo1"}),
+        "another repository must remain for regular backups"),
+    "drill from an unknown repository": (
+        lambda b: b["backups"].update(restoreDrill={"repository": "vault"}),
+        "backups.restoreDrill.repository must name one of backups.repositories"),
+    "no traffic target": (lambda b: b["regions"][0].update(traffic={}),
+                          "set at least one of service, configMapKey or secretKey"),
+    "freeze with days and date": (
+        lambda b: b["backups"].update(freezes=[{"name": "w", "days": ["Saturday"],
+                                                "date": "06-14"}]),
+        "set exactly one of days (weekly) or date (one day)"),
+    "freeze with a start and no end": (
+        lambda b: b["backups"].update(freezes=[{"name": "w", "days": ["Saturday"],
+                                                "start": "08:00"}]),
+        "set both start and end, or neither"),
+    "probe timeout above the interval": (
+        lambda b: b.update(failover={"probe": {"intervalSeconds": 2, "timeoutSeconds": 5}}),
+        "timeoutSeconds must not exceed intervalSeconds"),
+}
+
+
+@pytest.mark.parametrize(("change", "message"), INVALID.values(), ids=INVALID.keys())
+def test_an_invalid_plan_is_rejected_with_the_cel_rules_message(change: Any,
+                                                                message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        RecoveryPlanSpec.model_validate(spec_with(change))
+    # the API server says the same thing: the message is one of the CRD's CEL rules
+    assert any(message in m for m in cel_messages())
+
+
+FIELD_ERRORS: dict[str, tuple[Any, str]] = {
+    "five repositories": (
+        lambda b: b["backups"].update(repositories=[repo(f"r{i}") for i in range(5)]),
+        "at most 4 items"),
+    "no regions": (lambda b: b.update(regions=[]), "at least 1 item"),
+    "unknown time zone": (lambda b: b["backups"].update(timeZone="Europe/Londn"),
+                          "unknown time zone 'Europe/Londn': use an IANA name"),
+    "minute out of range": (lambda b: b["backups"].update(full={"schedule": "60 2 * * *"}),
+                            "minute value 60 in '60' is out of range: use 0-59"),
+    "four cron fields": (lambda b: b["backups"].update(incremental={"schedule": "0 */6 * * "}),
+                         "has 4 fields: write five"),
+    "weekday name typo": (lambda b: b["backups"].update(verify={"schedule": "0 4 * * SUNN"}),
+                          "day-of-week value 'SUNN'"),
+    "impossible freeze date": (
+        lambda b: b["backups"].update(freezes=[{"name": "w", "date": "02-30"}]),
+        "freeze date '02-30' is not a calendar date"),
+    "relative data directory": (lambda b: b["database"].update(dataDirectory="data"),
+                                "should match pattern"),
+    "stanza with a space": (lambda b: b["database"].update(stanza="my stanza"),
+                            "should match pattern"),
+    "negative lag": (lambda b: b.update(failover={"maxLagBytes": -1}),
+                     "greater than or equal to 0"),
+}
+
+
+@pytest.mark.parametrize(("change", "message"), FIELD_ERRORS.values(), ids=FIELD_ERRORS.keys())
+def test_a_bad_field_is_rejected_saying_what_to_fix(change: Any, message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        RecoveryPlanSpec.model_validate(spec_with(change))
+
+
+def test_a_full_featured_plan_is_accepted() -> None:
+    body = spec_with(lambda b: (
+        b["regions"].append(region("eu-central", secretKey={"name": "s", "key": "k"})),
+        b["backups"].update(
+            repositories=[
+                repo("repo1"),
+                {"name": "offsite", "type": "s3", "region": "eu-central",
+                 "s3": {"bucket": "wedsync-backups", "endpoint": "s3.eu-central-1.amazonaws.com",
+                        "region": "eu-central-1", "credentialsSecret": {"name": "s3"}},
+                 "retention": {"full": 14, "diff": 3, "archive": 2}},
+                repo("vault", "eu-central"),
+            ],
+            longTerm={"schedule": "0 3 1 * *", "retentionCount": 12, "repository": "vault"},
+            restoreDrill={"checks": ["SELECT 1"], "repository": "offsite"},
+            freezes=[{"name": "saturdays", "days": ["Saturday"], "start": "08:00",
+                      "end": "23:00"},
+                     {"name": "valentines", "date": "02-14"},
+                     {"name": "big-day", "date": "2026-06-13"}],
+            timeZone="Europe/London",
+        ),
+    ))
+    spec = RecoveryPlanSpec.model_validate(body)
+    assert [r.name for r in spec.backups.regular_repositories] == ["repo1", "offsite"]
+
+
+# ---- the schema: bounded for the CEL cost budget, documented -------------------------------
+def test_every_string_and_list_in_the_spec_schema_is_bounded() -> None:
+    unbounded: list[str] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        kind = node.get("type")
+        if kind == "string" and "enum" not in node and "maxLength" not in node:
+            unbounded.append(path)
+        if kind == "array" and "maxItems" not in node:
+            unbounded.append(path)
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")
+
+    walk(structural(RecoveryPlanSpec), "spec")
+    assert unbounded == []
+
+
+def test_printer_columns_read_fields_that_exist() -> None:
+    status = structural(RecoveryPlanStatus)["properties"]
+    for column in recovery.PRINTER_COLUMNS:
+        path = column["jsonPath"]
+        if not path.startswith(".status."):
+            continue
+        node = status
+        plain = re.sub(r"\[\?\(.*?\)\]", "", path)  # drop the filter of a list
+        for key in plain.removeprefix(".status.").split("."):
+            assert key in node, f"{path}: no {key}"
+            node = node[key].get("properties", node[key].get("items", {}).get("properties", {}))
+    names = [c["name"] for c in recovery.PRINTER_COLUMNS]
+    assert names[:5] == ["Primary", "Last Full", "Last Incr", "Verified Point", "Ready"]
+
+
+# ---- cron ------------------------------------------------------------------------------------
+WELL_FORMED = ["0 2 * * *", "0 */6 * * *", "30 4 * * *", "0 5 * * 0", "*/15 8-18 * * MON-FRI",
+               "0 0 1,15 * *", "5 4 ? JAN-MAR,DEC SUN", "0 3 1 */3 *", "0 22 * * 1-5/2"]
+MALFORMED = ["0 2 * *", "0 2 * * * *", "@daily", "0\t2 * * *", "0 2,,3 * * *",
+             "0 2 * * -1", "TZ=UTC 0 2 * * *"]
+
+
+@pytest.mark.parametrize("expression", WELL_FORMED)
+def test_well_formed_schedules_pass_the_cel_regex_and_the_parser(expression: str) -> None:
+    assert re.fullmatch(CRON_CEL_REGEX, expression)
+    cron.parse(expression)
+
+
+@pytest.mark.parametrize("expression", MALFORMED)
+def test_malformed_schedules_fail_the_cel_regex_or_the_parser(expression: str) -> None:
+    shape_ok = re.fullmatch(CRON_CEL_REGEX, expression) is not None
+    try:
+        cron.parse(expression)
+        parsed = True
+    except cron.CronError:
+        parsed = False
+    assert not (shape_ok and parsed), expression
+    if not shape_ok and expression.strip() == expression and "\t" not in expression:
+        assert not parsed  # what the API server rejects, the operator rejects too
+
+
+def test_the_parser_expands_ranges_steps_lists_and_names() -> None:
+    s = cron.parse("*/20 8-10,22 1,15 JAN,jul 1-5")
+    assert s.minutes == {0, 20, 40}
+    assert s.hours == {8, 9, 10, 22}
+    assert s.days == {1, 15}
+    assert s.months == {1, 7}
+    assert s.weekdays == {1, 2, 3, 4, 5}
+    assert cron.parse("0 0 * * 7").weekdays == {0}  # 7 is Sunday too
+    assert cron.parse("0 0 * * 5/1").weekdays == {5, 6, 0}  # N/S runs to the field's end
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("0 24 * * *", "hour value 24 in '24' is out of range: use 0-23"),
+    ("0 0 0 * *", "day-of-month value 0 in '0' is out of range: use 1-31"),
+    ("0 0 * 13 *", "month value 13 in '13' is out of range: use 1-12"),
+    ("0 0 * * 8", "day-of-week value 8 in '8' is out of range: use 0-7"),
+    ("0 5-2 * * *", "hour range '5-2' runs backwards"),
+    ("*/0 * * * *", "minute step in '*/0' must be a positive whole number"),
+    ("*/61 * * * *", "minute step in '*/61' is larger than the field's range 0-59"),
+    ("0 ? * * *", "'?' is only allowed in day-of-month and day-of-week"),
+    ("0 0 * FOO *", "month value 'FOO' in 'FOO' is not a number or one of JAN"),
+])
+def test_the_parser_says_which_field_to_fix(expression: str, message: str) -> None:
+    with pytest.raises(cron.CronError, match=re.escape(message)):
+        cron.parse(expression)
+
+
+def test_day_of_month_and_day_of_week_match_either_when_both_are_restricted() -> None:
+    s = cron.parse("0 0 13 * FRI")
+    assert s.matches_day(datetime(2026, 2, 13).date())  # Friday the 13th
+    assert s.matches_day(datetime(2026, 2, 20).date())  # a Friday
+    assert s.matches_day(datetime(2026, 5, 13).date())  # a Wednesday the 13th
+    assert not s.matches_day(datetime(2026, 5, 14).date())
+    only_fridays = cron.parse("0 0 * * FRI")
+    assert not only_fridays.matches_day(datetime(2026, 5, 13).date())
+
+
+def test_next_run_uses_the_time_zone_and_skips_the_missing_hour() -> None:
+    london = ZoneInfo("Europe/London")
+    daily = cron.parse("30 1 * * *")
+    # 01:30 does not exist on 2026-03-29 in London (clocks go 01:00 → 02:00)
+    after = datetime(2026, 3, 28, 12, 0, tzinfo=UTC)
+    assert cron.next_run(daily, after, london) == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)
+    # 01:30 happens twice on 2026-10-25: it fires once, at the first (BST) occurrence
+    after = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+    first = cron.next_run(daily, after, london)
+    assert first == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert cron.next_run(daily, first, london) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+
+
+def test_next_run_is_strictly_after_and_none_for_impossible_dates() -> None:
+    every_six = cron.parse("0 */6 * * *")
+    at = datetime(2026, 6, 13, 6, 0, tzinfo=UTC)
+    assert cron.next_run(every_six, at, ZoneInfo("UTC")) == datetime(2026, 6, 13, 12, 0,
+                                                                      tzinfo=UTC)
+    assert cron.next_run(cron.parse("0 0 31 2 *"), at, ZoneInfo("UTC")) is None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        cron.next_run(every_six, datetime(2026, 1, 1), ZoneInfo("UTC"))
