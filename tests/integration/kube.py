@@ -14,7 +14,7 @@ from wedsync_testbed.controlplane import LocalCluster
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str,
+def wait_for(condition: Callable[[], T | None], timeout: float, what: str,
              interval: float = 0.2) -> T:
     """Polls until `condition()` is truthy and returns it; fails with `what` on timeout."""
     deadline = time.monotonic() + timeout

@@ -239,8 +239,8 @@ def test_selector_targets_every_matching_hpa(
     body = policy("by-label", "unused", weekly=[always(2)])
     body["spec"]["target"] = {"selector": {"matchLabels": {"tier": "database"}}}
     apply(cluster, namespace, body)
-    for name in ("sel-a", "sel-b"):
-        wait_for(lambda n=name: hpa_bounds(cluster, namespace, n) == (6, 12), 30, name)
+    wait_for(lambda: all(hpa_bounds(cluster, namespace, n) == (6, 12)
+                         for n in ("sel-a", "sel-b")), 30, "both selected HPAs")
 
 
 def test_dry_run_reports_without_writing(

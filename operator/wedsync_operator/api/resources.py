@@ -1,0 +1,61 @@
+"""Every custom resource the operator serves, and the CRD files generated from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from wedsync_operator.api import optimization, recovery
+from wedsync_operator.api.crds import Resource, crd
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource(
+        kind=optimization.KIND,
+        plural=optimization.PLURAL,
+        singular=optimization.SINGULAR,
+        short_names=tuple(optimization.SHORT_NAMES),
+        spec=optimization.OptimizationPolicySpec,
+        status=optimization.OptimizationPolicyStatus,
+        description="Calendar-driven HPA capacity for database-backed services, with "
+        "wedding-day freezes that defer every scale-down.",
+        printer_columns=tuple(optimization.PRINTER_COLUMNS),
+    ),
+    Resource(
+        kind=recovery.KIND,
+        plural=recovery.PLURAL,
+        singular=recovery.SINGULAR,
+        short_names=tuple(recovery.SHORT_NAMES),
+        spec=recovery.RecoveryPlanSpec,
+        status=recovery.RecoveryPlanStatus,
+        description="Backups and the failover topology of one PostgreSQL database.",
+        printer_columns=tuple(recovery.PRINTER_COLUMNS),
+    ),
+)
+
+#: Generated copies: the repository's crds/ and the chart's crds/ (Helm reads only its own).
+CRD_FOLDERS = ("crds", "charts/wedsync-operator/crds")
+
+
+def crd_files() -> dict[str, str]:
+    """File name → YAML text of each generated CRD."""
+    return {
+        f"{r.plural}.yaml": "# Generated from the API models by `make crds`; do not edit.\n"
+        + yaml.safe_dump(crd(r), sort_keys=False, width=100)
+        for r in RESOURCES
+    }
+
+
+def render_crds() -> str:
+    return "---\n".join(crd_files().values())
+
+
+def write_crds(repo_root: Path) -> list[Path]:
+    written = []
+    for folder in CRD_FOLDERS:
+        target = repo_root / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for name, text in crd_files().items():
+            (target / name).write_text(text)
+            written.append(target / name)
+    return written
