@@ -20,8 +20,9 @@ venv: $(VENV)/.installed ## create the virtualenv with the operator and its dev 
 controlplane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm (cached)
 	tools/controlplane/build.sh
 
-crds: venv ## regenerate crds/ and the chart's CRDs from the API models
+crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and manifests/install.yaml
 	$(PY) -m wedsync_operator crds --write
+	tools/render_manifests.sh
 
 run: venv controlplane ## run the operator on a local control plane with the samples
 	$(PY) -m wedsync_testbed.run

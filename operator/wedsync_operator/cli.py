@@ -18,7 +18,9 @@ def _run(args: argparse.Namespace) -> int:
     from wedsync_operator.config import DEFAULT_PEERING, RuntimeConfig
 
     runtime = RuntimeConfig.from_env(
-        metrics_port=args.metrics_port, liveness_port=args.liveness_port
+        metrics_port=args.metrics_port, liveness_port=args.liveness_port,
+        # the heartbeat Lease must live where the operator watches
+        heartbeat_namespace=None if args.all_namespaces else args.namespace[0],
     )
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
     # the API client logs whole request and response bodies at DEBUG: Secrets included
@@ -41,9 +43,10 @@ def _crds(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from wedsync_operator.api.resources import render_crds, write_crds
+    from wedsync_operator.rbac import write_rbac
 
     if args.write:
-        for path in write_crds(Path(args.root)):
+        for path in [*write_crds(Path(args.root)), *write_rbac(Path(args.root))]:
             sys.stdout.write(f"wrote {path}\n")
     else:
         sys.stdout.write(render_crds())
@@ -90,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
 
     crds = sub.add_parser("crds", help="print the CRDs generated from the API models")
     crds.add_argument("--write", action="store_true",
-                      help="write crds/ and the chart's crds/ instead of printing")
+                      help="write crds/, the chart's crds/ and its RBAC rules instead of printing")
     crds.add_argument("--root", default=".", help="repository root for --write (.)")
     crds.set_defaults(func=_crds)
 

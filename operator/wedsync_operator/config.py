@@ -29,20 +29,29 @@ class RuntimeConfig:
 
     metrics_port: int = 8080
     liveness_port: int = 8081
-    #: the liveness probe fails when no watch event has arrived for this long
-    watch_silence_seconds: float = 300.0
+    #: the liveness probe fails when the heartbeat Lease has not come back through the
+    #: watch for this long
+    watch_silence_seconds: float = 120.0
+    #: how often the heartbeat Lease is renewed
+    heartbeat_seconds: float = 30.0
+    #: where the heartbeat Lease lives (a namespace the operator watches)
+    heartbeat_namespace: str = "default"
     #: kopf's worker limit per resource kind
     worker_limit: int = 200
 
     @classmethod
-    def from_env(cls, **overrides: int | float | None) -> RuntimeConfig:
-        values: dict[str, int | float] = {
+    def from_env(cls, **overrides: int | float | str | None) -> RuntimeConfig:
+        values: dict[str, int | float | str] = {
             "metrics_port": int(os.environ.get("WEDSYNC_METRICS_PORT", cls.metrics_port)),
             "liveness_port": int(os.environ.get("WEDSYNC_LIVENESS_PORT", cls.liveness_port)),
             "watch_silence_seconds": float(
                 os.environ.get("WEDSYNC_WATCH_SILENCE_SECONDS", cls.watch_silence_seconds)
             ),
             "worker_limit": int(os.environ.get("WEDSYNC_WORKER_LIMIT", cls.worker_limit)),
+            "heartbeat_seconds": float(
+                os.environ.get("WEDSYNC_HEARTBEAT_SECONDS", cls.heartbeat_seconds)
+            ),
+            "heartbeat_namespace": os.environ.get("POD_NAMESPACE", cls.heartbeat_namespace),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

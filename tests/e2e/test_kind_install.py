@@ -22,6 +22,6 @@ def test_chart_installs_into_kind() -> None:
              "--kubeconfig", str(cluster.kubeconfig_path)],
             check=True,
         )
-        cluster.kubectl("rollout", "status", "deployment/wedsync-operator", "--timeout=120s")
+        cluster.kubectl("rollout", "status", "statefulset/wedsync-operator", "--timeout=120s")
     finally:
         cluster.delete()

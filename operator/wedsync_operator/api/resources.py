@@ -37,13 +37,19 @@ RESOURCES: tuple[Resource, ...] = (
 CRD_FOLDERS = ("crds", "charts/wedsync-operator/crds")
 
 
+#: kopf's peering CRDs (KopfPeering, ClusterKopfPeering), shipped beside ours.
+PEERING_CRDS = Path(__file__).with_name("peering.yaml")
+
+
 def crd_files() -> dict[str, str]:
-    """File name → YAML text of each generated CRD."""
-    return {
+    """File name → YAML text of each generated CRD, and kopf's peering CRDs."""
+    files = {
         f"{r.plural}.yaml": "# Generated from the API models by `make crds`; do not edit.\n"
         + yaml.safe_dump(crd(r), sort_keys=False, width=100)
         for r in RESOURCES
     }
+    files["peering.yaml"] = PEERING_CRDS.read_text()
+    return files
 
 
 def render_crds() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,6 +10,7 @@ import kopf
 
 from wedsync_operator import __version__, metrics
 from wedsync_operator.config import ANNOTATION_PREFIX, FINALIZER, RuntimeConfig
+from wedsync_operator.kube import heartbeat
 from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.kube.hpa import HpaClient
 
@@ -35,17 +37,39 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Shared clients go on the root memo: kopf hands each object a shallow copy of it.
     memo.api = await local_api_client()
     memo.hpas = HpaClient(memo.api)
+    memo.heartbeat = heartbeat.Heartbeat()
+    memo.heartbeat_task = asyncio.create_task(heartbeat.renew_forever(
+        memo.api, runtime.heartbeat_namespace, runtime.heartbeat_seconds))
     metrics.serve(runtime.metrics_port, __version__)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await heartbeat.stop(memo.get("heartbeat_task"))
     api = memo.get("api")
     if api is not None:
         await api.close()
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases",
+               labels={heartbeat.HEARTBEAT_LABEL: "true"}, id="heartbeat-watch")
+async def heartbeat_seen(name: str, memo: kopf.Memo, **_: Any) -> None:
+    if name == heartbeat.lease_name():
+        memo.heartbeat.seen()
 
 
 @kopf.on.probe(id="uptime")
 def uptime(memo: kopf.Memo, **_: Any) -> float:
     started: float = memo.get("started", time.monotonic())
     return round(time.monotonic() - started, 1)
+
+
+@kopf.on.probe(id="watch")
+def watch_alive(memo: kopf.Memo, **_: Any) -> float:
+    """Seconds since the heartbeat came back through the watch; fails the liveness probe
+    (HTTP 500) past the allowed silence. PermanentError: a probe is not retried."""
+    silence: float = memo.heartbeat.silence()
+    limit = memo.runtime.watch_silence_seconds
+    if silence > limit:
+        raise kopf.PermanentError(f"no watch event for {silence:.0f}s (limit {limit:.0f}s)")
+    return round(silence, 1)

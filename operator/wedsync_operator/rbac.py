@@ -1,0 +1,193 @@
+"""The one declaration of the RBAC permissions the operator needs.
+
+Every rule names the code that uses it. The Helm chart reads the rules from
+`charts/wedsync-operator/files/rbac-rules.yaml`, which `render_rules_yaml()` writes (through
+`write_rbac`, called by `wedsync-operator crds --write`); a unit test fails when that file
+drifts from this module, when any rule holds a wildcard, when a kopf handler watches a
+resource no rule covers, and when a rule names a resource no code refers to.
+
+Adding a handler or an API call means adding its rule here, then `make crds`.
+
+Modes (see the chart's `rbac.namespaced`):
+
+- cluster-wide (`run -A`): every rule with `ALL` in its modes goes into one ClusterRole;
+- namespaced (`run -n NS ...`): rules with `NAMESPACED` in its modes go into a Role in each
+  watched namespace, except rules on cluster-scoped resources, which go into a small
+  ClusterRole of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from wedsync_operator.api.base import GROUP
+from wedsync_operator.api.optimization import PLURAL as POLICIES
+from wedsync_operator.api.resources import RESOURCES
+
+#: Where the chart reads the rules (relative to the repository root).
+RULES_FILE = Path("charts/wedsync-operator/files/rbac-rules.yaml")
+
+#: Who uses a rule: kopf itself (the framework), not a module of this package.
+KOPF = "kopf"
+
+
+class Mode(Enum):
+    """The operator's scope: `run -A` or `run -n NS`."""
+
+    ALL = "all-namespaces"
+    NAMESPACED = "namespaced"
+
+
+BOTH = frozenset({Mode.ALL, Mode.NAMESPACED})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One RBAC policy rule and the reason it exists."""
+
+    api_group: str
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    #: `KOPF`, or the module of wedsync_operator whose code makes these calls
+    used_by: str
+    why: str
+    modes: frozenset[Mode] = BOTH
+    #: the resources are cluster-scoped: a Role cannot grant them
+    cluster_scoped: bool = False
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """The rule as Kubernetes writes it in a Role or ClusterRole."""
+        return {
+            "apiGroups": [self.api_group],
+            "resources": list(self.resources),
+            "verbs": list(self.verbs),
+        }
+
+
+RULES: tuple[Rule, ...] = (
+    # ---- kopf, the framework -----------------------------------------------------------
+    Rule(
+        "kopf.dev", ("clusterkopfpeerings",), ("list", "watch", "patch"), KOPF,
+        "peering of the replicas cluster-wide: watch the peering object, patch the "
+        "keep-alives into it (kopf._core.engines.peering)",
+        modes=frozenset({Mode.ALL}), cluster_scoped=True,
+    ),
+    Rule(
+        "kopf.dev", ("kopfpeerings",), ("list", "watch", "patch"), KOPF,
+        "peering of the replicas in each watched namespace (kopf._core.engines.peering)",
+        modes=frozenset({Mode.NAMESPACED}),
+    ),
+    Rule(
+        "apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), KOPF,
+        "kopf notices CRDs created or changed after start-up (kopf._core.reactor.observation)",
+        cluster_scoped=True,
+    ),
+    Rule(
+        "", ("namespaces",), ("list", "watch"), KOPF,
+        "namespaced mode only: kopf follows the watched namespaces appearing and going "
+        "(kopf._core.reactor.observation); cluster-wide it does not look at namespaces",
+        modes=frozenset({Mode.NAMESPACED}), cluster_scoped=True,
+    ),
+    Rule(
+        "", ("events",), ("create",), "wedsync_operator.handlers.optimization",
+        "kopf.event() and kopf's own handler-failure events: POST only "
+        "(kopf._cogs.clients.events)",
+    ),
+    # ---- DatabaseOptimizationPolicy ----------------------------------------------------
+    Rule(
+        GROUP, (POLICIES,), ("list", "watch", "patch"),
+        "wedsync_operator.handlers.optimization",
+        "kopf watches the policies (daemon, on.event, on.delete) and patches its finalizer "
+        "and progress annotations onto them",
+    ),
+    Rule(
+        GROUP, (f"{POLICIES}/status",), ("patch",), "wedsync_operator.kube.status",
+        "the reconciler's status merge patch (patch_status)",
+    ),
+    # ---- the operator's health ----------------------------------------------------------
+    Rule(
+        "coordination.k8s.io", ("leases",), ("list", "watch", "create", "patch"),
+        "wedsync_operator.kube.heartbeat",
+        "the heartbeat Lease: renewed by server-side apply (create on first apply, then "
+        "patch) and watched back by the heartbeat-watch handler for the liveness probe",
+    ),
+    Rule(
+        "autoscaling", ("horizontalpodautoscalers",), ("get", "list", "watch", "patch"),
+        "wedsync_operator.kube.hpa",
+        "read one HPA or list by selector (HpaClient.get/list), kopf's hpa-watch, and the "
+        "server-side apply of minReplicas/maxReplicas (HpaClient.apply)",
+    ),
+)
+
+
+def uninstall_rules() -> tuple[Rule, ...]:
+    """What the chart's pre-delete hook needs: delete every custom resource of the operator
+    and wait until kopf has run their delete handlers and removed the finalizers."""
+    return (
+        Rule(
+            GROUP, tuple(sorted(r.plural for r in RESOURCES)),
+            ("get", "list", "watch", "delete"), "charts/wedsync-operator pre-delete hook",
+            "kubectl delete --all --wait on the operator's custom resources before the "
+            "operator itself goes, so none is left stuck on its finalizer",
+        ),
+    )
+
+
+def cluster_wide_rules() -> list[Rule]:
+    """The ClusterRole of `run -A`."""
+    return [r for r in RULES if Mode.ALL in r.modes]
+
+
+def namespaced_cluster_rules() -> list[Rule]:
+    """The ClusterRole that namespaced mode still needs (cluster-scoped resources)."""
+    return [r for r in RULES if Mode.NAMESPACED in r.modes and r.cluster_scoped]
+
+
+def namespaced_rules() -> list[Rule]:
+    """The Role in each watched namespace in namespaced mode."""
+    return [r for r in RULES if Mode.NAMESPACED in r.modes and not r.cluster_scoped]
+
+
+HEADER = """\
+# Generated from operator/wedsync_operator/rbac.py by `make crds`; do not edit.
+# The chart's templates/rbac.yaml and templates/uninstall-hook.yaml read this file.
+"""
+
+
+def _rules_yaml(rules: list[Rule], indent: str) -> str:
+    if not rules:
+        return " []\n"
+    lines = [""]
+    for rule in rules:
+        lines.append(f"{indent}# {rule.used_by}: {rule.why}")
+        lines.append(f"{indent}- apiGroups: {json.dumps([rule.api_group])}")
+        lines.append(f"{indent}  resources: {json.dumps(list(rule.resources))}")
+        lines.append(f"{indent}  verbs: {json.dumps(list(rule.verbs))}")
+    return "\n".join(lines) + "\n"
+
+
+def render_rules_yaml() -> str:
+    """The text of `files/rbac-rules.yaml`: one list of rules per role the chart makes."""
+    return (
+        HEADER
+        + "# run -A: one ClusterRole\nclusterWide:"
+        + _rules_yaml(cluster_wide_rules(), "  ")
+        + "namespaced:\n"
+        + "  # run -n NS: a ClusterRole for the cluster-scoped resources\n  clusterRole:"
+        + _rules_yaml(namespaced_cluster_rules(), "    ")
+        + "  # ... and a Role in every watched namespace\n  role:"
+        + _rules_yaml(namespaced_rules(), "    ")
+        + "# the pre-delete hook (its own ServiceAccount)\nuninstallHook:"
+        + _rules_yaml(list(uninstall_rules()), "  ")
+    )
+
+
+def write_rbac(repo_root: Path) -> list[Path]:
+    """Writes the chart's rules file; returns the paths written."""
+    target = repo_root / RULES_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_rules_yaml())
+    return [target]
