@@ -32,6 +32,9 @@ class RuntimeConfig:
     #: the liveness probe fails when the heartbeat Lease has not come back through the
     #: watch for this long
     watch_silence_seconds: float = 120.0
+    #: seconds a silent replica counts as alive in kopf's peering (the standby takes over
+    #: after this much silence of the active replica)
+    peering_lifetime: int = 15
     #: how often the heartbeat Lease is renewed
     heartbeat_seconds: float = 30.0
     #: where the heartbeat Lease lives (a namespace the operator watches)
@@ -52,6 +55,9 @@ class RuntimeConfig:
                 os.environ.get("WEDSYNC_HEARTBEAT_SECONDS", cls.heartbeat_seconds)
             ),
             "heartbeat_namespace": os.environ.get("POD_NAMESPACE", cls.heartbeat_namespace),
+            "peering_lifetime": int(
+                os.environ.get("WEDSYNC_PEERING_LIFETIME", cls.peering_lifetime)
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
     settings.queueing.worker_limit = runtime.worker_limit
-    settings.peering.lifetime = 15
+    settings.peering.lifetime = runtime.peering_lifetime
     memo.started = time.monotonic()
     # Shared clients go on the root memo: kopf hands each object a shallow copy of it.
     memo.api = await local_api_client()
