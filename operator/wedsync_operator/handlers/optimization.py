@@ -31,7 +31,7 @@ ERROR_BACKOFF_SECONDS = 10.0
 #: wake this long after a boundary, so the evaluation sees the new side of it
 BOUNDARY_EPSILON = 0.002
 #: read the HPAs and decide this long before a boundary; the writes wait for the boundary
-PREARM = timedelta(seconds=0.5)
+PREARM = timedelta(seconds=2)
 
 
 @dataclass
