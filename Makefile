@@ -43,7 +43,7 @@ test: lint typecheck controlplane ## ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 bench: venv controlplane ## benchmarks; figures go to bench/results/
-	$(PY) bench/run.py
+	$(PY) bench/policies.py
 
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis

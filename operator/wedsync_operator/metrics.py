@@ -61,3 +61,79 @@ API_WRITES = Counter(
     "wedsync_api_writes_total", "Writes the operator made to the Kubernetes API.",
     ["kind", "verb"], registry=REGISTRY,
 )
+
+# ---- DisasterRecoveryPlan ------------------------------------------------------------------
+# Per plan and job type (full, incremental, long-term, verify, expire, restore-drill); the
+# series of a deleted plan are dropped (`forget_plan`).
+BACKUP_LAST_SUCCESS = Gauge(
+    "wedsync_backup_last_success_timestamp_seconds",
+    "Unix time the last successful backup job of a type finished.",
+    ["namespace", "plan", "type"], registry=REGISTRY,
+)
+BACKUP_LAST_FAILURE = Gauge(
+    "wedsync_backup_last_failure_timestamp_seconds",
+    "Unix time the last failed backup job of a type failed.",
+    ["namespace", "plan", "type"], registry=REGISTRY,
+)
+BACKUP_DURATION = Gauge(
+    "wedsync_backup_last_duration_seconds",
+    "Duration of the last successful backup job of a type (Job start to completion).",
+    ["namespace", "plan", "type"], registry=REGISTRY,
+)
+BACKUP_NEXT_RUN = Gauge(
+    "wedsync_backup_next_run_timestamp_seconds",
+    "Unix time the next backup job of a type is due.",
+    ["namespace", "plan", "type"], registry=REGISTRY,
+)
+BACKUP_FAILURES = Counter(
+    "wedsync_backup_failures_total",
+    "Failed backup jobs seen (one per Job, each also a Warning Event).",
+    ["namespace", "plan", "type"], registry=REGISTRY,
+)
+BACKUPS_HEALTHY = Gauge(
+    "wedsync_backups_healthy", "1 while the last run of every backup job type succeeded.",
+    ["namespace", "plan"], registry=REGISTRY,
+)
+BACKUP_STALE = Gauge(
+    "wedsync_backup_stale",
+    "1 while a backup type has had no success within twice its schedule's interval.",
+    ["namespace", "plan"], registry=REGISTRY,
+)
+VERIFIED_POINT = Gauge(
+    "wedsync_backup_verified_restorable_timestamp_seconds",
+    "Latest point in time a restore drill proved restorable (Unix time).",
+    ["namespace", "plan"], registry=REGISTRY,
+)
+VERIFIED_AGE = Gauge(
+    "wedsync_backup_verified_restorable_age_seconds",
+    "Age of the newest backup a restore drill proved restorable, at scrape time.",
+    ["namespace", "plan"], registry=REGISTRY,
+)
+RESTORE_SECONDS = Gauge(
+    "wedsync_restore_drill_restore_seconds",
+    "Measured duration of the last restore drill's pgBackRest restore.",
+    ["namespace", "plan"], registry=REGISTRY,
+)
+
+
+def set_verified_point(namespace: str, plan: str, timestamp: float) -> None:
+    """Records a plan's verified restorable point; its age is computed at each scrape."""
+    import time
+
+    VERIFIED_POINT.labels(namespace, plan).set(timestamp)
+    VERIFIED_AGE.labels(namespace, plan).set_function(lambda: time.time() - timestamp)
+
+
+def forget_plan(namespace: str, plan: str, job_types: tuple[str, ...]) -> None:
+    """Drops every series of a deleted plan."""
+    import contextlib
+
+    for metric in (BACKUP_LAST_SUCCESS, BACKUP_LAST_FAILURE, BACKUP_DURATION, BACKUP_NEXT_RUN,
+                   BACKUP_FAILURES):
+        for job_type in job_types:
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, plan, job_type)
+    for metric in (BACKUPS_HEALTHY, BACKUP_STALE, VERIFIED_POINT, VERIFIED_AGE,
+                   RESTORE_SECONDS):
+        with contextlib.suppress(KeyError):
+            metric.remove(namespace, plan)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from wedsync_operator.api.base import GROUP
 from wedsync_operator.api.optimization import PLURAL as POLICIES
+from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.resources import RESOURCES
 
 #: Where the chart reads the rules (relative to the repository root).
@@ -106,6 +107,43 @@ RULES: tuple[Rule, ...] = (
     Rule(
         GROUP, (f"{POLICIES}/status",), ("patch",), "wedsync_operator.kube.status",
         "the reconciler's status merge patch (patch_status)",
+    ),
+    # ---- DisasterRecoveryPlan: backups ---------------------------------------------------
+    Rule(
+        GROUP, (PLANS,), ("list", "watch", "patch"), "wedsync_operator.handlers.recovery",
+        "kopf watches the plans (the backups daemon, plan-watch) and patches its finalizer "
+        "and progress annotations onto them",
+    ),
+    Rule(
+        GROUP, (f"{PLANS}/status",), ("patch",), "wedsync_operator.kube.status",
+        "the backup reconciler's status merge patch (patch_status)",
+    ),
+    Rule(
+        "batch", ("cronjobs",), ("get", "list", "watch", "create", "patch", "delete"),
+        "wedsync_operator.services.backups",
+        "the plan's backup CronJobs: list by the plan's labels, get a same-named one, "
+        "server-side apply (create, then patch) to create them and correct drift, delete "
+        "the ones the plan no longer has; kopf's cronjob-watch",
+    ),
+    Rule(
+        "batch", ("jobs",), ("list", "watch", "patch"), "wedsync_operator.services.backups",
+        "the Jobs the CronJobs start: listed and watched (job-watch) into the plan's "
+        "status; a failed one is annotated once its Warning Event is out",
+    ),
+    Rule(
+        "", ("pods",), ("list",), "wedsync_operator.services.backups",
+        "a finished backup Job's Pods: the container's termination message says why it "
+        "failed, or what a restore drill measured",
+    ),
+    Rule(
+        "", ("secrets",), ("get", "create", "patch"), "wedsync_operator.services.backups",
+        "the plan's pgBackRest configuration Secret (server-side apply: create, then "
+        "patch); get the Secrets the plan refers to, to say which key is missing. Never "
+        "list or watch: the operator reads no Secret it is not pointed at",
+    ),
+    Rule(
+        "", ("persistentvolumeclaims",), ("get",), "wedsync_operator.services.backups",
+        "the claims of posix repositories: a missing one is reported on the plan",
     ),
     # ---- the operator's health ----------------------------------------------------------
     Rule(

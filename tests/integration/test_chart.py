@@ -255,7 +255,8 @@ def test_install_runs_the_operator_under_its_service_account_and_uninstall_leave
     whoami = kubectl_as(cluster, kubeconfig, "auth", "whoami", "-o", "json")
     assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == \
         f"system:serviceaccount:{ns}:{fullname}"
-    for verb, resource in (("get", "secrets"), ("delete", "horizontalpodautoscalers"),
+    for verb, resource in (("list", "secrets"), ("watch", "secrets"),
+                           ("delete", "secrets"), ("delete", "horizontalpodautoscalers"),
                            ("create", "deployments"), ("delete", "databaseoptimizationpolicies")):
         denied = kubectl_as(cluster, kubeconfig, "auth", "can-i", verb, resource, "-n", app_ns)
         assert denied.stdout.strip() == "no", f"the operator may {verb} {resource}"

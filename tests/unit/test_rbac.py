@@ -14,6 +14,7 @@ import yaml
 
 import wedsync_operator.handlers  # noqa: F401 - registers the handlers with kopf
 from wedsync_operator import rbac
+from wedsync_operator.kube import objects
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = REPO_ROOT / "operator" / "wedsync_operator"
@@ -76,9 +77,11 @@ def test_every_rule_is_used_by_the_code_it_names(rule: rbac.Rule) -> None:
         module = importlib.import_module(rule.used_by)
         assert module.__file__ is not None
         module_source = Path(module.__file__).read_text()
+    # kube.objects addresses objects by kind ("CronJob") and derives the plural
+    kinds = {objects.plural(kind) for kind in re.findall(r'"([A-Z][A-Za-z]+)"', haystack)}
     for resource in rule.resources:
         plural, _, subresource = resource.partition("/")
-        assert re.search(rf"\b{re.escape(plural)}\b", haystack), (
+        assert re.search(rf"\b{re.escape(plural)}\b", haystack) or plural in kinds, (
             f"{plural} ({rule.api_group}) is granted but no code refers to it"
         )
         if subresource and rule.used_by != rbac.KOPF:

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from wedsync_operator.handlers import lifecycle, optimization
+from wedsync_operator.handlers import lifecycle, optimization, recovery
 
-__all__ = ["lifecycle", "optimization"]
+__all__ = ["lifecycle", "optimization", "recovery"]
