@@ -47,9 +47,19 @@ def desired(spec: RecoveryPlanSpec, **kwargs: Any) -> list[dict[str, Any]]:
     return [svc.with_fingerprint(o) for o in (secret, *cronjobs)]
 
 
+def _omit_empty(value: Any) -> Any:
+    """What the API server's JSON encoding does to empty fields (omitempty): gone."""
+    if isinstance(value, dict):
+        return {k: _omit_empty(v) for k, v in value.items() if v not in ([], {}, "", None)}
+    if isinstance(value, list):
+        return [_omit_empty(v) for v in value]
+    return value
+
+
 def as_stored(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object as the API server returns it: what we sent plus defaults and bookkeeping."""
-    stored = copy.deepcopy(obj)
+    """The object as the API server returns it: what we sent, without its empty fields, plus
+    defaults and bookkeeping."""
+    stored: dict[str, Any] = _omit_empty(copy.deepcopy(obj))
     meta = stored["metadata"]
     meta.update(uid="0f0f", resourceVersion="42", creationTimestamp="2026-06-01T00:00:00Z",
                 generation=1, managedFields=[{"manager": "wedsync-operator"}])
@@ -82,6 +92,19 @@ def by_name(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_a_no_op_writes_nothing_despite_server_defaults_and_foreign_labels() -> None:
     objs = desired(plan(restoreDrill={}))
     assert svc.plan_writes(objs, by_name([as_stored(o) for o in objs])) == []
+
+
+def test_a_no_op_writes_nothing_when_the_server_dropped_empty_fields() -> None:
+    """A primary in another cluster: the backup containers get no connection env at all,
+    which the API server stores as no `env` key."""
+    remote = {"cluster": {"kubeconfigSecret": {"name": "east-kubeconfig"}}}
+    objs = desired(plan([region("eu-west", "Primary", **remote), region("eu-central")],
+                        repositories=[POSIX]))
+    stored = by_name([as_stored(o) for o in objs])
+    container = stored["bookings-backup-full"]["spec"]["jobTemplate"]["spec"]["template"][
+        "spec"]["containers"][0]
+    assert "env" not in container
+    assert svc.plan_writes(objs, stored) == []
 
 
 def test_missing_objects_are_created() -> None:

@@ -146,7 +146,8 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
             metrics.RECONCILE_SECONDS.labels(KIND).observe(time.perf_counter() - started)
     post(body, result.events)
     if result.writes:
-        logger.info(f"reconciled with {result.writes} writes")
+        logger.info(f"reconciled with {result.writes} writes: "
+                    f"{'; '.join(e.message for e in result.events)}")
     return result.wake_at
 
 

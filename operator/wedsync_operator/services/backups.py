@@ -170,6 +170,8 @@ def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
         for key, value in desired.items():
             where = f"{path}.{key}"
             if key not in observed:
+                if _empty(value):
+                    continue  # the API server omits empty fields (omitempty)
                 return where
             found = first_difference(value, observed[key], where)
             if found is not None:
@@ -198,6 +200,11 @@ def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
                 return found
         return None
     return None if _same(desired, observed, path) else path
+
+
+def _empty(value: Any) -> bool:
+    """An empty list, mapping or string, or null: what the API server stores as absent."""
+    return value is None or (isinstance(value, list | dict | str) and not value)
 
 
 #: Keys that identify the elements of the keyed lists the operator writes (ownerReferences,
