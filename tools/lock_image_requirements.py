@@ -33,20 +33,25 @@ def direct_requirements() -> list[Requirement]:
 def closure(requirements: list[Requirement]) -> dict[str, str]:
     """name → installed version of every runtime dependency, transitively (no extras)."""
     found: dict[str, str] = {}
-    todo = list(requirements)
+    todo: list[tuple[Requirement, frozenset[str]]] = [(r, frozenset()) for r in requirements]
+    seen: set[tuple[str, frozenset[str]]] = set()
     while todo:
-        req = todo.pop()
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+        req, extras = todo.pop()
+        # a dependency of an extra counts when that extra was asked for
+        if req.marker is not None and not any(
+                req.marker.evaluate({"extra": extra}) for extra in ("", *extras)):
             continue
         name = canonical(req.name)
-        if name in found:
+        wanted = frozenset(req.extras)
+        if (name, wanted) in seen:
             continue
+        seen.add((name, wanted))
         try:
             dist = distribution(req.name)
         except PackageNotFoundError:
             sys.exit(f"{req.name} is not installed: run from the project's virtualenv")
         found[name] = dist.version
-        todo.extend(Requirement(text) for text in dist.requires or [])
+        todo.extend((Requirement(text), wanted) for text in dist.requires or [])
     return found
 
 

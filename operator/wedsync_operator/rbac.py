@@ -24,6 +24,7 @@ from enum import Enum
 from pathlib import Path
 
 from wedsync_operator.api.base import GROUP
+from wedsync_operator.api.failover import PLURAL as FAILOVERS
 from wedsync_operator.api.optimization import PLURAL as POLICIES
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.resources import RESOURCES
@@ -138,12 +139,42 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "", ("secrets",), ("get", "create", "patch"), "wedsync_operator.services.backups",
         "the plan's pgBackRest configuration Secret (server-side apply: create, then "
-        "patch); get the Secrets the plan refers to, to say which key is missing. Never "
-        "list or watch: the operator reads no Secret it is not pointed at",
+        "patch); get the Secrets the plan refers to, to say which key is missing; the "
+        "failover reads regions' kubeconfig and connection Secrets and patches a traffic "
+        "Secret key. Never list or watch: the operator reads no Secret it is not pointed at",
     ),
     Rule(
         "", ("persistentvolumeclaims",), ("get",), "wedsync_operator.services.backups",
         "the claims of posix repositories: a missing one is reported on the plan",
+    ),
+    # ---- Failover -------------------------------------------------------------------------
+    Rule(
+        GROUP, (FAILOVERS,), ("list", "watch", "create", "patch"),
+        "wedsync_operator.services.failover",
+        "kopf runs a daemon per unfinished run (list, watch, finalizer patch); a run looks "
+        "for an earlier unfinished run of its plan (list); detection creates a run when the "
+        "primary is lost (create)",
+    ),
+    Rule(
+        GROUP, (f"{FAILOVERS}/status",), ("patch",), "wedsync_operator.kube.status",
+        "the run's state machine: its status is written after every step (patch_status)",
+    ),
+    Rule(
+        GROUP, (PLANS,), ("get",), "wedsync_operator.services.failover",
+        "a run reads its plan (regions, failover settings, currentPrimary); the plan's "
+        "status (currentPrimary) is patched through plans/status",
+    ),
+    Rule(
+        "apps", ("statefulsets", "deployments"), ("get", "patch"),
+        "wedsync_operator.services.failover",
+        "fencing: the old primary's workload is scaled to zero (merge patch of "
+        "spec.replicas) in a region that is the operator's own cluster; its selector is "
+        "read to repoint a Service. Regions in other clusters use their kubeconfig's rights",
+    ),
+    Rule(
+        "", ("services", "configmaps"), ("get", "patch"), "wedsync_operator.services.failover",
+        "redirecting: the traffic object of a region in the operator's own cluster is "
+        "repointed at the new primary (merge patch)",
     ),
     # ---- the operator's health ----------------------------------------------------------
     Rule(

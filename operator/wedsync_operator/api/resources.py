@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from wedsync_operator.api import optimization, recovery
+from wedsync_operator.api import failover, optimization, recovery
 from wedsync_operator.api.crds import Resource, crd
 
 RESOURCES: tuple[Resource, ...] = (
@@ -30,6 +30,17 @@ RESOURCES: tuple[Resource, ...] = (
         status=recovery.RecoveryPlanStatus,
         description="Backups and the failover topology of one PostgreSQL database.",
         printer_columns=tuple(recovery.PRINTER_COLUMNS),
+    ),
+    Resource(
+        kind=failover.KIND,
+        plural=failover.PLURAL,
+        singular=failover.SINGULAR,
+        short_names=tuple(failover.SHORT_NAMES),
+        spec=failover.FailoverRunSpec,
+        status=failover.FailoverRunStatus,
+        description="One run of the failover workflow of a DisasterRecoveryPlan: fence, "
+        "promote, redirect, verify; resumable, with measured RTO and data loss.",
+        printer_columns=tuple(failover.PRINTER_COLUMNS),
     ),
 )
 

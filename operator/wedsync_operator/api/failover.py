@@ -1,0 +1,111 @@
+"""Failover (short name `failover`): one run of the failover workflow of a DisasterRecoveryPlan.
+
+A run is created by a person (`kubectl create`) or, later, by the operator's detection. Its
+progress lives entirely in the status, so an operator that is killed at any point resumes the
+run from the status after a restart:
+
+    Pending → AwaitingApproval (gated) → Fencing → Promoting → Redirecting → Verifying
+            → Succeeded | Failed
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from wedsync_operator.api.base import ApiModel, Condition
+
+KIND = "Failover"
+PLURAL = "failovers"
+SINGULAR = "failover"
+SHORT_NAMES = ["failover"]
+
+RunType = Literal["Failover", "Switchover", "Drill"]
+Phase = Literal["Pending", "AwaitingApproval", "Fencing", "Promoting", "Redirecting",
+                "Verifying", "Succeeded", "Failed"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
+Outcome = Literal["Running", "Succeeded", "Failed", "Skipped"]
+
+
+class FailoverRunSpec(ApiModel):
+    """What to fail over, and whether a gated run may go ahead."""
+
+    plan: str = Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                      description="Name of the DisasterRecoveryPlan (same namespace).")
+    type: RunType = Field(
+        default="Failover",
+        description="Failover: the primary is lost, promote a standby now. Switchover: "
+        "planned; after fencing, wait until the standby has replayed everything the old "
+        "primary wrote (zero data loss). Drill: check every step's preconditions and "
+        "change nothing.")
+    to_region: str | None = Field(
+        default=None, max_length=63,
+        description="Standby region to promote; absent means the standby with the least "
+        "replay lag.")
+    approved: bool = Field(
+        default=False,
+        description="Releases a run held in AwaitingApproval (freeze window, lag over the "
+        "plan's bound, or manual mode).")
+    reason: str = Field(default="", max_length=1024,
+                        description="Why this run exists (shown in events).")
+
+
+class FailoverStep(ApiModel):
+    """One step of the run, as it happened."""
+
+    name: str = Field(max_length=63, description="Fence, CatchUp, Promote, Redirect or Verify.")
+    started_at: datetime | None = Field(default=None, description="When the step started.")
+    finished_at: datetime | None = Field(default=None, description="When the step finished.")
+    outcome: Outcome = Field(default="Running", description="Running, Succeeded, Failed or "
+                             "Skipped.")
+    message: str = Field(default="", max_length=4096, description="What the step did or why "
+                         "it waits.")
+
+
+class FailoverRunStatus(ApiModel):
+    """The run's progress: the state machine lives here."""
+
+    phase: Phase = Field(default="Pending", description="Where the run is.")
+    from_region: str | None = Field(default=None, description="The region that was primary.")
+    to_region: str | None = Field(default=None, description="The region being promoted.")
+    started_at: datetime | None = Field(default=None, description="When the operator first "
+                                        "handled the run.")
+    finished_at: datetime | None = Field(default=None, description="When the run ended.")
+    steps: list[FailoverStep] = Field(default_factory=list, description="Steps, in order.")
+    fence_lsn: str | None = Field(
+        default=None, description="The old primary's WAL flush position after it was made "
+        "read-only (a Switchover waits until the standby has replayed up to it).")
+    fenced_replicas: int | None = Field(
+        default=None, description="Replicas of the old primary's workload before fencing.")
+    rto_seconds: float | None = Field(
+        default=None, description="Seconds from the start of fencing until the new primary "
+        "accepted a verified write (writes unavailable in between).")
+    data_loss_bytes: int | None = Field(
+        default=None, description="Estimated WAL bytes the old primary had flushed that the "
+        "new primary had not replayed when promoted; absent when the old primary was "
+        "unreachable (unknown).")
+    message: str = Field(default="", max_length=4096, description="The latest news.")
+    conditions: list[Condition] = Field(default_factory=list,
+                                        description="Approved, Ready conditions.")
+    observed_generation: int | None = Field(default=None, description="The spec generation "
+                                            "this status describes.")
+
+
+PRINTER_COLUMNS: list[dict[str, str]] = [
+    {"name": "Plan", "type": "string", "jsonPath": ".spec.plan",
+     "description": "The DisasterRecoveryPlan."},
+    {"name": "Type", "type": "string", "jsonPath": ".spec.type",
+     "description": "Failover, Switchover or Drill."},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
+     "description": "Where the run is."},
+    {"name": "From", "type": "string", "jsonPath": ".status.fromRegion",
+     "description": "The region that was primary."},
+    {"name": "To", "type": "string", "jsonPath": ".status.toRegion",
+     "description": "The region being promoted."},
+    {"name": "RTO", "type": "number", "jsonPath": ".status.rtoSeconds",
+     "description": "Seconds writes were unavailable."},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+     "description": "Age of the run."},
+]

@@ -1,0 +1,332 @@
+"""The failover workflow as a pure state machine: status + observations → what to do next.
+
+Nothing here talks to Kubernetes or PostgreSQL and the clock is an argument. The service
+(`services.failover`) carries the decisions out, one idempotent step at a time, and writes
+the status after each; because every decision is made from the status alone, an operator
+that was killed resumes the run where the status says it is.
+
+Phases and the steps each runs, in order:
+
+- Pending: choose the regions, then gate or start.
+- AwaitingApproval: until `spec.approved` (freeze window, lag over the bound, manual mode).
+- Fencing: Fence (old primary read-only and its workload scaled to zero).
+- Promoting: CatchUp (Switchover only: the standby replays up to the fence LSN), Promote.
+- Redirecting: Redirect (the traffic object in every region).
+- Verifying: Verify (a real write on the new primary), then the plan's currentPrimary.
+- Succeeded | Failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from wedsync_operator.api.failover import (
+    TERMINAL_PHASES,
+    FailoverRunSpec,
+    FailoverRunStatus,
+    FailoverStep,
+    Phase,
+)
+from wedsync_operator.api.recovery import FailoverSpec, Freeze, RecoveryPlanSpec
+from wedsync_operator.domain.calendar import resolve_wall_time
+
+StepName = Literal["Fence", "CatchUp", "Promote", "Redirect", "Verify"]
+
+#: The active phases in order, and the steps each runs.
+PHASE_STEPS: dict[str, tuple[StepName, ...]] = {
+    "Fencing": ("Fence",),
+    "Promoting": ("CatchUp", "Promote"),
+    "Redirecting": ("Redirect",),
+    "Verifying": ("Verify",),
+}
+_NEXT_PHASE: dict[str, Phase] = {
+    "Fencing": "Promoting",
+    "Promoting": "Redirecting",
+    "Redirecting": "Verifying",
+    "Verifying": "Succeeded",
+}
+
+
+class PlanError(ValueError):
+    """The run cannot go ahead with this plan (a permanent failure of the run)."""
+
+
+# ---- regions -------------------------------------------------------------------------------
+def choose_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary: str | None,
+                   lag_by_region: dict[str, int | None] | None = None) -> tuple[str, str]:
+    """(from, to): the region serving writes now, and the standby to promote — the one the
+    run names, or else the standby with the least known replay lag (plan order breaks ties,
+    unknown lag goes last)."""
+    names = [r.name for r in plan.regions]
+    source = current_primary if current_primary in names else plan.primary.name
+    if run.to_region is not None:
+        if run.to_region not in names:
+            raise PlanError(f"toRegion {run.to_region!r} is not a region of plan {run.plan!r} "
+                            f"(regions: {', '.join(names)})")
+        if run.to_region == source:
+            raise PlanError(f"toRegion {run.to_region!r} is already the primary")
+        return source, run.to_region
+    candidates = [n for n in names if n != source]
+    if not candidates:
+        raise PlanError(f"plan {run.plan!r} has no standby region to fail over to")
+    lags = lag_by_region or {}
+
+    def rank(name: str) -> tuple[int, int, int]:
+        lag = lags.get(name)
+        return (lag is None, lag or 0, candidates.index(name))
+
+    return source, min(candidates, key=rank)
+
+
+# ---- gates ---------------------------------------------------------------------------------
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _minutes(text: str | None) -> int:
+    if text is None:
+        return 0
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _on_day(freeze: Freeze, day: date) -> bool:
+    if freeze.days is not None:
+        return _WEEKDAYS[day.weekday()] in freeze.days
+    assert freeze.date is not None
+    if len(freeze.date) == 10:
+        return day.isoformat() == freeze.date
+    return day.strftime("%m-%d") == freeze.date
+
+
+def active_freezes(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime) -> list[str]:
+    """Names of the freeze windows (in local wall time of `zone`) active at `now`. A window
+    without times is the whole local day; an end at or before the start is on the next day."""
+    today = now.astimezone(zone).date()
+    active = []
+    for freeze in freezes:
+        start, end = _minutes(freeze.start), _minutes(freeze.end)
+        for day in (today - timedelta(days=1), today):
+            if not _on_day(freeze, day):
+                continue
+            end_day = day if end > start else day + timedelta(days=1)
+            begin = resolve_wall_time(datetime.combine(day, time()) + timedelta(minutes=start),
+                                      zone)
+            stop = resolve_wall_time(datetime.combine(end_day, time())
+                                     + timedelta(minutes=end), zone)
+            if begin <= now < stop:
+                active.append(freeze.name)
+                break
+    return active
+
+
+def gate_reasons(settings: FailoverSpec, run: FailoverRunSpec, frozen_by: Sequence[str],
+                 lag_bytes: int | None) -> list[str]:
+    """Why the run must wait for `spec.approved: true`; empty when it may go ahead.
+
+    - the plan is in Manual mode;
+    - a freeze window is active and the plan asks for approval during freezes;
+    - a Failover would promote a standby whose replay lag is over the plan's bound. A
+      Switchover waits for the standby to catch up instead (no data is lost), and a Drill
+      changes nothing, so the lag does not gate them. An unknown lag (standby unreachable)
+      does not gate: the Promote step waits for the standby anyway.
+    """
+    reasons = []
+    if settings.mode == "Manual":
+        reasons.append("the plan's failover mode is Manual")
+    if frozen_by and settings.approval_during_freeze:
+        reasons.append(f"freeze window active: {', '.join(frozen_by)}")
+    if run.type == "Failover" and lag_bytes is not None and \
+            lag_bytes > settings.max_lag_bytes:
+        reasons.append(f"the standby is {lag_bytes} bytes behind, over the plan's bound "
+                       f"of {settings.max_lag_bytes}")
+    return reasons
+
+
+# ---- the machine ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decision:
+    """What the service does next.
+
+    kind:
+    - ``start``: Pending; resolve the regions and the gates (`begin` decides).
+    - ``await``: AwaitingApproval and not approved: re-check the gates later.
+    - ``release``: AwaitingApproval and approved: go to Fencing.
+    - ``step``: run `step` (idempotent) of the current phase.
+    - ``done``: the run has ended.
+    """
+
+    kind: Literal["start", "await", "release", "step", "done"]
+    step: StepName | None = None
+
+
+def steps_for(run_type: str, phase: str) -> tuple[StepName, ...]:
+    """The steps a phase runs for a run type (a CatchUp only in a Switchover)."""
+    steps = PHASE_STEPS.get(phase, ())
+    if run_type != "Switchover":
+        steps = tuple(s for s in steps if s != "CatchUp")
+    return steps
+
+
+def _finished(status: FailoverRunStatus, step: str) -> bool:
+    return any(s.name == step and s.outcome in ("Succeeded", "Skipped") for s in status.steps)
+
+
+def decide(run: FailoverRunSpec, status: FailoverRunStatus) -> Decision:
+    """The next thing to do for a run in `status`."""
+    if status.phase in TERMINAL_PHASES:
+        return Decision("done")
+    if status.phase == "Pending":
+        return Decision("start")
+    if status.phase == "AwaitingApproval":
+        return Decision("release") if run.approved else Decision("await")
+    for step in steps_for(run.type, status.phase):
+        if not _finished(status, step):
+            return Decision("step", step)
+    # every step of the phase has finished (a crash between the step and the phase change)
+    return Decision("step", None)
+
+
+def begin(status: FailoverRunStatus, source: str, target: str, reasons: Sequence[str],
+          approved: bool, now: datetime) -> FailoverRunStatus:
+    """Pending → AwaitingApproval (gated and not approved) or Fencing."""
+    gated = bool(reasons) and not approved
+    message = ("awaiting approval (kubectl patch failover ... --type=merge -p "
+               "'{\"spec\":{\"approved\":true}}'): " + "; ".join(reasons)) if gated else (
+        f"failing over from {source} to {target}"
+        + (f" (approved despite: {'; '.join(reasons)})" if reasons else ""))
+    return status.model_copy(update={
+        "phase": "AwaitingApproval" if gated else "Fencing",
+        "from_region": source, "to_region": target,
+        "started_at": status.started_at or now, "message": message,
+    })
+
+
+def release(status: FailoverRunStatus, now: datetime) -> FailoverRunStatus:
+    """AwaitingApproval → Fencing once approved."""
+    return status.model_copy(update={"phase": "Fencing", "message": "approved: fencing"})
+
+
+def step_started(status: FailoverRunStatus, step: StepName, now: datetime,
+                 message: str = "") -> FailoverRunStatus:
+    """Records that `step` runs (once: a resumed step keeps its first start time)."""
+    if any(s.name == step for s in status.steps):
+        return status
+    steps = [*status.steps, FailoverStep(name=step, started_at=now, message=message)]
+    return status.model_copy(update={"steps": steps})
+
+
+def _replace_step(status: FailoverRunStatus, step: str, **update: object) -> list[FailoverStep]:
+    return [s.model_copy(update=update) if s.name == step else s for s in status.steps]
+
+
+def step_waiting(status: FailoverRunStatus, step: StepName, message: str) -> FailoverRunStatus:
+    """The step could not finish yet (retried): its message says why."""
+    return status.model_copy(update={"steps": _replace_step(status, step, message=message),
+                                     "message": f"{step}: {message}"})
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a finished step reports back into the status."""
+
+    message: str
+    skipped: bool = False
+    #: extra status fields the step learnt (fence_lsn, fenced_replicas, data_loss_bytes)
+    facts: dict[str, object] = field(default_factory=dict)
+
+
+def step_finished(status: FailoverRunStatus, step: StepName, result: StepResult,
+                  now: datetime) -> FailoverRunStatus:
+    """Marks `step` finished and records what it learnt."""
+    steps = _replace_step(status, step, finished_at=now, message=result.message,
+                          outcome="Skipped" if result.skipped else "Succeeded")
+    return status.model_copy(update={"steps": steps, "message": f"{step}: {result.message}",
+                                     **result.facts})
+
+
+def advance(run: FailoverRunSpec, status: FailoverRunStatus, now: datetime
+            ) -> FailoverRunStatus:
+    """Moves to the next phase once every step of the current one has finished; on reaching
+    Succeeded, records the finish time and the RTO (start of fencing → verified write)."""
+    if status.phase not in _NEXT_PHASE:
+        return status
+    if not all(_finished(status, s) for s in steps_for(run.type, status.phase)):
+        return status
+    phase = _NEXT_PHASE[status.phase]
+    update: dict[str, object] = {"phase": phase}
+    if phase == "Succeeded":
+        update["finished_at"] = now
+        update["rto_seconds"] = rto_seconds(status)
+        update["message"] = (f"{status.to_region} is the primary"
+                             if run.type != "Drill" else "drill passed: nothing was changed")
+    return status.model_copy(update=update)
+
+
+def rto_seconds(status: FailoverRunStatus) -> float | None:
+    """Seconds from the start of fencing to the end of the verified write."""
+    fence = next((s for s in status.steps if s.name == "Fence"), None)
+    verify = next((s for s in status.steps if s.name == "Verify"), None)
+    if fence is None or verify is None or fence.started_at is None \
+            or verify.finished_at is None:
+        return None
+    return round((verify.finished_at - fence.started_at).total_seconds(), 3)
+
+
+def fail(status: FailoverRunStatus, step: StepName | None, message: str, now: datetime
+         ) -> FailoverRunStatus:
+    """The run has failed for good."""
+    steps = (_replace_step(status, step, finished_at=now, outcome="Failed", message=message)
+             if step is not None else status.steps)
+    return status.model_copy(update={"phase": "Failed", "finished_at": now, "steps": steps,
+                                     "message": message})
+
+
+# ---- LSN arithmetic ------------------------------------------------------------------------
+def parse_lsn(text: str) -> int:
+    """A PostgreSQL LSN (`16/B374D848`) as a byte position."""
+    high, _, low = text.partition("/")
+    if not low:
+        raise ValueError(f"not an LSN: {text!r}")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def data_loss(old_flush_lsn: str | None, replayed_lsn: str | None) -> int | None:
+    """Bytes the old primary had flushed that the promoted standby had not replayed; None
+    when either position is unknown."""
+    if old_flush_lsn is None or replayed_lsn is None:
+        return None
+    return max(0, parse_lsn(old_flush_lsn) - parse_lsn(replayed_lsn))
+
+
+# ---- detection -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Detection:
+    """Whether the primary's probes call for a new Failover run, and why (not)."""
+
+    start: bool
+    reason: str
+
+
+def detect(settings: FailoverSpec, failures: int, active_run: str | None,
+           last_automatic_run: datetime | None, now: datetime) -> Detection:
+    """After `failureThreshold` consecutive failed probes the primary is lost. A run is
+    started when the plan is Automatic, no run of the plan is under way, and the last run
+    the operator started is older than the cooldown (against flapping)."""
+    threshold = settings.probe.failure_threshold
+    if failures < threshold:
+        return Detection(False, f"{failures}/{threshold} consecutive probes failed")
+    lost = f"the primary failed {failures} consecutive probes"
+    if settings.mode == "Manual":
+        return Detection(False, f"{lost}; the plan is Manual: create a Failover to act")
+    if active_run is not None:
+        return Detection(False, f"{lost}; run {active_run} is under way")
+    if last_automatic_run is not None:
+        ready = last_automatic_run + timedelta(seconds=settings.cooldown_seconds)
+        if now < ready:
+            return Detection(False, f"{lost}; cooling down until {ready.isoformat()} after "
+                             "the last automatic failover")
+    return Detection(True, lost)

@@ -1,0 +1,374 @@
+"""Failover runs against real PostgreSQL 15 primary/standby pairs and real control planes.
+
+Topology of every test: the operator runs against the main cluster, where the
+DisasterRecoveryPlan, the Failover runs and the regions' kubeconfig Secrets live. Two more
+control planes stand for the regions `east` (the primary) and `west` (the standby); each holds
+the region's database connection Secret, the workload to fence and the traffic objects. The
+databases are a real primary and its streaming replica on loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.integration.kube import apply, must_get, wait_for
+from wedsync_testbed.controlplane import LocalCluster
+from wedsync_testbed.operator import OperatorProcess
+from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
+
+_reason = missing_binaries()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(_reason is not None, reason=_reason or ""),
+]
+
+#: generous: a noisy 2-core machine runs three control planes and two PostgreSQL servers
+RUN_TIMEOUT = 180.0
+PASSWORD = "s3cret-not-to-be-logged"
+
+
+@pytest.fixture(scope="module")
+def regions(cluster_factory: Callable[[str], LocalCluster]) -> dict[str, LocalCluster]:
+    return {"east": cluster_factory("east"), "west": cluster_factory("west")}
+
+
+@pytest.fixture
+def databases(tmp_path: Path) -> Iterator[tuple[PostgresInstance, PostgresInstance]]:
+    with PostgresInstance(name="east", keep_logs_in=tmp_path) as primary:
+        primary.execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
+        standby = make_standby(primary, "west", keep_logs_in=tmp_path)
+        try:
+            yield primary, standby
+        finally:
+            standby.close()
+
+
+@dataclass
+class Bed:
+    main: LocalCluster
+    regions: dict[str, LocalCluster]
+    namespace: str
+    primary: PostgresInstance
+    standby: PostgresInstance
+    plan: str = "orders"
+
+    def failover(self, name: str, run_type: str, **spec: Any) -> None:
+        apply(self.main, self.namespace, {
+            "apiVersion": "dbopt.wedsync.io/v1alpha1", "kind": "Failover",
+            "metadata": {"name": name},
+            "spec": {"plan": self.plan, "type": run_type, "reason": "test", **spec}})
+
+    def run(self, name: str) -> dict[str, Any]:
+        return must_get(self.main, "failover", name, self.namespace)
+
+    def status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.run(name).get("status") or {}
+        return status
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = RUN_TIMEOUT
+                   ) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.status(name)
+            if status.get("phase") == "Failed" and "Failed" not in phases:
+                raise AssertionError(f"run failed: {json.dumps(status, indent=1)}")
+            return status if status.get("phase") in phases else None
+
+        return wait_for(reached, timeout, f"failover {name} in {phases}", interval=0.3)
+
+    def region_get(self, region: str, kind: str, name: str) -> dict[str, Any]:
+        return must_get(self.regions[region], kind, name, self.namespace)
+
+
+def _setup(main: LocalCluster, regions: dict[str, LocalCluster], namespace: str,
+           primary: PostgresInstance, standby: PostgresInstance,
+           **failover: Any) -> Bed:
+    """Region objects in the region clusters, kubeconfig Secrets and the plan in main."""
+    for region, cluster in regions.items():
+        cluster.kubectl("create", "namespace", namespace)
+        pg = primary if region == "east" else standby
+        secret(cluster, namespace, "pg-conn", {
+            "host": "127.0.0.1", "port": str(pg.port), "user": "postgres",
+            "password": PASSWORD, "dbname": "postgres"})
+        apply(cluster, namespace, deployment(f"pg-{region}"))
+    east_address = f"127.0.0.1:{primary.port}"
+    apply(regions["east"], namespace, {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-endpoint"},
+        "data": {"primary": east_address}})
+    secret(regions["west"], namespace, "db-endpoint", {"primary": east_address})
+    apply(regions["west"], namespace, {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
+        "spec": {"selector": {"app": "pg-east"}, "ports": [{"port": 5432}]}})
+    for region, cluster in regions.items():
+        secret(main, namespace, f"kubeconfig-{region}",
+               {"kubeconfig": cluster.kubeconfig.read_text()})
+
+    def region_spec(name: str, role: str, traffic: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "role": role, "namespace": namespace,
+                "cluster": {"kubeconfigSecret": {"name": f"kubeconfig-{name}"}},
+                "connectionSecret": {"name": "pg-conn"},
+                "fence": {"kind": "Deployment", "name": f"pg-{name}"}, "traffic": traffic}
+
+    apply(main, namespace, {
+        "apiVersion": "dbopt.wedsync.io/v1alpha1", "kind": "DisasterRecoveryPlan",
+        "metadata": {"name": "orders"},
+        "spec": {
+            "database": {"name": "postgres", "stanza": "orders"},
+            "regions": [
+                region_spec("east", "Primary",
+                            {"configMapKey": {"name": "db-endpoint", "key": "primary"}}),
+                region_spec("west", "Standby",
+                            {"secretKey": {"name": "db-endpoint", "key": "primary"},
+                             "service": {"name": "db"}}),
+            ],
+            "backups": {"repositories": [{"name": "repo1", "type": "posix", "region": "east",
+                                          "posix": {"claimName": "backups"}}],
+                        **failover.pop("backups", {})},
+            "failover": failover,
+        }})
+    return Bed(main, regions, namespace, primary, standby)
+
+
+def secret(cluster: LocalCluster, namespace: str, name: str, values: dict[str, str]) -> None:
+    apply(cluster, namespace, {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}})
+
+
+def deployment(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": "pg", "image": "postgres:15"}]}}},
+    }
+
+
+@pytest.fixture
+def bed_factory(cluster: LocalCluster, regions: dict[str, LocalCluster], namespace: str,
+                databases: tuple[PostgresInstance, PostgresInstance]
+                ) -> Iterator[Callable[..., Bed]]:
+    yield lambda **failover: _setup(cluster, regions, namespace, *databases, **failover)
+    for region in regions.values():
+        region.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+# ---- database checks ------------------------------------------------------------------------
+def connect(pg: PostgresInstance) -> psycopg.Connection[Any]:
+    return psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres",
+                           dbname="postgres", autocommit=True, connect_timeout=3)
+
+
+def accepts_writes(pg: PostgresInstance) -> bool:
+    try:
+        with connect(pg) as db:
+            db.execute("INSERT INTO writes VALUES (-(random() * 1e12)::bigint)")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def promotions(pg: PostgresInstance) -> int:
+    """How many times the server chose a new timeline (one per promotion)."""
+    return pg.log_file.read_text(errors="replace").count("selected new timeline ID")
+
+
+@dataclass
+class Writer:
+    """Writes numbered rows into whichever server accepts them, all the time; remembers
+    every write that was acknowledged (committed)."""
+
+    targets: tuple[PostgresInstance, PostgresInstance]
+    acked: list[int] = field(default_factory=list)
+    failed: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        n, current = 0, 0
+        db: psycopg.Connection[Any] | None = None
+        while not self.stop.is_set():
+            n += 1
+            try:
+                if db is None:
+                    db = connect(self.targets[current])
+                db.execute("INSERT INTO writes VALUES (%s)", (n,))
+                self.acked.append(n)
+            except psycopg.Error:
+                self.failed += 1
+                if db is not None:
+                    db.close()
+                    db = None
+                current = 1 - current
+                time.sleep(0.02)
+        if db is not None:
+            db.close()
+
+    def finish(self) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(30)
+
+
+def missing(pg: PostgresInstance, ids: list[int]) -> list[int]:
+    with connect(pg) as db:
+        present = {row[0] for row in db.execute("SELECT id FROM writes WHERE id > 0")}
+    return [i for i in ids if i not in present]
+
+
+def assert_switched(bed: Bed, status: dict[str, Any]) -> None:
+    """West is the one writable primary, traffic points at it everywhere, east is fenced."""
+    assert status["fromRegion"] == "east"
+    assert status["toRegion"] == "west"
+    assert not bed.standby.in_recovery()
+    assert accepts_writes(bed.standby)
+    assert not accepts_writes(bed.primary), "two writable primaries"
+    west = f"127.0.0.1:{bed.standby.port}"
+    assert bed.region_get("east", "configmap", "db-endpoint")["data"]["primary"] == west
+    encoded = bed.region_get("west", "secret", "db-endpoint")["data"]["primary"]
+    assert base64.b64decode(encoded).decode() == west
+    assert bed.region_get("west", "service", "db")["spec"]["selector"] == {"app": "pg-west"}
+    assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 0
+    plan = must_get(bed.main, "drplan", "orders", bed.namespace)
+    assert plan["status"]["currentPrimary"] == "west"
+    assert [s["name"] for s in status["steps"]][-3:] == ["Promote", "Redirect", "Verify"]
+    assert all(s["outcome"] == "Succeeded" for s in status["steps"])
+
+
+def assert_no_secrets_leaked(bed: Bed, operator: OperatorProcess) -> None:
+    """Neither the database password nor any kubeconfig material in the operator's logs,
+    the events or the runs."""
+    logs = "".join(p.read_text(errors="replace") for p in operator.logs.glob("*.log"))
+    events = bed.main.kubectl("get", "events", "-n", bed.namespace, "-o", "json")
+    runs = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "json")
+    for text in (logs, events, runs):
+        assert PASSWORD not in text
+        assert "BEGIN CERTIFICATE" not in text
+        assert "admin.key" not in text
+
+
+# ---- the scenarios --------------------------------------------------------------------------
+def test_switchover_with_a_writer_running_loses_no_write(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    bed = bed_factory()
+    writer = Writer((bed.primary, bed.standby))
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acked) > 50, 30, "the writer to get going")
+        bed.failover("planned", "Switchover")
+        status = bed.wait_phase("planned", "Succeeded")
+        acked_before_end = len(writer.acked)
+        wait_for(lambda: len(writer.acked) > acked_before_end + 50, 30,
+                 "writes on the new primary")
+    finally:
+        writer.finish()
+    assert missing(bed.standby, writer.acked) == []
+    assert_switched(bed, status)
+    assert status["dataLossBytes"] == 0
+    assert status["rtoSeconds"] > 0
+    assert promotions(bed.standby) == 1
+    printed = bed.main.kubectl("get", "failover", "-n", bed.namespace)
+    assert "Switchover" in printed
+    assert "Succeeded" in printed
+    assert "west" in printed
+    assert_no_secrets_leaked(bed, operator)
+    print(f"switchover RTO {status['rtoSeconds']}s, {len(writer.acked)} writes acked, "
+          f"{writer.failed} refused while switching")
+
+
+def test_manual_mode_and_freeze_hold_the_run_until_approved(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    every_day = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+    bed = bed_factory(mode="Manual", backups={
+        "freezes": [{"name": "wedding-season", "days": every_day}]})
+    bed.failover("gated", "Failover")
+    status = bed.wait_phase("gated", "AwaitingApproval")
+    assert "Manual" in status["message"]
+    assert "wedding-season" in status["message"]
+    time.sleep(8)  # several ticks: still held, nothing touched
+    assert bed.status("gated")["phase"] == "AwaitingApproval"
+    assert bed.standby.in_recovery()
+    assert accepts_writes(bed.primary)
+    assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 1
+
+    bed.main.kubectl("patch", "failover", "gated", "-n", bed.namespace, "--type=merge",
+                     "-p", '{"spec":{"approved":true}}')
+    status = bed.wait_phase("gated", "Succeeded")
+    assert_switched(bed, status)
+    assert status["dataLossBytes"] == 0  # the primary was alive: nothing to lose
+    assert promotions(bed.standby) == 1
+
+
+def test_operator_killed_mid_run_resumes_with_exactly_one_promotion(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    bed = bed_factory()
+    # Hold the standby's replay, so the Switchover waits in CatchUp after Fencing...
+    with connect(bed.standby) as db:
+        db.execute("SELECT pg_wal_replay_pause()")
+    bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(1, 1000) g")
+    bed.failover("interrupted", "Switchover")
+    wait_for(lambda: any(s["name"] == "CatchUp" for s in bed.status("interrupted")
+                         .get("steps", [])), RUN_TIMEOUT, "the CatchUp step")
+    # ...and kill the operator there: the old primary is fenced, nothing promoted yet.
+    operator.kill()
+    assert not accepts_writes(bed.primary)
+    assert bed.standby.in_recovery()
+    with connect(bed.standby) as db:
+        db.execute("SELECT pg_wal_replay_resume()")
+    # Restart, then kill again at a random moment of the rest of the run, and restart.
+    operator.start()
+    time.sleep(random.uniform(0.0, 2.0))
+    operator.kill()
+    operator.start()
+    status = bed.wait_phase("interrupted", "Succeeded")
+    assert_switched(bed, status)
+    assert missing(bed.standby, list(range(1, 1001))) == []
+    assert promotions(bed.standby) == 1
+    assert operator.starts == 3
+    assert_no_secrets_leaked(bed, operator)
+
+
+def test_a_lost_primary_is_detected_fenced_and_replaced(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    bed = bed_factory(probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3})
+    time.sleep(3)  # a few healthy probes first
+    assert bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name") == ""
+    lost = time.monotonic()
+    bed.primary.kill()
+    writable = wait_for(lambda: accepts_writes(bed.standby) and time.monotonic(),
+                        RUN_TIMEOUT, "the standby to accept writes", interval=0.1)
+    [name] = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name").split()
+    run = name.split("/")[-1]
+    status = bed.wait_phase(run, "Succeeded")
+    assert status["fromRegion"] == "east"
+    assert status["toRegion"] == "west"
+    assert "dataLossBytes" not in status  # the old primary was gone: unknown
+    fence = status["steps"][0]
+    assert fence["name"] == "Fence"
+    assert "database unreachable" in fence["message"]
+    assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 0
+    west = f"127.0.0.1:{bed.standby.port}"
+    assert bed.region_get("east", "configmap", "db-endpoint")["data"]["primary"] == west
+    plan = must_get(bed.main, "drplan", "orders", bed.namespace)
+    assert plan["status"]["currentPrimary"] == "west"
+    assert promotions(bed.standby) == 1
+    time.sleep(5)  # the new primary is probed now: no second run
+    assert len(bed.main.kubectl("get", "failover", "-n", bed.namespace,
+                                "-o", "name").split()) == 1
+    assert_no_secrets_leaked(bed, operator)
+    print(f"primary lost → standby writable in {writable - lost:.1f}s "
+          f"(run RTO {status['rtoSeconds']}s)")
