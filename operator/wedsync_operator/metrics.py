@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -118,16 +121,12 @@ RESTORE_SECONDS = Gauge(
 
 def set_verified_point(namespace: str, plan: str, timestamp: float) -> None:
     """Records a plan's verified restorable point; its age is computed at each scrape."""
-    import time
-
     VERIFIED_POINT.labels(namespace, plan).set(timestamp)
     VERIFIED_AGE.labels(namespace, plan).set_function(lambda: time.time() - timestamp)
 
 
 def forget_plan(namespace: str, plan: str, job_types: tuple[str, ...]) -> None:
     """Drops every series of a deleted plan."""
-    import contextlib
-
     for metric in (BACKUP_LAST_SUCCESS, BACKUP_LAST_FAILURE, BACKUP_DURATION, BACKUP_NEXT_RUN,
                    BACKUP_FAILURES):
         for job_type in job_types:
@@ -137,3 +136,79 @@ def forget_plan(namespace: str, plan: str, job_types: tuple[str, ...]) -> None:
                    RESTORE_SECONDS):
         with contextlib.suppress(KeyError):
             metric.remove(namespace, plan)
+
+# ---- Failover: region health and runs ------------------------------------------------------
+REGION_UP = Gauge(
+    "wedsync_region_up",
+    "1 while a region's database answers the operator's probe (0: down, misconfigured or "
+    "unknown; the plan's PrimaryHealthy and StandbysReady conditions say which).",
+    ["namespace", "plan", "region"], registry=REGISTRY,
+)
+REPLICATION_LAG_SECONDS = Gauge(
+    "wedsync_replication_lag_seconds",
+    "Replay lag of a standby region: 0 when it has replayed all it received, else the age "
+    "of the last transaction it replayed.",
+    ["namespace", "plan", "region"], registry=REGISTRY,
+)
+REPLICATION_LAG_BYTES = Gauge(
+    "wedsync_replication_lag_bytes",
+    "WAL bytes the primary has flushed that a standby region has not replayed yet.",
+    ["namespace", "plan", "region"], registry=REGISTRY,
+)
+FAILOVER_PHASES = ("Pending", "AwaitingApproval", "Fencing", "Promoting", "Redirecting",
+                   "Verifying", "Succeeded", "Failed")
+FAILOVER_PHASE = Gauge(
+    "wedsync_failover_phase",
+    "1 for the phase a Failover run is in, 0 for the others.",
+    ["namespace", "failover", "type", "phase"], registry=REGISTRY,
+)
+FAILOVER_DURATION = Histogram(
+    "wedsync_failover_duration_seconds",
+    "Duration of finished Failover runs, from the operator's first handling to the end "
+    "(approval waits included).",
+    ["type", "outcome"], buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
+    registry=REGISTRY,
+)
+FAILOVER_RTO = Histogram(
+    "wedsync_failover_rto_seconds",
+    "Writes unavailable during a successful run: start of fencing to the verified write.",
+    ["type"], buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120), registry=REGISTRY,
+)
+FAILOVERS_IN_PROGRESS = Gauge(
+    "wedsync_failover_runs_in_progress",
+    "Failover runs this replica is driving now.", registry=REGISTRY,
+)
+
+
+def set_region_health(namespace: str, plan: str, region: str, up: bool,
+                      lag_seconds: float | None, lag_bytes: int | None) -> None:
+    REGION_UP.labels(namespace, plan, region).set(1 if up else 0)
+    for metric, value in ((REPLICATION_LAG_SECONDS, lag_seconds),
+                          (REPLICATION_LAG_BYTES, lag_bytes)):
+        if value is None:
+            with _absent():
+                metric.remove(namespace, plan, region)
+        else:
+            metric.labels(namespace, plan, region).set(value)
+
+
+def forget_regions(namespace: str, plan: str, regions: tuple[str, ...]) -> None:
+    """Drops the region series of a plan (deleted, or regions removed)."""
+    for metric in (REGION_UP, REPLICATION_LAG_SECONDS, REPLICATION_LAG_BYTES):
+        for region in regions:
+            with _absent():
+                metric.remove(namespace, plan, region)
+
+
+def set_failover_phase(namespace: str, run: str, run_type: str, phase: str | None) -> None:
+    """One run's phase series (1 for `phase`); all of them removed when `phase` is None."""
+    for each in FAILOVER_PHASES:
+        if phase is None:
+            with _absent():
+                FAILOVER_PHASE.remove(namespace, run, run_type, each)
+        else:
+            FAILOVER_PHASE.labels(namespace, run, run_type, each).set(1 if each == phase else 0)
+
+
+def _absent() -> contextlib.suppress:
+    return contextlib.suppress(KeyError)

@@ -558,6 +558,17 @@ class RecoveryPlanSpec(ApiModel):
         """The region declared Primary."""
         return next(r for r in self.regions if r.role == "Primary")
 
+    def serving_from(self, region: str | None) -> RecoveryPlanSpec:
+        """The plan as it stands after a failover to `region` (`status.currentPrimary`): that
+        region is the Primary and the declared one a Standby. Unchanged when `region` is
+        absent, already the Primary, or not a region of the plan."""
+        names = {r.name for r in self.regions}
+        if region is None or region not in names or region == self.primary.name:
+            return self
+        regions = [r.model_copy(update={"role": "Primary" if r.name == region else "Standby"})
+                   for r in self.regions]
+        return self.model_copy(update={"regions": regions})
+
 
 # ---- status --------------------------------------------------------------------------------
 class BackupRunStatus(ApiModel):

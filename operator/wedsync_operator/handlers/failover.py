@@ -16,6 +16,7 @@ import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from wedsync_operator import metrics
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.failover import (
     PLURAL,
@@ -26,10 +27,11 @@ from wedsync_operator.api.failover import (
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain.failover import detect
+from wedsync_operator.handlers import recovery
 from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.kube.regions import RegionClients
 from wedsync_operator.kube.status import patch_status
-from wedsync_operator.services import failover
+from wedsync_operator.services import failover, health
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 5.0
@@ -65,6 +67,17 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
     except ValidationError as error:
         raise kopf.PermanentError(f"unreadable status: {error}") from error
     written = dict(body.status)
+    metrics.FAILOVERS_IN_PROGRESS.inc()
+    try:
+        await _drive(stopped, namespace, name, body, regions, status, written, logger)
+    finally:
+        metrics.FAILOVERS_IN_PROGRESS.dec()
+
+
+async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body,
+                 regions: RegionClients, status: FailoverRunStatus, written: dict[str, Any],
+                 logger: kopf.Logger) -> None:
+    """Ticks the run until it ends, writing the status after every tick."""
     while not stopped and status.phase not in TERMINAL_PHASES:
         try:
             spec = FailoverRunSpec.model_validate(dict(body.spec))
@@ -83,6 +96,9 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
             await stopped.wait(ERROR_BACKOFF_SECONDS)
             continue
         written, status = new, result.status
+        metrics.set_failover_phase(namespace, name, spec.type, status.phase)
+        if status.phase in TERMINAL_PHASES:
+            _observe_end(spec.type, status)
         for kind, reason, message in result.events:
             kopf.event(body, type=kind, reason=reason, message=message)
             logger.info(f"{reason}: {message}")
@@ -92,60 +108,94 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
             await asyncio.sleep(0)
 
 
+def _observe_end(run_type: str, status: FailoverRunStatus) -> None:
+    if status.started_at is not None and status.finished_at is not None:
+        metrics.FAILOVER_DURATION.labels(run_type, status.phase).observe(
+            (status.finished_at - status.started_at).total_seconds())
+    if status.phase == "Succeeded" and status.rto_seconds is not None:
+        metrics.FAILOVER_RTO.labels(run_type).observe(status.rto_seconds)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="failover-phase")
+async def run_event(type: str | None, namespace: str | None, name: str, spec: kopf.Spec,
+                    status: kopf.Status, **_: Any) -> None:
+    """Every run's phase as a metric (finished ones included, until the run is deleted)."""
+    run_type = str(spec.get("type") or "Failover")
+    phase = None if type == "DELETED" else str(status.get("phase") or "Pending")
+    metrics.set_failover_phase(namespace or "", name, run_type, phase)
+
+
 @kopf.daemon(GROUP, VERSION, PLANS, id="failover-detect", cancellation_timeout=10.0)
 async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: str,
                         body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
                         **_: Any) -> None:
-    """Probes the plan's current primary on the plan's interval; after the failure threshold
-    starts a Failover run (Automatic plans), once per cooldown."""
+    """Probes every region of the plan on the plan's interval and hands the findings to the
+    plan's reconciler (conditions) and the metrics; after the failure threshold of the
+    region serving writes, starts a Failover run (Automatic plans), once per cooldown."""
     assert namespace is not None  # a namespaced resource
     regions: RegionClients = memo.regions
+    cache = health.ConnectionCache()
     failures = 0
     probed = ""
     reported = ""
-    while not stopped:
-        try:
-            plan = RecoveryPlanSpec.model_validate(dict(body.spec))
-        except ValidationError:
-            await stopped.wait(ERROR_BACKOFF_SECONDS)  # the plan's own handler reports it
-            continue
-        interval = plan.failover.probe.interval_seconds
-        if len(plan.regions) < 2:
-            await stopped.wait(interval)
-            continue
-        started = asyncio.get_running_loop().time()
-        probe = await failover.probe_primary(regions, namespace, plan, dict(body.status))
-        if probe.region != probed:  # a failover moved the primary: count afresh
-            failures, probed = 0, probe.region
-        failures = 0 if probe.healthy else failures + 1
-        if failures:
+    seen: tuple[str, ...] = ()
+    try:
+        while not stopped:
             try:
-                await _on_failure(namespace, name, body, regions, plan, probe, failures,
-                                  reported, logger)
-            except (ApiException, TimeoutError, OSError) as error:
-                logger.warning(f"failover detection could not act: {error}")
-            reported = probe.message
-        elif reported:
-            kopf.event(body, type="Normal", reason="PrimaryHealthy",
-                       message=f"primary {probe.region} answers again")
-            reported = ""
-        elapsed = asyncio.get_running_loop().time() - started
-        await stopped.wait(max(0.0, interval - elapsed))
+                plan = RecoveryPlanSpec.model_validate(dict(body.spec))
+            except ValidationError:
+                await stopped.wait(ERROR_BACKOFF_SECONDS)  # the plan's reconciler reports it
+                continue
+            interval = plan.failover.probe.interval_seconds
+            names = tuple(r.name for r in plan.regions)
+            metrics.forget_regions(namespace, name, tuple(set(seen) - set(names)))
+            seen = names
+            if len(plan.regions) < 2:
+                await stopped.wait(interval)
+                continue
+            started = asyncio.get_running_loop().time()
+            found = await health.probe_plan(regions, namespace, plan,
+                                            body.status.get("currentPrimary"), cache)
+            for region in found.regions:
+                metrics.set_region_health(namespace, name, region.region, region.state == "Up",
+                                          region.lag_seconds, region.lag_bytes)
+            recovery.report_health(memo, namespace, name, found)
+            primary = found.primary
+            if primary.region != probed:  # a failover moved the primary: count afresh
+                failures, probed = 0, primary.region
+            failures = failures + 1 if primary.state == "Down" else 0
+            if failures:
+                try:
+                    await _on_failure(namespace, name, body, regions, plan, primary, failures,
+                                      reported, logger)
+                except (ApiException, TimeoutError, OSError) as error:
+                    logger.warning(f"failover detection could not act: {error}")
+                reported = primary.message
+            elif reported and primary.state == "Up":
+                kopf.event(body, type="Normal", reason="PrimaryHealthy",
+                           message=f"primary {primary.region} answers again")
+                reported = ""
+            elapsed = asyncio.get_running_loop().time() - started
+            await stopped.wait(max(0.0, interval - elapsed))
+    finally:
+        if body.metadata.get("deletionTimestamp"):
+            metrics.forget_regions(namespace, name, seen)
 
 
 async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: RegionClients,
-                      plan: RecoveryPlanSpec, probe: failover.Probe, failures: int,
+                      plan: RecoveryPlanSpec, primary: health.RegionHealth, failures: int,
                       reported: str, logger: kopf.Logger) -> None:
     active, last = await failover.plan_runs(regions.local, namespace, name)
     decision = detect(plan.failover, failures, active, last, _now())
-    logger.warning(f"primary {probe.region} probe failed ({probe.message}): "
+    logger.warning(f"primary {primary.region} probe failed ({primary.message}): "
                    f"{decision.reason}")
     if decision.start:
         run = await failover.start_run(regions.local, namespace, name,
                                        str(body.metadata.get("uid")),
-                                       f"primary {probe.region} lost: {probe.message}", _now())
+                                       f"primary {primary.region} lost: {primary.message}",
+                                       _now())
         kopf.event(body, type="Warning", reason="FailoverStarted",
                    message=f"{decision.reason}: started Failover {run}")
-    elif failures >= plan.failover.probe.failure_threshold and reported != probe.message:
+    elif failures >= plan.failover.probe.failure_threshold and reported != primary.message:
         kopf.event(body, type="Warning", reason="PrimaryUnreachable",
-                   message=f"{probe.region}: {probe.message}; {decision.reason}")
+                   message=f"{primary.region}: {primary.message}; {decision.reason}")

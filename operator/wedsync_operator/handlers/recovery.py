@@ -34,7 +34,8 @@ from wedsync_operator.api.recovery import KIND, PLURAL
 from wedsync_operator.domain import backups as builders
 from wedsync_operator.kube.objects import ObjectClient
 from wedsync_operator.kube.status import patch_status, status_patch
-from wedsync_operator.services import backups
+from wedsync_operator.services import backups, health
+from wedsync_operator.services.health import PlanHealth
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 10.0
@@ -59,6 +60,10 @@ class PlanRuntime:
     written: dict[str, str] = field(default_factory=dict)
     #: the status last written, until kopf's view of the plan shows it
     expected: dict[str, Any] | None = None
+    #: `status.currentPrimary` the last reconcile saw (a failover changes it)
+    current_primary: str | None = None
+    #: the regions' health as the failover detector last probed it
+    health: PlanHealth | None = None
 
 
 @dataclass
@@ -107,6 +112,7 @@ async def backups_daemon(stopped: kopf.DaemonStopped, namespace: str | None, nam
             await _caught_up(body, runtime, stopped)
             runtime.wake.clear()
             runtime.generation = body.metadata.get("generation")
+            runtime.current_primary = body.status.get("currentPrimary")
             wake_at = await _reconcile_once(namespace, name, body, memo, runtime, logger)
             if await _sleep(runtime.wake, stopped, _seconds_until(wake_at)):
                 await asyncio.sleep(DEBOUNCE_SECONDS)
@@ -131,7 +137,7 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
         )
         try:
             result = await backups.reconcile(ref, body.spec, body.status,
-                                             ObjectClient(memo.api), _now)
+                                             ObjectClient(memo.api), _now, runtime.health)
             runtime.written.update(result.written)
             if await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
                                   dict(body.status), result.status):
@@ -210,7 +216,21 @@ async def plan_event(namespace: str | None, name: str, body: kopf.Body, memo: ko
     if runtime is None:
         return
     if body.metadata.get("generation") != runtime.generation or \
+            body.status.get("currentPrimary") != runtime.current_primary or \
             body.metadata.get("deletionTimestamp"):
+        runtime.wake.set()
+
+
+def report_health(memo: kopf.Memo, namespace: str, name: str, found: PlanHealth) -> None:
+    """The failover detector's latest probe of the plan's regions: the plan's conditions
+    are rewritten (by its reconciler, the one writer of its status) when they change."""
+    runtime = _registry(memo).plans.get((namespace, name))
+    if runtime is None:
+        return
+    before = runtime.health
+    runtime.health = found
+    if before is None or not health.same_conditions(health.conditions(before),
+                                                    health.conditions(found)):
         runtime.wake.set()
 
 

@@ -32,7 +32,12 @@ REGION_REQUEST_TIMEOUT = 10.0
 
 class RegionError(RuntimeError):
     """A region's cluster cannot be reached or its kubeconfig Secret is unusable. The message
-    names the Secret, never its contents."""
+    names the Secret, never its contents. `transient`: it may pass by itself (the Secret
+    could not be read); otherwise the Secret must be fixed."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 async def call(api: client.ApiClient, method: str, path: str, body: Any = None,
@@ -93,7 +98,8 @@ class RegionClients:
             secret = await get_or_none(self.local,
                                        f"/api/v1/namespaces/{namespace}/secrets/{ref.name}")
         except ApiException as error:
-            raise RegionError(f"{where}: reading it failed with HTTP {error.status}") from None
+            raise RegionError(f"{where}: reading it failed with HTTP {error.status}",
+                              transient=error.status not in (401, 403)) from None
         if secret is None:
             raise RegionError(f"{where} does not exist")
         version = str(secret["metadata"]["resourceVersion"])

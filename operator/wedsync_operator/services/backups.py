@@ -46,6 +46,7 @@ from wedsync_operator.domain import cron
 from wedsync_operator.domain.backups import JobType
 from wedsync_operator.domain.calendar import resolve_wall_time
 from wedsync_operator.kube.objects import ObjectClient, controller_uid
+from wedsync_operator.services import health
 from wedsync_operator.services.policies import spec_errors
 from wedsync_operator.services.scaling import condition, merge_conditions
 
@@ -74,7 +75,7 @@ OWN_STATUS = frozenset({"observedGeneration", "currentPrimary", "backups",
                         "verifiedRestorablePoint", "lastRestoreSeconds", "conditions"})
 #: Condition types the backup reconciler writes.
 OWN_CONDITIONS = frozenset({"Ready", "BackupsHealthy", "BackupStale", "RestoreVerified",
-                            "Frozen", "InvalidSpec"})
+                            "Frozen", "InvalidSpec", *health.CONDITION_TYPES})
 #: Job types that take backups: BackupStale watches these.
 BACKUP_TYPES: tuple[JobType, ...] = ("full", "incremental", "long-term")
 #: Job types whose last outcome makes BackupsHealthy (the drill makes RestoreVerified).
@@ -740,12 +741,16 @@ class _Observed:
 
 
 async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mapping[str, Any],
-                    objects: ObjectClient, clock: Callable[[], datetime]) -> Result:
-    """One reconcile of the plan's backups at `clock()`."""
+                    objects: ObjectClient, clock: Callable[[], datetime],
+                    regions: health.PlanHealth | None = None) -> Result:
+    """One reconcile of the plan's backups at `clock()`. `regions`: the failover detector's
+    latest probe of the regions (their conditions are reported with the plan's)."""
     now = clock()
     old_conditions = list(old_status.get("conditions") or [])
     try:
-        spec = RecoveryPlanSpec.model_validate(dict(raw_spec))
+        # after a failover the backups follow the region that serves writes now
+        spec = RecoveryPlanSpec.model_validate(dict(raw_spec)).serving_from(
+            old_status.get("currentPrimary"))
         zone = ZoneInfo(spec.backups.time_zone)
         freeze = freeze_state(spec.backups.freezes, zone, now)
         suspended = builders.suspended_during_freeze(spec, freeze.frozen)
@@ -785,12 +790,16 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
                   freeze_condition(freeze, suspended & present,
                                    spec.backups.defer_during_freeze),
                   condition("InvalidSpec", False, "Valid", "the spec is valid")]
+    if len(spec.regions) > 1:  # a single region is backups only: nothing to fail over to
+        conditions += health.conditions(regions)
     for cond in conditions:
         news = not _was(old_conditions, cond["type"], cond["status"], cond["message"])
         if news and cond["type"] == "Ready" and cond["status"] == "False":
             result.events.append(Event("Warning", cond["reason"], cond["message"]))
         if news and cond["type"] == "BackupStale" and cond["status"] == "True":
             result.events.append(Event("Warning", "BackupStale", cond["message"]))
+        if news and cond["type"] == "StandbysReady" and cond["status"] == "False":
+            result.events.append(Event("Warning", cond["reason"], cond["message"]))
     # Status fields and conditions of other parts of the operator (the failover) stay as
     # they are: a merge patch of the whole status would otherwise remove them.
     status: dict[str, Any] = {k: v for k, v in old_status.items() if k not in OWN_STATUS}

@@ -641,42 +641,6 @@ DETECTION = "detection"
 PLAN_LABEL = f"{GROUP}/plan"
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One health probe of the plan's current primary."""
-
-    region: str
-    healthy: bool
-    message: str
-
-
-async def probe_primary(clients: RegionClients, namespace: str, plan: RecoveryPlanSpec,
-                        plan_status: Mapping[str, Any]) -> Probe:
-    """A real SQL round trip to the region serving writes, within the probe timeout."""
-    names = {r.name: r for r in plan.regions}
-    region = names.get(str(plan_status.get("currentPrimary"))) or plan.primary
-    timeout = plan.failover.probe.timeout_seconds
-    try:
-        conn = await asyncio.wait_for(region_connection(clients, namespace, region),
-                                      timeout=timeout)
-    except (StepWait, *KUBE_ERRORS) as error:
-        # the region's cluster does not answer either: the region is lost
-        message = str(error) if isinstance(error, StepWait) else kube_error(error)
-        return Probe(region.name, False, f"connection Secret unreadable: {message}")
-    try:
-        async with asyncio.timeout(timeout):
-            db = await psycopg.AsyncConnection.connect(
-                host=conn.host, port=conn.port, user=conn.user,
-                password=conn.password or None, dbname=conn.dbname,
-                connect_timeout=max(1, timeout), autocommit=True,
-                application_name="wedsync-operator-probe")
-            async with db:
-                await scalar(db, "SELECT pg_is_in_recovery()")
-    except (*DB_ERRORS,) as error:
-        return Probe(region.name, False, db_error(conn, error))
-    return Probe(region.name, True, "answered")
-
-
 async def plan_runs(local: Any, namespace: str, plan: str
                     ) -> tuple[str | None, datetime | None]:
     """(an unfinished run of the plan, when the operator last started one itself)."""
