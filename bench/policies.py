@@ -161,9 +161,7 @@ def run(count: int, crossing: int, lead: float, resync: int) -> dict[str, Any]:
     with LocalCluster(name="bench", workdir=work / "cluster",
                       controllers=BENCH_CONTROLLERS) as cluster:
         repo = Path(__file__).resolve().parents[1]
-        cluster.kubectl("apply", "--server-side", "-f", str(repo / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all",
-                        "--timeout=60s")
+        cluster.apply_crds(repo / "crds")
         cluster.kubectl("create", "namespace", NAMESPACE)
         with OperatorProcess(kubeconfig=cluster.kubeconfig, logs=work / "operator",
                              args=("-n", NAMESPACE, "--standalone"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -72,8 +72,10 @@ def cluster_factory(
 @pytest.fixture
 def namespace(cluster: LocalCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (without waiting)."""
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
-    name = "".join(c for c in name if c.isalnum() or c == "-").rstrip("-")
+    slug = "".join(c for c in request.node.name.lower().replace("_", "-")
+                   if c.isalnum() or c == "-")[:40].strip("-")
+    # the hash keeps parametrized tests (same leading 40 characters) apart
+    name = f"t-{slug}-{hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:6]}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
@@ -94,5 +96,4 @@ def operator(operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 
 def install_crds(local: LocalCluster) -> None:
     """Applies the generated CRDs and waits until the API server serves them."""
-    local.kubectl("apply", "--server-side", "-f", os.fspath(REPO_ROOT / "crds"))
-    local.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    local.apply_crds(REPO_ROOT / "crds")

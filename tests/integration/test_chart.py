@@ -57,10 +57,7 @@ def _namespaces(cluster: LocalCluster, *names: str) -> None:
 def _install_crds(cluster: LocalCluster) -> None:
     """The chart's CRDs (as Helm would install them) and the test stand-ins for the
     Prometheus operator's CRDs."""
-    cluster.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
-    cluster.kubectl("apply", "--server-side", "-f", "-",
-                    input=yaml.safe_dump_all(stand_in_monitoring_crds()))
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.apply_crds(CHART / "crds", input=yaml.safe_dump_all(stand_in_monitoring_crds()))
 
 
 # ---- the chart's files -----------------------------------------------------------------------
@@ -127,7 +124,7 @@ def test_plain_manifests_install_with_kubectl_and_uninstall_in_order(
     """What manifests/install.yaml's header tells a person to do, done."""
     cluster, manifests = chart_cluster, str(REPO_ROOT / "manifests" / "install.yaml")
     cluster.kubectl("apply", "--server-side", "-f", manifests, check=False)  # CRDs are new
-    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.apply_crds()
     cluster.kubectl("apply", "--server-side", "-f", manifests)
     installed = objects_labelled(cluster, INSTANCE_LABEL, "wedsync-operator")
     assert "StatefulSet/wedsync-operator (wedsync-system)" in installed

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -224,6 +225,83 @@ class Writer:
         self.thread.join(30)
 
 
+@dataclass
+class SplitBrainWatch:
+    """Checks all the time whether both servers accept writes at once. A check of one server,
+    then the other, then the first again: the first accepted writes all along the check of
+    the second only when it did at both ends (a fence is not lifted by the workflow)."""
+
+    pair: tuple[PostgresInstance, PostgresInstance]
+    both: list[float] = field(default_factory=list)
+    checks: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def __enter__(self) -> SplitBrainWatch:
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(30)
+
+    def _loop(self) -> None:
+        first, second = self.pair
+        while not self.stop.is_set():
+            if accepts_writes(first) and accepts_writes(second) and accepts_writes(first):
+                self.both.append(time.monotonic())
+            self.checks += 1
+            first, second = second, first
+
+
+class PhaseWatch:
+    """The phases of one Failover run as the API server's watch delivers them (kubectl get
+    -w): a test acts within milliseconds of a status write, not at its next poll."""
+
+    def __init__(self, bed: Bed, name: str) -> None:
+        cluster = bed.main
+        assert cluster.bins is not None
+        self.process = subprocess.Popen(
+            [str(cluster.bins.kubectl), "--kubeconfig", str(cluster.kubeconfig), "get",
+             "failovers", "-n", bed.namespace, "--field-selector", f"metadata.name={name}",
+             "-w", "-o", "jsonpath={.status.phase}{\"\\n\"}"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def wait_for(self, phase: str, timeout: float = RUN_TIMEOUT) -> None:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        for line in self.process.stdout:
+            if line.strip() == phase:
+                return
+            if time.monotonic() > deadline:
+                break
+        raise AssertionError(f"the run never showed phase {phase}")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+def plan_condition(bed: Bed, kind: str) -> dict[str, Any]:
+    plan = must_get(bed.main, "drplan", bed.plan, bed.namespace)
+    for cond in plan.get("status", {}).get("conditions", []):
+        if cond["type"] == kind:
+            return dict(cond)
+    return {}
+
+
+def wait_condition(bed: Bed, kind: str, status: str, reason: str | None = None,
+                   timeout: float = 60.0) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        cond = plan_condition(bed, kind)
+        ok = cond.get("status") == status and reason in (None, cond.get("reason"))
+        return cond if ok else None
+
+    return wait_for(reached, timeout, f"plan condition {kind}={status} ({reason})")
+
+
 def missing(pg: PostgresInstance, ids: list[int]) -> list[int]:
     with connect(pg) as db:
         present = {row[0] for row in db.execute("SELECT id FROM writes WHERE id > 0")}
@@ -369,6 +447,122 @@ def test_a_lost_primary_is_detected_fenced_and_replaced(
     time.sleep(5)  # the new primary is probed now: no second run
     assert len(bed.main.kubectl("get", "failover", "-n", bed.namespace,
                                 "-o", "name").split()) == 1
+    # The plan says who serves now, and that the old primary is no standby to fall back on.
+    healthy = wait_condition(bed, "PrimaryHealthy", "True")
+    assert "primary west" in healthy["message"]
+    standbys = wait_condition(bed, "StandbysReady", "False", "ProbeFailed")
+    assert "standby east" in standbys["message"]
+    exported = operator.metrics()
+    labels = f'namespace="{bed.namespace}",plan="orders"'
+    assert f'wedsync_region_up{{{labels},region="west"}} 1.0' in exported
+    assert f'wedsync_region_up{{{labels},region="east"}} 0.0' in exported
+    assert (f'wedsync_failover_phase{{failover="{run}",namespace="{bed.namespace}",'
+            'phase="Succeeded",type="Failover"} 1.0') in exported
     assert_no_secrets_leaked(bed, operator)
     print(f"primary lost → standby writable in {writable - lost:.1f}s "
           f"(run RTO {status['rtoSeconds']}s)")
+
+
+@pytest.mark.parametrize("phase", ["Fencing", "Promoting", "Redirecting", "Verifying"])
+def test_operator_killed_in_each_phase_resumes_with_one_promotion_and_one_primary(
+        phase: str, bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """SIGKILL as soon as the run's status says it entered `phase` (the step of that phase
+    is under way or about to start), then a fresh operator process finishes the run."""
+    bed = bed_factory()
+    with SplitBrainWatch((bed.primary, bed.standby)) as watch:
+        phases = PhaseWatch(bed, "killed")
+        try:
+            bed.failover("killed", "Switchover")
+            phases.wait_for(phase)
+            operator.kill()
+        finally:
+            phases.close()
+        killed_in = bed.status("killed").get("phase")
+        operator.start()
+        status = bed.wait_phase("killed", "Succeeded")
+        assert watch.checks > 0
+    assert watch.both == [], "both servers accepted writes at once"
+    assert_switched(bed, status)
+    assert promotions(bed.standby) == 1
+    assert status["dataLossBytes"] == 0
+    print(f"killed on seeing {phase} (status then: {killed_in}); "
+          f"{watch.checks} split-brain checks")
+
+
+def test_operator_killed_at_random_points_many_times_finishes_exactly_once(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    bed = bed_factory()
+    bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(1, 1000) g")
+    # The standby holds its replay at first, so the run lasts long enough to be killed in
+    # Fencing and CatchUp several times; the replay resumes after the third kill.
+    with connect(bed.standby) as db:
+        db.execute("SELECT pg_wal_replay_pause()")
+    kills: list[str] = []
+    with SplitBrainWatch((bed.primary, bed.standby)) as watch:
+        bed.failover("chaos", "Switchover")
+        while len(kills) < 8 and bed.status("chaos").get("phase") != "Succeeded":
+            time.sleep(rng.uniform(0.0, 0.5))
+            operator.kill()
+            kills.append(str(bed.status("chaos").get("phase", "-")))
+            if len(kills) == 3:
+                with connect(bed.standby) as db:
+                    db.execute("SELECT pg_wal_replay_resume()")
+            operator.start()
+        status = bed.wait_phase("chaos", "Succeeded")
+    assert watch.both == [], f"both servers accepted writes at once (seed {seed})"
+    assert_switched(bed, status)
+    assert promotions(bed.standby) == 1, f"seed {seed}"
+    assert missing(bed.standby, list(range(1, 1001))) == []
+    assert len(kills) >= 3
+    assert_no_secrets_leaked(bed, operator)
+    print(f"seed {seed}: killed {len(kills)} times, in phases {kills}")
+
+
+def test_a_wrong_kubeconfig_or_a_silent_region_api_is_a_condition_never_a_failover(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    bed = bed_factory(probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 2})
+    wait_condition(bed, "PrimaryHealthy", "True", "Answers")
+    wait_condition(bed, "StandbysReady", "True", "Streaming")
+    good = {r: c.kubeconfig.read_text() for r, c in bed.regions.items()}
+
+    # The standby's kubeconfig Secret is garbage: the plan says which Secret to fix.
+    secret(bed.main, bed.namespace, "kubeconfig-west", {"kubeconfig": "not: [yaml"})
+    cond = wait_condition(bed, "StandbysReady", "False", "Misconfigured")
+    assert f"kubeconfig Secret {bed.namespace}/kubeconfig-west" in cond["message"]
+    assert "not valid YAML" in cond["message"]
+
+    # A person asks for a failover to it: nothing is fenced while it cannot be promoted.
+    bed.failover("blocked", "Failover")
+    held = wait_for(lambda: "cannot be promoted" in (m := bed.status("blocked").get(
+        "message", "")) and m, 60, "the run to say why it waits")
+    assert "kubeconfig-west" in held
+    time.sleep(3)
+    assert bed.status("blocked").get("phase") == "Pending"
+    assert accepts_writes(bed.primary), "the primary was fenced with no standby to promote"
+
+    # The primary region's API server goes silent (its kubeconfig points nowhere): its
+    # database still answers at the address known from before, so nothing happens.
+    nowhere = good["east"].replace(bed.regions["east"].server, "https://127.0.0.1:9")
+    assert nowhere != good["east"]
+    secret(bed.main, bed.namespace, "kubeconfig-east", {"kubeconfig": nowhere})
+    # ... and the primary's kubeconfig Secret is garbage too: unknown, never "lost"
+    time.sleep(5)
+    assert plan_condition(bed, "PrimaryHealthy")["status"] == "True"
+    secret(bed.main, bed.namespace, "kubeconfig-east", {"kubeconfig": "[]"})
+    cond = wait_condition(bed, "PrimaryHealthy", "Unknown", "Misconfigured")
+    assert "kubeconfig-east" in cond["message"]
+    time.sleep(4)  # several probes over the failure threshold
+    runs = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name").split()
+    assert runs == ["failover.dbopt.wedsync.io/blocked"], "a misconfiguration started a run"
+    assert operator.healthy()
+
+    # Fixed: the conditions recover and the person's run goes through.
+    for region, text in good.items():
+        secret(bed.main, bed.namespace, f"kubeconfig-{region}", {"kubeconfig": text})
+    status = bed.wait_phase("blocked", "Succeeded")
+    assert_switched(bed, status)
+    assert promotions(bed.standby) == 1
+    assert operator.starts == 1, "the operator restarted"
+    assert_no_secrets_leaked(bed, operator)

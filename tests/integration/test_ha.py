@@ -34,8 +34,7 @@ def ha_cluster(control_plane_binaries: Binaries) -> Iterator[LocalCluster]:
     """A control plane of its own: a cluster-wide operator here must not meet the policies
     other tests leave in the shared one."""
     with LocalCluster(name="ha", bins=control_plane_binaries) as local:
-        local.kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
-        local.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        local.apply_crds(CHART / "crds")
         local.kubectl("apply", "-f", "-", input=yaml.safe_dump(
             {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
              "metadata": {"name": PEERING}}))

@@ -198,6 +198,9 @@ async def tick(run: Run) -> Tick:
     if decision.kind in ("start", "await"):
         return await _start(run, now, awaiting=decision.kind == "await")
     if decision.kind == "release":
+        problem = await _target_problem(run, run.region(run.status.to_region))
+        if problem is not None:
+            return _wait(run, problem, delay=5.0)
         status = machine.release(run.status, now)
         return Tick(status, [("Normal", "Approved", "approved: fencing "
                               f"{status.from_region}")])
@@ -260,7 +263,31 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
         events = [] if awaiting and status.message == run.status.message else [
             ("Warning", "AwaitingApproval", status.message)]
         return Tick(status, events, delay=5.0)
+    problem = await _target_problem(run, run.region(target))
+    if problem is not None:
+        events = [] if problem == run.status.message else [("Warning", "TargetNotReady",
+                                                           problem)]
+        return Tick(run.status.model_copy(update={"message": problem}), events, delay=5.0)
     return Tick(status, [("Normal", "Started", status.message)])
+
+
+async def _target_problem(run: Run, target: Region) -> str | None:
+    """Why the region to promote cannot be promoted now (its connection Secret or cluster
+    cannot be read, or its database does not answer), or None. Checked before anything is
+    fenced: fencing a primary with no standby to promote would make the outage."""
+    prefix = f"not fencing anything yet: region {target.name} cannot be promoted now"
+    try:
+        conn = await connection(run, target)
+    except StepWait as wait:
+        return f"{prefix}: {wait}"
+    except KUBE_ERRORS as error:
+        return f"{prefix}: {kube_error(error)}"
+    try:
+        async with await connect(conn) as db:
+            await scalar(db, "SELECT pg_is_in_recovery()")
+    except DB_ERRORS as error:
+        return f"{prefix}: {db_error(conn, error)}"
+    return None
 
 
 async def _earlier_active_run(run: Run) -> str | None:

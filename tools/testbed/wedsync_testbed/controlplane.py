@@ -258,6 +258,27 @@ class LocalCluster:
             )
         return result.stdout
 
+    def apply_crds(self, *sources: Path | str, input: str | None = None,
+                   timeout: float = 60.0) -> None:
+        """Applies CRDs (files, folders, or `input` as "-") server-side and waits until the
+        API server serves every CRD. A CRD created a moment ago may have no conditions yet,
+        which `kubectl wait` reports as an error rather than waiting: it is asked again."""
+        for source in sources:
+            self.kubectl("apply", "--server-side", "-f", os.fspath(source))
+        if input is not None:
+            self.kubectl("apply", "--server-side", "-f", "-", input=input)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1, int(deadline - time.monotonic()))
+            try:
+                self.kubectl("wait", "--for=condition=Established", "crd", "--all",
+                             f"--timeout={left}s")
+                return
+            except ControlPlaneError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def env(self) -> dict[str, str]:
         """Environment for a child process that should talk to this cluster."""
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}

@@ -31,8 +31,7 @@ def main() -> int:
     cluster = LocalCluster(name="wedsync-local", workdir=workdir, bins=bins)
     cluster.start()
     try:
-        cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
-        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+        cluster.apply_crds(REPO_ROOT / "crds")
         samples = REPO_ROOT / "manifests" / "samples"
         if not opts.no_samples and samples.is_dir():
             print(cluster.kubectl("apply", "--server-side", "-f", str(samples)), end="")
