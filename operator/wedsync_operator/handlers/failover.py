@@ -134,7 +134,6 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     region serving writes, starts a Failover run (Automatic plans), once per cooldown."""
     assert namespace is not None  # a namespaced resource
     regions: RegionClients = memo.regions
-    cache = health.ConnectionCache()
     failures = 0
     probed = ""
     reported = ""
@@ -155,7 +154,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 continue
             started = asyncio.get_running_loop().time()
             found = await health.probe_plan(regions, namespace, plan,
-                                            body.status.get("currentPrimary"), cache)
+                                            body.status.get("currentPrimary"))
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)

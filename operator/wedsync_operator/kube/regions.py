@@ -21,6 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from wedsync_operator.api.recovery import ClusterRef
+from wedsync_operator.domain.connection import Connection
 from wedsync_operator.kube.clients import USER_AGENT, tune
 
 APPLY = "application/apply-patch+yaml"
@@ -84,6 +85,8 @@ class RegionClients:
 
     def __init__(self, local: client.ApiClient) -> None:
         self.local = local
+        #: (plan namespace, region) → the database connection last read from its Secret
+        self.connections: dict[tuple[str, str], Connection] = {}
         self._cache: dict[tuple[str, str, str], _Cached] = {}
         self._lock = asyncio.Lock()
 

@@ -45,6 +45,7 @@ from wedsync_operator.api.failover import PLURAL, FailoverRunSpec, FailoverRunSt
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
 from wedsync_operator.domain import failover as machine
+from wedsync_operator.domain.connection import Connection
 from wedsync_operator.kube.regions import (
     MERGE,
     RegionClients,
@@ -72,24 +73,6 @@ class StepWait(Exception):  # noqa: N818 - not an error: the step is retried
 
 class StepFailed(Exception):  # noqa: N818 - a permanent outcome, not a bug
     """The step cannot succeed: the run fails."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where a region's database listens; the password is kept out of repr()."""
-
-    host: str
-    port: int
-    user: str
-    dbname: str
-    password: str = field(default="", repr=False)
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def scrub(self, text: str) -> str:
-        return text.replace(self.password, "***") if self.password else text
 
 
 @dataclass
@@ -134,7 +117,33 @@ async def connection(run: Run, region: Region) -> Connection:
 async def region_connection(clients: RegionClients, namespace: str, region: Region
                             ) -> Connection:
     """The database connection of `region` of a plan in `namespace`, read from the region's
-    connection Secret in the region's own cluster (and namespace, when it names one)."""
+    connection Secret in the region's own cluster (and namespace, when it names one).
+
+    When the region's cluster does not answer, the connection last read is used: a lost
+    API server is not a lost database, and a database that still answers must be fenced,
+    not taken for lost. A wrong configuration (RegionError that is not transient, StepWait)
+    is always raised."""
+    key = (namespace, region.name)
+    try:
+        conn = await _read_connection(clients, namespace, region)
+    except RegionError as error:
+        if error.transient and key in clients.connections:
+            return clients.connections[key]
+        raise
+    except ApiException as error:
+        if error.status in (401, 403) or key not in clients.connections:
+            raise
+        return clients.connections[key]
+    except KUBE_ERRORS:
+        if key not in clients.connections:
+            raise
+        return clients.connections[key]
+    clients.connections[key] = conn
+    return conn
+
+
+async def _read_connection(clients: RegionClients, namespace: str, region: Region
+                           ) -> Connection:
     api = await clients.api_for(namespace, region.cluster)
     ns = region.namespace or namespace
     name = region.connection_secret.name

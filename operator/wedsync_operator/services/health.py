@@ -6,9 +6,9 @@ probe timeout, concurrently: the region serving writes (`status.currentPrimary`,
 declared Primary) must answer; a standby must answer, be in recovery, and its replay lag is
 measured against the primary's flush position.
 
-Each region's connection comes from its connection Secret in its own cluster. The last
-connection read is kept (`ConnectionCache`), so a region whose Kubernetes API does not answer
-is still probed at its database: a lost API server is not a lost database. A region whose
+Each region's connection comes from its connection Secret in its own cluster; when that
+cluster does not answer, the connection last read is used (`failover.region_connection`), so
+the database is still probed: a lost API server is not a lost database. A region whose
 configuration is wrong (kubeconfig Secret missing or unusable, connection Secret missing or
 without its keys) is *Misconfigured*: it is reported with what to fix and never counts as a
 failed probe, so a typo cannot start a failover.
@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
+from wedsync_operator.domain.connection import Connection
 from wedsync_operator.domain.failover import data_loss
 from wedsync_operator.kube.regions import RegionClients, RegionError
 from wedsync_operator.services import failover
@@ -72,13 +73,6 @@ class PlanHealth:
         return tuple(r for r in self.regions if not r.serving)
 
 
-@dataclass
-class ConnectionCache:
-    """The last connection read per region (in memory, per plan)."""
-
-    known: dict[str, failover.Connection] = field(default_factory=dict)
-
-
 def serving_region(plan: RecoveryPlanSpec, current_primary: Any) -> Region:
     names = {r.name: r for r in plan.regions}
     return names.get(str(current_primary)) or plan.primary
@@ -88,37 +82,24 @@ class _Misconfigured(Exception):  # noqa: N818 - an outcome, reported as a state
     pass
 
 
-async def _connection(clients: RegionClients, namespace: str, region: Region,
-                      cache: ConnectionCache) -> failover.Connection:
-    """The region's connection, fresh when its cluster answers, else the last one known.
+async def _connection(clients: RegionClients, namespace: str, region: Region
+                      ) -> Connection:
+    """The region's connection (the last one known when its cluster does not answer).
     Raises _Misconfigured (what to fix) or the transport error when nothing is known."""
     try:
-        conn = await failover.region_connection(clients, namespace, region)
+        return await failover.region_connection(clients, namespace, region)
     except failover.StepWait as error:  # the connection Secret is missing or incomplete
         raise _Misconfigured(str(error)) from None
     except RegionError as error:
-        if not error.transient:
-            raise _Misconfigured(str(error)) from None
-        known = cache.known.get(region.name)
-        if known is None:
+        if error.transient:
             raise
-        return known
+        raise _Misconfigured(str(error)) from None
     except ApiException as error:
         if error.status in (401, 403):
             raise _Misconfigured(f"the cluster of region {region.name} refuses the "
                                  f"kubeconfig's credentials (HTTP {error.status}): fix the "
                                  "kubeconfig Secret or the rights it grants") from None
-        known = cache.known.get(region.name)
-        if known is None:
-            raise
-        return known
-    except failover.KUBE_ERRORS:
-        known = cache.known.get(region.name)
-        if known is None:
-            raise
-        return known
-    cache.known[region.name] = conn
-    return conn
+        raise
 
 
 _PRIMARY_SQL = "SELECT pg_is_in_recovery(), pg_current_wal_flush_lsn()::text"
@@ -128,7 +109,7 @@ _STANDBY_SQL = (
     "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END")
 
 
-async def _query(conn: failover.Connection, sql: str, seconds: float) -> tuple[Any, ...]:
+async def _query(conn: Connection, sql: str, seconds: float) -> tuple[Any, ...]:
     async with asyncio.timeout(seconds):
         db = await psycopg.AsyncConnection.connect(
             host=conn.host, port=conn.port, user=conn.user, password=conn.password or None,
@@ -150,9 +131,9 @@ class _Answer:
 
 
 async def _probe(clients: RegionClients, namespace: str, region: Region, serving: bool,
-                 cache: ConnectionCache, seconds: float) -> _Answer:
+                 seconds: float) -> _Answer:
     try:
-        conn = await asyncio.wait_for(_connection(clients, namespace, region, cache), seconds)
+        conn = await asyncio.wait_for(_connection(clients, namespace, region), seconds)
     except _Misconfigured as error:
         return _Answer(region, serving, "Misconfigured", str(error))
     except (ApiException, *failover.KUBE_ERRORS) as error:
@@ -167,12 +148,12 @@ async def _probe(clients: RegionClients, namespace: str, region: Region, serving
 
 
 async def probe_plan(clients: RegionClients, namespace: str, plan: RecoveryPlanSpec,
-                     current_primary: Any, cache: ConnectionCache) -> PlanHealth:
+                     current_primary: Any) -> PlanHealth:
     """Probes every region of the plan once, concurrently, each within the probe timeout."""
     timeout = float(plan.failover.probe.timeout_seconds)
     serving = serving_region(plan, current_primary)
     answers = await asyncio.gather(*(
-        _probe(clients, namespace, r, r.name == serving.name, cache, timeout)
+        _probe(clients, namespace, r, r.name == serving.name, timeout)
         for r in plan.regions))
     primary = next(a for a in answers if a.serving)
     primary_lsn = primary.row[1] if primary.state == "Up" and primary.row else None
