@@ -435,6 +435,9 @@ def test_a_lost_primary_is_detected_fenced_and_replaced(
     assert status["fromRegion"] == "east"
     assert status["toRegion"] == "west"
     assert "dataLossBytes" not in status  # the old primary was gone: unknown
+    # the RTO counts from the first failed probe: detection (3 probes 1 s apart) included
+    assert status["outageStartedAt"] < status["steps"][0]["startedAt"]
+    assert status["rtoSeconds"] >= 2.0
     fence = status["steps"][0]
     assert fence["name"] == "Fence"
     assert "database unreachable" in fence["message"]

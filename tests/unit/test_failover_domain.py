@@ -151,6 +151,29 @@ def test_a_switchover_walks_every_phase_in_order() -> None:
     assert status.finished_at == T0 + timedelta(seconds=9)
 
 
+def test_a_detected_failover_counts_its_rto_from_the_first_failed_probe() -> None:
+    spec = run("Failover")
+    failing = T0 - timedelta(seconds=12)
+    status = machine.begin(FailoverRunStatus(), "east", "west", [], False, T0, failing)
+    at = T0
+    while machine.decide(spec, status).kind == "step":
+        status = finish(spec, status, at)
+        at += timedelta(seconds=2)
+    assert status.phase == "Succeeded"
+    assert status.outage_started_at == failing
+    # the verify ends at T0+7s (three steps): 12 s of detection + 7 s of workflow
+    assert status.rto_seconds == 19.0
+
+
+def test_a_run_a_person_created_counts_from_the_start_of_fencing() -> None:
+    status = machine.begin(FailoverRunStatus(), "east", "west", [], False, T0)
+    assert status.outage_started_at is None
+    spec = run("Failover")
+    while machine.decide(spec, status).kind == "step":
+        status = finish(spec, status, T0)
+    assert status.outage_started_at == T0
+
+
 def test_a_failover_has_no_catch_up() -> None:
     assert machine.steps_for("Failover", "Promoting") == ("Promote",)
     assert machine.steps_for("Switchover", "Promoting") == ("CatchUp", "Promote")

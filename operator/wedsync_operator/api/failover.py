@@ -79,9 +79,14 @@ class FailoverRunStatus(ApiModel):
         "read-only (a Switchover waits until the standby has replayed up to it).")
     fenced_replicas: int | None = Field(
         default=None, description="Replicas of the old primary's workload before fencing.")
+    outage_started_at: datetime | None = Field(
+        default=None, description="When writes stopped, as far as the operator knows: the "
+        "first failed probe of the primary for a run the operator started on detection; "
+        "the start of fencing for a run a person created.")
     rto_seconds: float | None = Field(
-        default=None, description="Seconds from the start of fencing until the new primary "
-        "accepted a verified write (writes unavailable in between).")
+        default=None, description="Seconds from outageStartedAt until the new primary "
+        "accepted a verified write (writes unavailable in between; detection included for "
+        "runs the operator started).")
     data_loss_bytes: int | None = Field(
         default=None, description="Estimated WAL bytes the old primary had flushed that the "
         "new primary had not replayed when promoted; absent when the old primary was "
@@ -105,7 +110,7 @@ PRINTER_COLUMNS: list[dict[str, str]] = [
     {"name": "To", "type": "string", "jsonPath": ".status.toRegion",
      "description": "The region being promoted."},
     {"name": "RTO", "type": "number", "jsonPath": ".status.rtoSeconds",
-     "description": "Seconds writes were unavailable."},
+     "description": "Seconds writes were unavailable (detection included)."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
      "description": "Age of the run."},
 ]

@@ -191,8 +191,11 @@ def decide(run: FailoverRunSpec, status: FailoverRunStatus) -> Decision:
 
 
 def begin(status: FailoverRunStatus, source: str, target: str, reasons: Sequence[str],
-          approved: bool, now: datetime) -> FailoverRunStatus:
-    """Pending → AwaitingApproval (gated and not approved) or Fencing."""
+          approved: bool, now: datetime, failing_since: datetime | None = None
+          ) -> FailoverRunStatus:
+    """Pending → AwaitingApproval (gated and not approved) or Fencing. `failing_since`: the
+    first failed probe of the primary, for a run the detector started (the outage began
+    then, not when fencing starts)."""
     gated = bool(reasons) and not approved
     message = ("awaiting approval (kubectl patch failover ... --type=merge -p "
                "'{\"spec\":{\"approved\":true}}'): " + "; ".join(reasons)) if gated else (
@@ -202,6 +205,7 @@ def begin(status: FailoverRunStatus, source: str, target: str, reasons: Sequence
         "phase": "AwaitingApproval" if gated else "Fencing",
         "from_region": source, "to_region": target,
         "started_at": status.started_at or now, "message": message,
+        "outage_started_at": status.outage_started_at or failing_since,
     })
 
 
@@ -261,19 +265,28 @@ def advance(run: FailoverRunSpec, status: FailoverRunStatus, now: datetime
     if phase == "Succeeded":
         update["finished_at"] = now
         update["rto_seconds"] = rto_seconds(status)
+        update["outage_started_at"] = outage_start(status)
         update["message"] = (f"{status.to_region} is the primary"
                              if run.type != "Drill" else "drill passed: nothing was changed")
     return status.model_copy(update=update)
 
 
-def rto_seconds(status: FailoverRunStatus) -> float | None:
-    """Seconds from the start of fencing to the end of the verified write."""
+def outage_start(status: FailoverRunStatus) -> datetime | None:
+    """When writes stopped: the first failed probe (runs the detector started), else the
+    start of fencing."""
+    if status.outage_started_at is not None:
+        return status.outage_started_at
     fence = next((s for s in status.steps if s.name == "Fence"), None)
+    return None if fence is None else fence.started_at
+
+
+def rto_seconds(status: FailoverRunStatus) -> float | None:
+    """Seconds from the outage's start to the end of the verified write."""
+    start = outage_start(status)
     verify = next((s for s in status.steps if s.name == "Verify"), None)
-    if fence is None or verify is None or fence.started_at is None \
-            or verify.finished_at is None:
+    if start is None or verify is None or verify.finished_at is None:
         return None
-    return round((verify.finished_at - fence.started_at).total_seconds(), 3)
+    return round((verify.finished_at - start).total_seconds(), 3)
 
 
 def fail(status: FailoverRunStatus, step: StepName | None, message: str, now: datetime

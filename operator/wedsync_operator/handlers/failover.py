@@ -83,7 +83,8 @@ async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: k
             spec = FailoverRunSpec.model_validate(dict(body.spec))
         except ValidationError as error:
             raise kopf.PermanentError(f"invalid spec: {error}") from error
-        run = failover.Run(namespace, name, spec, status, regions, _now)
+        run = failover.Run(namespace, name, spec, status, regions, _now,
+                           failing_since=failover.failing_since(body.metadata.annotations))
         try:
             result = await failover.tick(run)
             new = result.status.model_copy(
@@ -135,6 +136,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     assert namespace is not None  # a namespaced resource
     regions: RegionClients = memo.regions
     failures = 0
+    failing_since = _now()
     probed = ""
     reported = ""
     seen: tuple[str, ...] = ()
@@ -153,6 +155,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 await stopped.wait(interval)
                 continue
             started = asyncio.get_running_loop().time()
+            probe_started = _now()
             found = await health.probe_plan(regions, namespace, plan,
                                             body.status.get("currentPrimary"))
             for region in found.regions:
@@ -163,10 +166,12 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             if primary.region != probed:  # a failover moved the primary: count afresh
                 failures, probed = 0, primary.region
             failures = failures + 1 if primary.state == "Down" else 0
+            if failures == 1:
+                failing_since = probe_started
             if failures:
                 try:
                     await _on_failure(namespace, name, body, regions, plan, primary, failures,
-                                      reported, logger)
+                                      failing_since, reported, logger)
                 except (ApiException, TimeoutError, OSError) as error:
                     logger.warning(f"failover detection could not act: {error}")
                 reported = primary.message
@@ -183,7 +188,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
 
 async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: RegionClients,
                       plan: RecoveryPlanSpec, primary: health.RegionHealth, failures: int,
-                      reported: str, logger: kopf.Logger) -> None:
+                      failing_since: datetime, reported: str, logger: kopf.Logger) -> None:
     active, last = await failover.plan_runs(regions.local, namespace, name)
     decision = detect(plan.failover, failures, active, last, _now())
     logger.warning(f"primary {primary.region} probe failed ({primary.message}): "
@@ -192,7 +197,7 @@ async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: Regio
         run = await failover.start_run(regions.local, namespace, name,
                                        str(body.metadata.get("uid")),
                                        f"primary {primary.region} lost: {primary.message}",
-                                       _now())
+                                       _now(), failing_since)
         kopf.event(body, type="Warning", reason="FailoverStarted",
                    message=f"{decision.reason}: started Failover {run}")
     elif failures >= plan.failover.probe.failure_threshold and reported != primary.message:

@@ -31,7 +31,7 @@ import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -87,6 +87,8 @@ class Run:
     clock: Callable[[], datetime]
     plan: RecoveryPlanSpec | None = None
     plan_status: Mapping[str, Any] = field(default_factory=dict)
+    #: the detector's first failed probe of the primary (runs it started), from annotations
+    failing_since: datetime | None = None
 
     def region(self, name: str | None) -> Region:
         assert self.plan is not None
@@ -267,7 +269,8 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
     frozen = machine.active_freezes(run.plan.backups.freezes,
                                     ZoneInfo(run.plan.backups.time_zone), now)
     reasons = machine.gate_reasons(run.plan.failover, run.spec, frozen, lag)
-    status = machine.begin(run.status, source, target, reasons, run.spec.approved, now)
+    status = machine.begin(run.status, source, target, reasons, run.spec.approved, now,
+                           run.failing_since)
     if status.phase == "AwaitingApproval":
         events = [] if awaiting and status.message == run.status.message else [
             ("Warning", "AwaitingApproval", status.message)]
@@ -675,6 +678,19 @@ STEPS: dict[str, Callable[[Run], Awaitable[machine.StepResult]]] = {
 CREATED_BY = f"{GROUP}/created-by"
 DETECTION = "detection"
 PLAN_LABEL = f"{GROUP}/plan"
+#: annotation on the runs the detector starts: its first failed probe of the primary
+FAILING_SINCE = f"{GROUP}/primary-failing-since"
+
+
+def failing_since(annotations: Mapping[str, str]) -> datetime | None:
+    """The detector's first failed probe, from a run's annotations (None if absent or bad)."""
+    text = annotations.get(FAILING_SINCE)
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 async def plan_runs(local: Any, namespace: str, plan: str
@@ -696,14 +712,17 @@ async def plan_runs(local: Any, namespace: str, plan: str
 
 
 async def start_run(local: Any, namespace: str, plan: str, plan_uid: str, reason: str,
-                    now: datetime) -> str:
-    """Creates a Failover run for a lost primary; a name taken already is success."""
+                    now: datetime, failing_since: datetime) -> str:
+    """Creates a Failover run for a lost primary; a name taken already is success. The run
+    carries when the primary's failing probes began (`FAILING_SINCE`): its RTO counts from
+    there."""
     name = f"{plan}-auto-{int(now.timestamp())}"[:253]
     body = {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "Failover",
         "metadata": {
             "name": name, "namespace": namespace,
             "labels": {CREATED_BY: DETECTION, PLAN_LABEL: plan[:63]},
+            "annotations": {FAILING_SINCE: failing_since.astimezone(UTC).isoformat()},
             "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}",
                                  "kind": "DisasterRecoveryPlan", "name": plan,
                                  "uid": plan_uid}],
