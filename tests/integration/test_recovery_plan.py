@@ -75,6 +75,8 @@ def plan(name: str, *, drill: bool = True, **backups: Any) -> dict[str, Any]:
             "regions": [{"name": "eu-west", "role": "Primary", **region},
                         {"name": "eu-central", "role": "Standby", **region}],
             "backups": spec_backups,
+            # the databases are placeholders: their probes fail, nothing may fail over
+            "failover": {"mode": "Manual"},
         },
     }
 
@@ -101,11 +103,20 @@ def references(name: str, *, connection: bool = True) -> list[dict[str, Any]]:
 
 def ready_plan(cluster: LocalCluster, namespace: str, name: str, **backups: Any
                ) -> dict[str, Any]:
+    """The plan applied, Ready, and its regions probed once (the placeholder databases do
+    not exist: PrimaryHealthy is False, and in Manual mode nothing fails over)."""
     apply(cluster, namespace, *references(name))
     apply(cluster, namespace, plan(name, **backups))
-    return wait_for(lambda: (p := get(cluster, "drplan", name, namespace)) and
-                    (c := condition(p, "Ready")) and c["status"] == "True" and p,
-                    TIMEOUT, f"plan {name} to be Ready")
+
+    def settled() -> dict[str, Any] | None:
+        obj = get(cluster, "drplan", name, namespace)
+        ready, probed = condition(obj, "Ready"), condition(obj, "PrimaryHealthy")
+        if ready and ready["status"] == "True" and probed and \
+                probed["reason"] != "NotProbedYet":
+            return obj
+        return None
+
+    return wait_for(settled, TIMEOUT, f"plan {name} to be Ready and probed")
 
 
 def schedule_of(cluster: LocalCluster, namespace: str, name: str) -> str | None:

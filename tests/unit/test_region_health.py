@@ -7,7 +7,12 @@ from typing import Any
 
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain import backups as builders
-from wedsync_operator.services.health import PlanHealth, RegionHealth, conditions
+from wedsync_operator.services.health import (
+    PlanHealth,
+    RegionHealth,
+    conditions,
+    conditions_after,
+)
 
 MAX_LAG = 16 * 1024 * 1024
 
@@ -100,3 +105,13 @@ def test_serving_from_an_absent_or_unknown_region_is_the_plan_itself() -> None:
     assert spec.serving_from(None) is spec
     assert spec.serving_from("east") is spec
     assert spec.serving_from("atlantis") is spec
+
+
+def test_a_restarted_operator_keeps_the_conditions_until_its_first_probe() -> None:
+    probed = conditions(PlanHealth((up("east", True), up("west", False)), MAX_LAG))
+    on_the_plan = [{**c, "lastTransitionTime": "2026-12-01T00:00:00Z"} for c in probed]
+    assert conditions_after(None, on_the_plan) == probed
+    assert {c["reason"] for c in conditions_after(None, [])} == {"NotProbedYet"}
+    fresh = PlanHealth((RegionHealth("east", True, "Down", "refused"), up("west", False)),
+                       MAX_LAG)
+    assert conditions_after(fresh, on_the_plan) == conditions(fresh)

@@ -791,7 +791,7 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
                                    spec.backups.defer_during_freeze),
                   condition("InvalidSpec", False, "Valid", "the spec is valid")]
     if len(spec.regions) > 1:  # a single region is backups only: nothing to fail over to
-        conditions += health.conditions(regions)
+        conditions += health.conditions_after(regions, old_conditions)
     for cond in conditions:
         news = not _was(old_conditions, cond["type"], cond["status"], cond["message"])
         if news and cond["type"] == "Ready" and cond["status"] == "False":

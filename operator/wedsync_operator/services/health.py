@@ -20,7 +20,7 @@ to the metrics), so a steady plan's status is not rewritten at each probe.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -185,6 +185,18 @@ def conditions(health: PlanHealth | None) -> list[dict[str, str]]:
         return [{**condition(kind, False, "NotProbedYet", "no probe has finished yet"),
                  "status": "Unknown"} for kind in CONDITION_TYPES]
     return [_primary_condition(health.primary), _standbys_condition(health)]
+
+
+def conditions_after(health: PlanHealth | None, old: Sequence[Mapping[str, Any]]
+                     ) -> list[dict[str, str]]:
+    """The conditions to report: from the latest probe; before this process's first probe,
+    the ones already on the plan (a restarted operator does not flap them to Unknown)."""
+    if health is None:
+        kept = [{k: str(c[k]) for k in ("type", "status", "reason", "message")}
+                for c in old if c.get("type") in CONDITION_TYPES]
+        if {c["type"] for c in kept} == set(CONDITION_TYPES):
+            return sorted(kept, key=lambda c: CONDITION_TYPES.index(c["type"]))
+    return conditions(health)
 
 
 def _primary_condition(primary: RegionHealth) -> dict[str, str]:
