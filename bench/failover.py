@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -59,11 +58,11 @@ from types import FrameType
 from typing import Any
 
 import psycopg
-import yaml
 from kubernetes_asyncio import client, config, watch
 
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.recovery import Probe
+from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import REPO_ROOT, LocalCluster, binaries
 from wedsync_testbed.operator import OperatorProcess
 from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
@@ -79,11 +78,6 @@ DEFAULTS = Probe()
 
 
 # ---- the topology (as in tests/integration/test_failover.py) ------------------------------
-def apply(cluster: LocalCluster, namespace: str, *docs: dict[str, Any]) -> str:
-    text = yaml.safe_dump_all(list(docs), sort_keys=False)
-    return cluster.kubectl("apply", "-n", namespace, "-f", "-", input=text)
-
-
 def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json",
                           "--ignore-not-found")
@@ -91,67 +85,13 @@ def get(cluster: LocalCluster, kind: str, name: str, namespace: str) -> dict[str
     return obj
 
 
-def secret(cluster: LocalCluster, namespace: str, name: str, values: dict[str, str]) -> None:
-    apply(cluster, namespace, {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}})
-
-
-def deployment(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "pg", "image": "postgres:15"}]}}},
-    }
-
-
 def setup(main: LocalCluster, regions: dict[str, LocalCluster], namespace: str,
           primary: PostgresInstance, standby: PostgresInstance) -> None:
-    """Region objects in the region clusters, kubeconfig Secrets and the plan in main; the
-    plan's `spec.failover` is empty: every failover setting is the default."""
+    """The topology of `wedsync_testbed.regions`; the plan's `spec.failover` is empty: every
+    failover setting is the default."""
     main.kubectl("create", "namespace", namespace)
-    for region, cluster in regions.items():
-        cluster.kubectl("create", "namespace", namespace)
-        pg = primary if region == "east" else standby
-        secret(cluster, namespace, "pg-conn", {
-            "host": "127.0.0.1", "port": str(pg.port), "user": "postgres",
-            "password": PASSWORD, "dbname": "postgres"})
-        apply(cluster, namespace, deployment(f"pg-{region}"))
-    east_address = f"127.0.0.1:{primary.port}"
-    apply(regions["east"], namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-endpoint"},
-        "data": {"primary": east_address}})
-    secret(regions["west"], namespace, "db-endpoint", {"primary": east_address})
-    apply(regions["west"], namespace, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
-        "spec": {"selector": {"app": "pg-east"}, "ports": [{"port": 5432}]}})
-    for region, cluster in regions.items():
-        secret(main, namespace, f"kubeconfig-{region}",
-               {"kubeconfig": cluster.kubeconfig.read_text()})
-
-    def region_spec(name: str, role: str, traffic: dict[str, Any]) -> dict[str, Any]:
-        return {"name": name, "role": role, "namespace": namespace,
-                "cluster": {"kubeconfigSecret": {"name": f"kubeconfig-{name}"}},
-                "connectionSecret": {"name": "pg-conn"},
-                "fence": {"kind": "Deployment", "name": f"pg-{name}"}, "traffic": traffic}
-
-    apply(main, namespace, {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "DisasterRecoveryPlan",
-        "metadata": {"name": PLAN},
-        "spec": {
-            "database": {"name": "postgres", "stanza": PLAN},
-            "regions": [
-                region_spec("east", "Primary",
-                            {"configMapKey": {"name": "db-endpoint", "key": "primary"}}),
-                region_spec("west", "Standby",
-                            {"secretKey": {"name": "db-endpoint", "key": "primary"},
-                             "service": {"name": "db"}}),
-            ],
-            "backups": {"repositories": [{"name": "repo1", "type": "posix", "region": "east",
-                                          "posix": {"claimName": "backups"}}]},
-            "failover": {},
-        }})
+    topology.setup(main, regions, namespace, primary, standby, plan=PLAN, password=PASSWORD,
+                   failover={})
 
 
 def teardown(main: LocalCluster, regions: dict[str, LocalCluster], namespace: str) -> None:
@@ -173,9 +113,7 @@ def probe_times(pg: PostgresInstance) -> list[float]:
     return times
 
 
-def promotions(pg: PostgresInstance) -> int:
-    """How many times the server chose a new timeline (one per promotion)."""
-    return pg.log_file.read_text(errors="replace").count("selected new timeline ID")
+promotions = topology.promotions
 
 
 def streaming(primary: PostgresInstance, standby: PostgresInstance) -> bool:

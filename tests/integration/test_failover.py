@@ -24,6 +24,7 @@ import psycopg
 import pytest
 
 from tests.integration.kube import apply, must_get, wait_for
+from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
@@ -94,65 +95,15 @@ class Bed:
 def _setup(main: LocalCluster, regions: dict[str, LocalCluster], namespace: str,
            primary: PostgresInstance, standby: PostgresInstance,
            **failover: Any) -> Bed:
-    """Region objects in the region clusters, kubeconfig Secrets and the plan in main."""
-    for region, cluster in regions.items():
-        cluster.kubectl("create", "namespace", namespace)
-        pg = primary if region == "east" else standby
-        secret(cluster, namespace, "pg-conn", {
-            "host": "127.0.0.1", "port": str(pg.port), "user": "postgres",
-            "password": PASSWORD, "dbname": "postgres"})
-        apply(cluster, namespace, deployment(f"pg-{region}"))
-    east_address = f"127.0.0.1:{primary.port}"
-    apply(regions["east"], namespace, {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-endpoint"},
-        "data": {"primary": east_address}})
-    secret(regions["west"], namespace, "db-endpoint", {"primary": east_address})
-    apply(regions["west"], namespace, {
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
-        "spec": {"selector": {"app": "pg-east"}, "ports": [{"port": 5432}]}})
-    for region, cluster in regions.items():
-        secret(main, namespace, f"kubeconfig-{region}",
-               {"kubeconfig": cluster.kubeconfig.read_text()})
-
-    def region_spec(name: str, role: str, traffic: dict[str, Any]) -> dict[str, Any]:
-        return {"name": name, "role": role, "namespace": namespace,
-                "cluster": {"kubeconfigSecret": {"name": f"kubeconfig-{name}"}},
-                "connectionSecret": {"name": "pg-conn"},
-                "fence": {"kind": "Deployment", "name": f"pg-{name}"}, "traffic": traffic}
-
-    apply(main, namespace, {
-        "apiVersion": "dbopt.wedsync.io/v1alpha1", "kind": "DisasterRecoveryPlan",
-        "metadata": {"name": "orders"},
-        "spec": {
-            "database": {"name": "postgres", "stanza": "orders"},
-            "regions": [
-                region_spec("east", "Primary",
-                            {"configMapKey": {"name": "db-endpoint", "key": "primary"}}),
-                region_spec("west", "Standby",
-                            {"secretKey": {"name": "db-endpoint", "key": "primary"},
-                             "service": {"name": "db"}}),
-            ],
-            "backups": {"repositories": [{"name": "repo1", "type": "posix", "region": "east",
-                                          "posix": {"claimName": "backups"}}],
-                        **failover.pop("backups", {})},
-            "failover": failover,
-        }})
+    """The topology of `wedsync_testbed.regions`, with these failover settings."""
+    backups = failover.pop("backups", {})
+    topology.setup(main, regions, namespace, primary, standby, plan="orders",
+                   password=PASSWORD, failover=failover, backups=backups)
     return Bed(main, regions, namespace, primary, standby)
 
 
 def secret(cluster: LocalCluster, namespace: str, name: str, values: dict[str, str]) -> None:
-    apply(cluster, namespace, {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}})
-
-
-def deployment(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "pg", "image": "postgres:15"}]}}},
-    }
+    topology.secret(cluster, namespace, name, values)
 
 
 @pytest.fixture
@@ -179,9 +130,7 @@ def accepts_writes(pg: PostgresInstance) -> bool:
         return False
 
 
-def promotions(pg: PostgresInstance) -> int:
-    """How many times the server chose a new timeline (one per promotion)."""
-    return pg.log_file.read_text(errors="replace").count("selected new timeline ID")
+promotions = topology.promotions
 
 
 @dataclass

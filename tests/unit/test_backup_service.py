@@ -12,6 +12,7 @@ import pytest
 
 from wedsync_operator.api.recovery import BackupRunStatus, Freeze, RecoveryPlanSpec
 from wedsync_operator.domain import backups as builders
+from wedsync_operator.domain import freezes
 from wedsync_operator.services import backups as svc
 
 OWNER = {"apiVersion": "dbopt.wedsync.io/v1alpha1", "kind": "DisasterRecoveryPlan",
@@ -201,23 +202,23 @@ def freeze(**fields: Any) -> Freeze:
 def test_a_weekly_freeze_is_active_inside_its_window_until_its_end() -> None:
     saturday = freeze(days=["Saturday"], start="07:00", end="23:00")
     during = datetime(2026, 6, 13, 10, 0, tzinfo=UTC)  # Saturday 11:00 BST
-    state = svc.freeze_state([saturday], LONDON, during)
+    state = freezes.freeze_state([saturday], LONDON, during)
     assert state.active == ("wedding-day",)
     assert state.until == datetime(2026, 6, 13, 22, 0, tzinfo=UTC)  # 23:00 BST
     assert state.next_change == state.until
-    before = svc.freeze_state([saturday], LONDON, T0)
+    before = freezes.freeze_state([saturday], LONDON, T0)
     assert not before.frozen
     assert before.next_change == datetime(2026, 6, 13, 6, 0, tzinfo=UTC)
 
 
 def test_an_all_day_dated_freeze_and_one_crossing_midnight() -> None:
     yearly = freeze(date="06-10")
-    state = svc.freeze_state([yearly], LONDON, T0)
+    state = freezes.freeze_state([yearly], LONDON, T0)
     assert state.frozen
     assert state.until == datetime(2026, 6, 10, 23, 0, tzinfo=UTC)  # midnight BST
     overnight = freeze(days=["Tuesday"], start="22:00", end="02:00")
     early_wednesday = datetime(2026, 6, 10, 0, 30, tzinfo=UTC)  # 01:30 BST
-    assert svc.freeze_state([overnight], LONDON, early_wednesday).until == datetime(
+    assert freezes.freeze_state([overnight], LONDON, early_wednesday).until == datetime(
         2026, 6, 10, 1, 0, tzinfo=UTC)
 
 
@@ -226,7 +227,7 @@ def test_touching_freezes_count_as_one() -> None:
     afternoon = Freeze.model_validate({"name": "reception", "days": ["Saturday"],
                                        "start": "12:00", "end": "23:00"})
     during = datetime(2026, 6, 13, 8, 0, tzinfo=UTC)
-    state = svc.freeze_state([morning, afternoon], LONDON, during)
+    state = freezes.freeze_state([morning, afternoon], LONDON, during)
     assert state.active == ("wedding-day",)
     assert state.until == datetime(2026, 6, 13, 22, 0, tzinfo=UTC)
 
@@ -235,12 +236,12 @@ def test_a_freeze_starting_in_the_dst_gap_starts_when_the_clock_jumps() -> None:
     # London, 2026-03-29: 01:00 GMT becomes 02:00 BST; 01:30 does not exist
     gap = freeze(date="2026-03-29", start="01:30", end="03:00")
     before = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
-    assert svc.freeze_state([gap], LONDON, before).next_change == datetime(
+    assert freezes.freeze_state([gap], LONDON, before).next_change == datetime(
         2026, 3, 29, 1, 0, tzinfo=UTC)
 
 
 def test_no_freezes_no_state() -> None:
-    assert svc.freeze_state([], LONDON, T0) == svc.FreezeState()
+    assert freezes.freeze_state([], LONDON, T0) == freezes.FreezeState()
 
 
 # ---- schedules, next runs, staleness --------------------------------------------------------
@@ -441,12 +442,12 @@ def test_reference_problems_say_what_to_create() -> None:
 
 
 def test_frozen_condition_names_what_is_held_back() -> None:
-    state = svc.FreezeState(("wedding-day",), T0, T0)
+    state = freezes.FreezeState(("wedding-day",), T0, T0)
     held = svc.freeze_condition(state, {"full", "verify"}, deferring=True)
     assert held["message"] == ("freeze wedding-day active until 2026-06-10T12:00:00Z: full, "
                                "verify CronJobs are suspended until then")
     assert "runs as scheduled" in svc.freeze_condition(state, set(), deferring=False)["message"]
-    assert svc.freeze_condition(svc.FreezeState(), set(), True)["status"] == "False"
+    assert svc.freeze_condition(freezes.FreezeState(), set(), True)["status"] == "False"
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -11,6 +11,7 @@ import pytest
 from wedsync_operator.api.failover import FailoverRunSpec, FailoverRunStatus
 from wedsync_operator.api.recovery import FailoverSpec, Freeze, RecoveryPlanSpec
 from wedsync_operator.domain import failover as machine
+from wedsync_operator.domain import freezes
 
 T0 = datetime(2026, 6, 6, 10, 0, tzinfo=UTC)  # a Saturday
 
@@ -109,14 +110,14 @@ def freeze(**fields: Any) -> Freeze:
 ])
 def test_freeze_windows_in_local_time(fields: dict[str, Any], at: datetime,
                                       active: bool) -> None:
-    assert bool(machine.active_freezes([freeze(**fields)], ZoneInfo("UTC"), at)) is active
+    assert bool(freezes.active_freezes([freeze(**fields)], ZoneInfo("UTC"), at)) is active
 
 
 def test_freeze_windows_use_the_plan_time_zone() -> None:
     # 10:00 UTC is 06:00 in New York (EDT): a 05:00-07:00 window there is active
     window = freeze(days=["Saturday"], start="05:00", end="07:00")
-    assert machine.active_freezes([window], ZoneInfo("America/New_York"), T0) == ["f"]
-    assert machine.active_freezes([window], ZoneInfo("UTC"), T0) == []
+    assert freezes.active_freezes([window], ZoneInfo("America/New_York"), T0) == ["f"]
+    assert freezes.active_freezes([window], ZoneInfo("UTC"), T0) == []
 
 
 # ---- the machine --------------------------------------------------------------------------

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from wedsync_operator.api.failover import (
     TERMINAL_PHASES,
@@ -31,8 +30,7 @@ from wedsync_operator.api.failover import (
     FailoverStep,
     Phase,
 )
-from wedsync_operator.api.recovery import FailoverSpec, Freeze, RecoveryPlanSpec
-from wedsync_operator.domain.calendar import resolve_wall_time
+from wedsync_operator.api.recovery import FailoverSpec, RecoveryPlanSpec
 
 StepName = Literal["Fence", "CatchUp", "Promote", "Redirect", "Verify"]
 
@@ -83,46 +81,6 @@ def choose_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary
 
 
 # ---- gates ---------------------------------------------------------------------------------
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-
-
-def _minutes(text: str | None) -> int:
-    if text is None:
-        return 0
-    hours, minutes = text.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
-def _on_day(freeze: Freeze, day: date) -> bool:
-    if freeze.days is not None:
-        return _WEEKDAYS[day.weekday()] in freeze.days
-    assert freeze.date is not None
-    if len(freeze.date) == 10:
-        return day.isoformat() == freeze.date
-    return day.strftime("%m-%d") == freeze.date
-
-
-def active_freezes(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime) -> list[str]:
-    """Names of the freeze windows (in local wall time of `zone`) active at `now`. A window
-    without times is the whole local day; an end at or before the start is on the next day."""
-    today = now.astimezone(zone).date()
-    active = []
-    for freeze in freezes:
-        start, end = _minutes(freeze.start), _minutes(freeze.end)
-        for day in (today - timedelta(days=1), today):
-            if not _on_day(freeze, day):
-                continue
-            end_day = day if end > start else day + timedelta(days=1)
-            begin = resolve_wall_time(datetime.combine(day, time()) + timedelta(minutes=start),
-                                      zone)
-            stop = resolve_wall_time(datetime.combine(end_day, time())
-                                     + timedelta(minutes=end), zone)
-            if begin <= now < stop:
-                active.append(freeze.name)
-                break
-    return active
-
-
 def gate_reasons(settings: FailoverSpec, run: FailoverRunSpec, frozen_by: Sequence[str],
                  lag_bytes: int | None) -> list[str]:
     """Why the run must wait for `spec.approved: true`; empty when it may go ahead.

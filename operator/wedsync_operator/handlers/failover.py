@@ -9,7 +9,7 @@ it was in, and the steps are idempotent. The spec (approval) is read live from t
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -27,7 +27,7 @@ from wedsync_operator.api.failover import (
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain.failover import detect
-from wedsync_operator.handlers import recovery
+from wedsync_operator.handlers import common, recovery
 from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.kube.regions import RegionClients
 from wedsync_operator.kube.status import patch_status
@@ -49,10 +49,6 @@ async def close_regions(memo: kopf.Memo, **_: Any) -> None:
     if regions is not None:
         await regions.close()
         await regions.local.close()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="failover-run", cancellation_timeout=30.0,
@@ -83,7 +79,7 @@ async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: k
             spec = FailoverRunSpec.model_validate(dict(body.spec))
         except ValidationError as error:
             raise kopf.PermanentError(f"invalid spec: {error}") from error
-        run = failover.Run(namespace, name, spec, status, regions, _now,
+        run = failover.Run(namespace, name, spec, status, regions, common.now,
                            failing_since=failover.failing_since(body.metadata.annotations))
         try:
             result = await failover.tick(run)
@@ -136,7 +132,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     assert namespace is not None  # a namespaced resource
     regions: RegionClients = memo.regions
     failures = 0
-    failing_since = _now()
+    failing_since = common.now()
     probed = ""
     reported = ""
     seen: tuple[str, ...] = ()
@@ -155,7 +151,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 await stopped.wait(interval)
                 continue
             started = asyncio.get_running_loop().time()
-            probe_started = _now()
+            probe_started = common.now()
             found = await health.probe_plan(regions, namespace, plan,
                                             body.status.get("currentPrimary"))
             for region in found.regions:
@@ -190,14 +186,14 @@ async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: Regio
                       plan: RecoveryPlanSpec, primary: health.RegionHealth, failures: int,
                       failing_since: datetime, reported: str, logger: kopf.Logger) -> None:
     active, last = await failover.plan_runs(regions.local, namespace, name)
-    decision = detect(plan.failover, failures, active, last, _now())
+    decision = detect(plan.failover, failures, active, last, common.now())
     logger.warning(f"primary {primary.region} probe failed ({primary.message}): "
                    f"{decision.reason}")
     if decision.start:
         run = await failover.start_run(regions.local, namespace, name,
                                        str(body.metadata.get("uid")),
                                        f"primary {primary.region} lost: {primary.message}",
-                                       _now(), failing_since)
+                                       common.now(), failing_since)
         kopf.event(body, type="Warning", reason="FailoverStarted",
                    message=f"{decision.reason}: started Failover {run}")
     elif failures >= plan.failover.probe.failure_threshold and reported != primary.message:

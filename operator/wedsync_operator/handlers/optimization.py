@@ -8,11 +8,10 @@ woken early when the policy's spec changes or an HPA it targets changes. The dec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
@@ -21,6 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from wedsync_operator import metrics
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.optimization import PLURAL
+from wedsync_operator.handlers import common
 from wedsync_operator.kube.hpa import HpaClient
 from wedsync_operator.kube.status import patch_status
 from wedsync_operator.services import policies
@@ -83,10 +83,12 @@ async def calendar_daemon(stopped: kopf.DaemonStopped, namespace: str | None, na
         at = None
         if runtime.boundary is not None and wake_at == runtime.boundary:
             # Wake a little early, read and decide, then write as the boundary passes.
-            if not await _sleep(runtime.wake, stopped, _seconds_until(wake_at - PREARM)):
+            early = common.seconds_until(wake_at - PREARM)
+            if not await common.sleep_or_wake(runtime.wake, stopped, early):
                 at = wake_at
         else:
-            await _sleep(runtime.wake, stopped, _seconds_until(wake_at) + BOUNDARY_EPSILON)
+            delay = common.seconds_until(wake_at) + BOUNDARY_EPSILON
+            await common.sleep_or_wake(runtime.wake, stopped, delay)
 
 
 async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
@@ -100,7 +102,7 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
             return None
         ref = policies.PolicyRef(namespace, name, body.metadata.get("generation"))
         try:
-            result = await policies.reconcile(ref, body.spec, body.status, _hpas(memo), _now,
+            result = await policies.reconcile(ref, body.spec, body.status, _hpas(memo), common.now,
                                               runtime.written, at=at, wait_until=_sleep_until)
             await _hpas(memo).settled()  # the boundary's HPA writes go first
             await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
@@ -110,7 +112,7 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
             metrics.RECONCILE_ERRORS.labels("DatabaseOptimizationPolicy", reason).inc()
             logger.warning(f"reconcile failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
                            f"{error}")
-            return _now() + timedelta(seconds=ERROR_BACKOFF_SECONDS)
+            return common.now() + timedelta(seconds=ERROR_BACKOFF_SECONDS)
         finally:
             metrics.RECONCILE_SECONDS.labels("DatabaseOptimizationPolicy").observe(
                 time.perf_counter() - started)
@@ -118,41 +120,12 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
     if boundary is not None and written is not None and written >= boundary:
         metrics.TRANSITION_LAG.observe((written - boundary).total_seconds())
     runtime.boundary = result.boundary
-    post(body, result.events)
+    common.post(body, result.events)
     return result.wake_at
 
 
-def post(body: kopf.Body, events: list[policies.Event]) -> None:
-    """Posts Kubernetes Events about the policy (kopf queues and sends them)."""
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        metrics.API_WRITES.labels("events", "create").inc()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _seconds_until(at: datetime) -> float:
-    return max(0.0, (at - _now()).total_seconds())
-
-
 async def _sleep_until(at: datetime) -> None:
-    await asyncio.sleep(_seconds_until(at) + BOUNDARY_EPSILON)
-
-
-async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> bool:
-    """Until the delay passes (False), or the policy is woken or the daemon stopped (True)."""
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
-    try:
-        done, _pending = await asyncio.wait(waiters, timeout=delay,
-                                            return_when=asyncio.FIRST_COMPLETED)
-        return bool(done)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+    await asyncio.sleep(common.seconds_until(at) + BOUNDARY_EPSILON)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="spec-watch")
@@ -197,7 +170,7 @@ async def restore_on_delete(namespace: str | None, name: str, body: kopf.Body,
             except ApiException as error:
                 raise kopf.TemporaryError(f"restoring the HPAs failed: {error}", delay=5) \
                     from error
-            post(body, events)
+            common.post(body, events)
         runtime.released = True
         runtime.wake.set()
     _runtimes(memo).pop((namespace, name), None)

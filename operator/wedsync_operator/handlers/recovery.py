@@ -17,11 +17,10 @@ server (`settings.watching.label_selectors`), so the watch streams stay small on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,7 @@ from wedsync_operator import metrics
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.recovery import KIND, PLURAL
 from wedsync_operator.domain import backups as builders
+from wedsync_operator.handlers import common
 from wedsync_operator.kube.objects import ObjectClient
 from wedsync_operator.kube.status import patch_status, status_patch
 from wedsync_operator.services import backups, health
@@ -114,7 +114,7 @@ async def backups_daemon(stopped: kopf.DaemonStopped, namespace: str | None, nam
             runtime.generation = body.metadata.get("generation")
             runtime.current_primary = body.status.get("currentPrimary")
             wake_at = await _reconcile_once(namespace, name, body, memo, runtime, logger)
-            if await _sleep(runtime.wake, stopped, _seconds_until(wake_at)):
+            if await common.sleep_or_wake(runtime.wake, stopped, common.seconds_until(wake_at)):
                 await asyncio.sleep(DEBOUNCE_SECONDS)
     finally:
         registry.leave(namespace, name)
@@ -137,7 +137,7 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
         )
         try:
             result = await backups.reconcile(ref, body.spec, body.status,
-                                             ObjectClient(memo.api), _now, runtime.health)
+                                             ObjectClient(memo.api), common.now, runtime.health)
             runtime.written.update(result.written)
             if await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
                                   dict(body.status), result.status):
@@ -147,10 +147,10 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
             metrics.RECONCILE_ERRORS.labels(KIND, reason).inc()
             logger.warning(f"reconcile failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
                            f"{error}")
-            return _now() + timedelta(seconds=ERROR_BACKOFF_SECONDS)
+            return common.now() + timedelta(seconds=ERROR_BACKOFF_SECONDS)
         finally:
             metrics.RECONCILE_SECONDS.labels(KIND).observe(time.perf_counter() - started)
-    post(body, result.events)
+    common.post(body, result.events)
     if result.writes:
         logger.info(f"reconciled with {result.writes} writes: "
                     f"{'; '.join(e.message for e in result.events)}")
@@ -176,35 +176,6 @@ def _without_nulls(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None}
     return value
-
-
-def post(body: kopf.Body, events: list[backups.Event]) -> None:
-    """Posts Kubernetes Events about the plan (kopf queues and sends them)."""
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        metrics.API_WRITES.labels("events", "create").inc()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _seconds_until(at: datetime) -> float:
-    return max(0.0, (at - _now()).total_seconds())
-
-
-async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> bool:
-    """Until the delay passes (False), or the plan is woken or the daemon stopped (True)."""
-    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())]
-    try:
-        done, _pending = await asyncio.wait(waiters, timeout=delay,
-                                            return_when=asyncio.FIRST_COMPLETED)
-        return bool(done)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="plan-watch")

@@ -10,7 +10,7 @@ The first half of this module is pure (no I/O, the clock is an argument) and uni
 - `first_difference` / `plan_writes`: desired objects against observed ones. Only the fields
   the operator sets are compared, so server-side defaults never cause a write; a fingerprint
   annotation of the desired object catches fields the operator stopped setting.
-- `freeze_state`: whether a freeze window is active and when that changes.
+- `freeze_state` (from `domain.freezes`): whether a freeze is active and when that changes.
 - `job_run` / `fold_runs`: finished Jobs folded into the per-type status.
 - `schedule_interval` / `stale_since`: staleness (no success within twice the interval).
 - the conditions.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -38,15 +38,15 @@ from wedsync_operator import metrics
 from wedsync_operator.api.base import GROUP
 from wedsync_operator.api.recovery import (
     BackupRunStatus,
-    Freeze,
     RecoveryPlanSpec,
 )
 from wedsync_operator.domain import backups as builders
 from wedsync_operator.domain import cron
 from wedsync_operator.domain.backups import JobType
-from wedsync_operator.domain.calendar import resolve_wall_time
+from wedsync_operator.domain.freezes import FreezeState, freeze_state
 from wedsync_operator.kube.objects import ObjectClient, controller_uid
 from wedsync_operator.services import health
+from wedsync_operator.services.events import Event
 from wedsync_operator.services.policies import spec_errors
 from wedsync_operator.services.scaling import condition, merge_conditions
 
@@ -107,13 +107,6 @@ class PlanRef:
         labels = builders.labels(self.name)
         return ",".join(f"{k}={labels[k]}" for k in
                         ("app.kubernetes.io/managed-by", builders.PLAN_LABEL))
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass
@@ -296,86 +289,6 @@ def undesired(desired: Sequence[Mapping[str, Any]], observed: Iterable[Mapping[s
     names = {o["metadata"]["name"] for o in desired}
     return [o for o in observed
             if o["metadata"]["name"] not in names and controller_uid(o) == owner_uid]
-
-
-# ---- freezes -------------------------------------------------------------------------------
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-#: How far ahead freeze windows are looked for (a yearly date recurs within it).
-FREEZE_HORIZON_DAYS = 370
-
-
-@dataclass(frozen=True)
-class FreezeState:
-    """The freezes at one instant."""
-
-    active: tuple[str, ...] = ()
-    #: when the active freezes are all over (freezes that touch count as one)
-    until: datetime | None = None
-    #: the next instant at which being frozen starts or stops
-    next_change: datetime | None = None
-
-    @property
-    def frozen(self) -> bool:
-        return bool(self.active)
-
-
-def _clock_minutes(text: str | None) -> int:
-    if text is None:
-        return 0
-    hours, minutes = text.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
-def _on_day(freeze: Freeze, day: date) -> bool:
-    if freeze.days is not None:
-        return _WEEKDAYS[day.weekday()] in freeze.days
-    assert freeze.date is not None
-    if len(freeze.date) == 10:
-        return day.isoformat() == freeze.date
-    return day.strftime("%m-%d") == freeze.date
-
-
-def _wall(day: date, minutes: int, zone: ZoneInfo) -> datetime:
-    return resolve_wall_time(datetime.combine(day, time()) + timedelta(minutes=minutes), zone)
-
-
-def freeze_windows(freeze: Freeze, zone: ZoneInfo, first: date, last: date
-                   ) -> Iterator[tuple[datetime, datetime]]:
-    """The freeze's windows starting on local days first…last, as UTC instants. A window
-    without times is the whole day; an end at or before the start is on the next day. Local
-    times are read as in `domain.calendar` (a time skipped by DST is the end of the gap)."""
-    start, end = _clock_minutes(freeze.start), _clock_minutes(freeze.end)
-    day = first
-    while day <= last:
-        if _on_day(freeze, day):
-            end_day = day if end > start else day + timedelta(days=1)
-            begin, stop = _wall(day, start, zone), _wall(end_day, end, zone)
-            if begin < stop:
-                yield begin, stop
-        day += timedelta(days=1)
-
-
-def freeze_state(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
-                 horizon_days: int = FREEZE_HORIZON_DAYS) -> FreezeState:
-    """Which freezes are active at `now`, until when, and when that next changes."""
-    if not freezes:
-        return FreezeState()
-    today = now.astimezone(zone).date()
-    first, last = today - timedelta(days=1), today + timedelta(days=horizon_days)
-    windows = sorted((begin, stop, f.name) for f in freezes
-                     for begin, stop in freeze_windows(f, zone, first, last))
-    active = tuple(dict.fromkeys(name for begin, stop, name in windows if begin <= now < stop))
-    merged: list[list[datetime]] = []
-    for begin, stop, _name in windows:
-        if merged and begin <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], stop)
-        else:
-            merged.append([begin, stop])
-    if active:
-        until = next(stop for begin, stop in merged if begin <= now < stop)
-        return FreezeState(active, until, until)
-    upcoming = next((begin for begin, _stop in merged if begin > now), None)
-    return FreezeState((), None, upcoming)
 
 
 # ---- schedules -----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from wedsync_operator.api.failover import PLURAL, FailoverRunSpec, FailoverRunSt
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
 from wedsync_operator.domain import failover as machine
+from wedsync_operator.domain import freezes
 from wedsync_operator.domain.connection import Connection
 from wedsync_operator.kube.regions import (
     MERGE,
@@ -266,7 +267,7 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
     assert source is not None
     assert target is not None
     lag = await _lag_bytes(run, run.region(source), run.region(target))
-    frozen = machine.active_freezes(run.plan.backups.freezes,
+    frozen = freezes.active_freezes(run.plan.backups.freezes,
                                     ZoneInfo(run.plan.backups.time_zone), now)
     reasons = machine.gate_reasons(run.plan.failover, run.spec, frozen, lag)
     status = machine.begin(run.status, source, target, reasons, run.spec.approved, now,

@@ -20,6 +20,7 @@ from wedsync_operator.api.optimization import OptimizationPolicySpec
 from wedsync_operator.domain import calendar
 from wedsync_operator.domain.calendar import Evaluation
 from wedsync_operator.kube.hpa import Hpa, HpaClient
+from wedsync_operator.services.events import Event
 from wedsync_operator.services.scaling import (
     Outcome,
     TargetPlan,
@@ -36,13 +37,6 @@ class PolicyRef:
     namespace: str
     name: str
     generation: int | None
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass
