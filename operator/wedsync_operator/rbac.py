@@ -149,11 +149,12 @@ RULES: tuple[Rule, ...] = (
     ),
     # ---- Failover -------------------------------------------------------------------------
     Rule(
-        GROUP, (FAILOVERS,), ("list", "watch", "create", "patch"),
+        GROUP, (FAILOVERS,), ("get", "list", "watch", "create", "patch"),
         "wedsync_operator.services.failover",
         "kopf runs a daemon per unfinished run (list, watch, finalizer patch); a run looks "
-        "for an earlier unfinished run of its plan (list); detection creates a run when the "
-        "primary is lost (create)",
+        "for an earlier unfinished run of its plan (list) and reads itself again when its "
+        "guarded status write was refused (get); detection creates a run when the primary "
+        "is lost (create)",
     ),
     Rule(
         GROUP, (f"{FAILOVERS}/status",), ("patch",), "wedsync_operator.kube.status",

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.kube import apply, must_get, wait_for
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
@@ -518,3 +519,32 @@ def test_a_wrong_kubeconfig_or_a_silent_region_api_is_a_condition_never_a_failov
     assert promotions(bed.standby) == 1
     assert operator.starts == 1, "the operator restarted"
     assert_no_secrets_leaked(bed, operator)
+
+
+def test_two_operators_driving_one_run_at_once_still_promote_once(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess,
+        operator_kubeconfig: Path, tmp_path: Path) -> None:
+    """Peering pauses a standby replica, but a replica that does not stop in time at a
+    hand-over may still be in a step. Worst case here: two operators, neither paused, both
+    drive the same run from the start. The status writes are guarded (resourceVersion), so
+    the steps never interleave into a broken record, and the database rules (fence first,
+    promote only in recovery, never while the old primary is writable) hold."""
+    second = OperatorProcess(kubeconfig=operator_kubeconfig, logs=tmp_path / "second",
+                             env={"POD_NAMESPACE": OPERATOR_NAMESPACE})
+    second.start()
+    try:
+        bed = bed_factory()
+        with SplitBrainWatch((bed.primary, bed.standby)) as watch:
+            bed.failover("contested", "Switchover")
+            status = bed.wait_phase("contested", "Succeeded")
+            time.sleep(2)  # the slower driver, if any, has caught up by now
+        refused = sum(p.output().count("written meanwhile") for p in (operator, second))
+    finally:
+        second.stop()
+    assert watch.both == [], "both servers accepted writes at once"
+    assert_switched(bed, status)
+    assert promotions(bed.standby) == 1
+    names = [s["name"] for s in status["steps"]]
+    assert names == ["Fence", "CatchUp", "Promote", "Redirect", "Verify"], names
+    assert bed.status("contested")["phase"] == "Succeeded"
+    print(f"two drivers: {refused} refused status writes logged")

@@ -29,8 +29,8 @@ from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain.failover import detect
 from wedsync_operator.handlers import common, recovery
 from wedsync_operator.kube.clients import local_api_client
-from wedsync_operator.kube.regions import RegionClients
-from wedsync_operator.kube.status import patch_status
+from wedsync_operator.kube.regions import RegionClients, get_or_none
+from wedsync_operator.kube.status import patch_status_guarded
 from wedsync_operator.services import failover, health
 
 #: after an unexpected error the daemon retries this much later
@@ -73,7 +73,11 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
 async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body,
                  regions: RegionClients, status: FailoverRunStatus, written: dict[str, Any],
                  logger: kopf.Logger) -> None:
-    """Ticks the run until it ends, writing the status after every tick."""
+    """Ticks the run until it ends, writing the status after every tick, each write
+    conditional on the run being as this daemon last saw it: a second driver (a replica
+    that did not stop in time at a peering hand-over) cannot interleave its steps with ours;
+    the one whose write is refused reads the run again and goes on from there."""
+    version = str(body.metadata.get("resourceVersion") or "")
     while not stopped and status.phase not in TERMINAL_PHASES:
         try:
             spec = FailoverRunSpec.model_validate(dict(body.spec))
@@ -85,9 +89,23 @@ async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: k
             result = await failover.tick(run)
             new = result.status.model_copy(
                 update={"observed_generation": body.metadata.get("generation")}).wire()
-            await patch_status(regions.local, GROUP, VERSION, PLURAL, namespace, name,
-                               written, new)
-        except (ApiException, TimeoutError, OSError) as error:
+            version = await patch_status_guarded(regions.local, GROUP, VERSION, PLURAL,
+                                                 namespace, name, version, written, new)
+        except ApiException as error:
+            if error.status == 409:  # written meanwhile (kopf, a person, another driver)
+                logger.info("status write refused: the run was written meanwhile; "
+                            "reading it again")
+                fresh = await _reread(regions, namespace, name)
+                if fresh is None:
+                    return  # the run is gone
+                version, written = fresh
+                status = FailoverRunStatus.model_validate(written)
+                continue
+            logger.warning(f"failover tick failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
+                           f"{error}")
+            await stopped.wait(ERROR_BACKOFF_SECONDS)
+            continue
+        except (TimeoutError, OSError) as error:
             logger.warning(f"failover tick failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
                            f"{error}")
             await stopped.wait(ERROR_BACKOFF_SECONDS)
@@ -103,6 +121,16 @@ async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: k
             await stopped.wait(result.delay)
         else:
             await asyncio.sleep(0)
+
+
+async def _reread(regions: RegionClients, namespace: str, name: str
+                  ) -> tuple[str, dict[str, Any]] | None:
+    """The run's resourceVersion and status as stored now, or None when it is gone."""
+    obj = await get_or_none(regions.local,
+                            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
+    if obj is None:
+        return None
+    return str(obj["metadata"]["resourceVersion"]), dict(obj.get("status") or {})
 
 
 def _observe_end(run_type: str, status: FailoverRunStatus) -> None:

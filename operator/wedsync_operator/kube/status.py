@@ -18,6 +18,24 @@ def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, An
     return patch or None
 
 
+async def patch_status_guarded(api: client.ApiClient, group: str, version: str, plural: str,
+                               namespace: str, name: str, resource_version: str,
+                               old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """Writes the status only if the object is still at `resource_version` (optimistic
+    concurrency: an ApiException 409 when someone else wrote it meanwhile); returns the
+    resourceVersion after the write (the same one when nothing changed)."""
+    patch = status_patch(old, new)
+    if patch is None:
+        return resource_version
+    stored = await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        group, version, namespace, plural, name,
+        {"metadata": {"resourceVersion": resource_version}, "status": patch},
+        _content_type="application/merge-patch+json",
+    )
+    metrics.API_WRITES.labels(plural, "patch-status").inc()
+    return str(stored["metadata"]["resourceVersion"])
+
+
 async def patch_status(api: client.ApiClient, group: str, version: str, plural: str,
                        namespace: str, name: str, old: Mapping[str, Any],
                        new: Mapping[str, Any]) -> bool:
