@@ -12,6 +12,7 @@ from wedsync_operator.services.health import (
     RegionHealth,
     conditions,
     conditions_after,
+    unseen,
 )
 
 MAX_LAG = 16 * 1024 * 1024
@@ -115,3 +116,14 @@ def test_a_restarted_operator_keeps_the_conditions_until_its_first_probe() -> No
     fresh = PlanHealth((RegionHealth("east", True, "Down", "refused"), up("west", False)),
                        MAX_LAG)
     assert conditions_after(fresh, on_the_plan) == conditions(fresh)
+
+
+def test_a_database_never_seen_is_unknown_not_lost() -> None:
+    """A NetworkPolicy without egress to the database port must not look like a lost
+    primary: only a database that has answered before can be lost."""
+    down = RegionHealth("east", True, "Down", "127.0.0.1:5432: timeout expired")
+    never = unseen(down, set())
+    assert never.state == "Unknown"
+    assert "network path" in never.message
+    assert unseen(down, {"east"}) == down
+    assert unseen(up("east", True), set()).state == "Up"

@@ -161,6 +161,12 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     regions: RegionClients = memo.regions
     failures = 0
     failing_since = common.now()
+    # regions whose database has answered; the one serving writes counts as seen when the
+    # plan says it was healthy before this process (a restart must not blind the detector)
+    seen_up: set[str] = set()
+    if any(c.get("type") == "PrimaryHealthy" and c.get("status") == "True"
+           for c in body.status.get("conditions") or ()):
+        seen_up.add(str(body.status.get("currentPrimary") or ""))
     probed = ""
     reported = ""
     seen: tuple[str, ...] = ()
@@ -181,7 +187,8 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             started = asyncio.get_running_loop().time()
             probe_started = common.now()
             found = await health.probe_plan(regions, namespace, plan,
-                                            body.status.get("currentPrimary"))
+                                            body.status.get("currentPrimary"), seen_up)
+            seen_up |= {r.region for r in found.regions if r.state == "Up"}
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)

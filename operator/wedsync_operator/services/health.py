@@ -20,8 +20,8 @@ to the metrics), so a steady plan's status is not rewritten at each probe.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import psycopg
@@ -148,8 +148,10 @@ async def _probe(clients: RegionClients, namespace: str, region: Region, serving
 
 
 async def probe_plan(clients: RegionClients, namespace: str, plan: RecoveryPlanSpec,
-                     current_primary: Any) -> PlanHealth:
-    """Probes every region of the plan once, concurrently, each within the probe timeout."""
+                     current_primary: Any, seen_up: Set[str]) -> PlanHealth:
+    """Probes every region of the plan once, concurrently, each within the probe timeout.
+    `seen_up`: the regions that have answered before; one that never has is Unknown, not
+    Down, when it does not answer (see `unseen`)."""
     timeout = float(plan.failover.probe.timeout_seconds)
     serving = serving_region(plan, current_primary)
     answers = await asyncio.gather(*(
@@ -157,8 +159,20 @@ async def probe_plan(clients: RegionClients, namespace: str, plan: RecoveryPlanS
         for r in plan.regions))
     primary = next(a for a in answers if a.serving)
     primary_lsn = primary.row[1] if primary.state == "Up" and primary.row else None
-    return PlanHealth(tuple(_health(a, primary_lsn) for a in answers),
+    return PlanHealth(tuple(unseen(_health(a, primary_lsn), seen_up) for a in answers),
                       plan.failover.max_lag_bytes)
+
+
+def unseen(health: RegionHealth, seen_up: Set[str]) -> RegionHealth:
+    """A database that has never answered the operator is Unknown, not Down: only a database
+    seen can be lost. Otherwise a path the operator lacks (a NetworkPolicy without egress to
+    the database port, a firewall) would look like a lost primary and fail it over."""
+    if health.state != "Down" or health.region in seen_up:
+        return health
+    return replace(health, state="Unknown", message=(
+        f"{health.message}; it has not answered the operator yet, so this is not counted as "
+        "a lost database: check the network path from the operator to it (the chart's "
+        "networkPolicy.databases)"))
 
 
 def _health(answer: _Answer, primary_lsn: str | None) -> RegionHealth:
