@@ -30,16 +30,17 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import psycopg
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from wedsync_operator import database
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.failover import PLURAL, FailoverRunSpec, FailoverRunStatus
 from wedsync_operator.api.recovery import PLURAL as PLANS
@@ -166,19 +167,9 @@ async def _read_connection(clients: RegionClients, namespace: str, region: Regio
                       dbname=values["dbname"] or "postgres", password=values["password"] or "")
 
 
-async def connect(conn: Connection) -> psycopg.AsyncConnection[Any]:
-    return await psycopg.AsyncConnection.connect(
-        host=conn.host, port=conn.port, user=conn.user, password=conn.password or None,
-        dbname=conn.dbname, connect_timeout=CONNECT_TIMEOUT, autocommit=True,
-        application_name="wedsync-operator",
-    )
-
-
-async def scalar(db: psycopg.AsyncConnection[Any], sql: str,
-                 params: tuple[Any, ...] = ()) -> Any:
-    cursor = await db.execute(sql, params)
-    row = await cursor.fetchone()
-    return None if row is None else row[0]
+def connect(conn: Connection) -> AbstractAsyncContextManager[database.Session]:
+    return database.session(conn, connect_timeout=CONNECT_TIMEOUT,
+                            application_name="wedsync-operator")
 
 
 def db_error(conn: Connection, error: BaseException) -> str:
@@ -187,7 +178,7 @@ def db_error(conn: Connection, error: BaseException) -> str:
     return conn.scrub(f"{conn.address}: {text}")
 
 
-DB_ERRORS = (psycopg.Error, OSError, TimeoutError)
+DB_ERRORS = (database.DatabaseError, OSError, TimeoutError)
 KUBE_ERRORS = (ApiException, RegionError, aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -296,8 +287,8 @@ async def _target_problem(run: Run, target: Region) -> str | None:
     except KUBE_ERRORS as error:
         return f"{prefix}: {kube_error(error)}"
     try:
-        async with await connect(conn) as db:
-            await scalar(db, "SELECT pg_is_in_recovery()")
+        async with connect(conn) as db:
+            await db.scalar("SELECT pg_is_in_recovery()")
     except DB_ERRORS as error:
         return f"{prefix}: {db_error(conn, error)}"
     return None
@@ -343,17 +334,17 @@ async def _lag_bytes(run: Run, source: Region, target: Region) -> int | None:
     replayed yet (a lower bound). None when the standby does not answer."""
     try:
         standby = await connection(run, target)
-        async with await connect(standby) as db:
-            replay = await scalar(db, "SELECT pg_last_wal_replay_lsn()::text")
-            receive = await scalar(db, "SELECT pg_last_wal_receive_lsn()::text")
+        async with connect(standby) as db:
+            replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
+            receive = await db.scalar("SELECT pg_last_wal_receive_lsn()::text")
     except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
         return None
     if replay is None:
         return None
     try:
         primary = await connection(run, source)
-        async with await connect(primary) as db:
-            current = await scalar(db, "SELECT pg_current_wal_flush_lsn()::text")
+        async with connect(primary) as db:
+            current = await db.scalar("SELECT pg_current_wal_flush_lsn()::text")
         return machine.data_loss(current, replay)
     except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
         return machine.data_loss(receive, replay)
@@ -434,35 +425,35 @@ async def fence(run: Run) -> machine.StepResult:
 
 
 async def _check_db(conn: Connection) -> str:
-    async with await connect(conn) as db:
-        value: str = await scalar(db, "SELECT CASE WHEN pg_is_in_recovery() THEN "
+    async with connect(conn) as db:
+        value: str = await db.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN "
                                   "pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() "
                                   "END::text")
         return value
 
 
 async def _fence_db(conn: Connection) -> str:
-    async with await connect(conn) as db:
-        if await scalar(db, "SELECT pg_is_in_recovery()"):
-            lsn: str = await scalar(db, "SELECT pg_last_wal_replay_lsn()::text")
+    async with connect(conn) as db:
+        if await db.scalar("SELECT pg_is_in_recovery()"):
+            lsn: str = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
             return lsn  # a standby accepts no writes: already fenced
         await db.execute("ALTER SYSTEM SET default_transaction_read_only = on")
         await db.execute("SELECT pg_reload_conf()")
     # the postmaster has reloaded once a new session starts read-only
     for _ in range(100):
-        async with await connect(conn) as db:
-            if await scalar(db, "SHOW default_transaction_read_only") == "on":
+        async with connect(conn) as db:
+            if await db.scalar("SHOW default_transaction_read_only") == "on":
                 break
         await asyncio.sleep(0.05)
     else:
         raise StepWait("the old primary did not reload its configuration")
-    async with await connect(conn) as db:
+    async with connect(conn) as db:
         for _ in range(2):  # again, for a session that was starting during the first pass
             await db.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'")
             await asyncio.sleep(0.1)
-        final: str = await scalar(db, "SELECT pg_current_wal_flush_lsn()::text")
+        final: str = await db.scalar("SELECT pg_current_wal_flush_lsn()::text")
     return final
 
 
@@ -496,12 +487,12 @@ async def catch_up(run: Run) -> machine.StepResult:
     deadline = asyncio.get_running_loop().time() + CATCH_UP_POLL_SECONDS
     replay: str | None = None
     try:
-        async with await connect(conn) as db:
+        async with connect(conn) as db:
             while True:
-                if not await scalar(db, "SELECT pg_is_in_recovery()"):
+                if not await db.scalar("SELECT pg_is_in_recovery()"):
                     # promoted already (a resumed run): nothing more can arrive
                     return machine.StepResult("the standby is already promoted")
-                replay = await scalar(db, "SELECT pg_last_wal_replay_lsn()::text")
+                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
                 if machine.data_loss(target, replay) == 0:
                     break
                 if asyncio.get_running_loop().time() > deadline:
@@ -520,19 +511,19 @@ async def promote(run: Run) -> machine.StepResult:
     drill = run.spec.type == "Drill"
     await _old_still_fenced(run)
     try:
-        async with await connect(conn) as db:
-            in_recovery = await scalar(db, "SELECT pg_is_in_recovery()")
+        async with connect(conn) as db:
+            in_recovery = await db.scalar("SELECT pg_is_in_recovery()")
             if drill:
                 if not in_recovery:
                     raise StepFailed(f"region {new.name} is not a standby")
-                replay = await scalar(db, "SELECT pg_last_wal_replay_lsn()::text")
+                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
                 return machine.StepResult(f"drill: the standby is in recovery at {replay}")
             facts: dict[str, object] = {}
             if in_recovery:
-                replay = await scalar(db, "SELECT pg_last_wal_replay_lsn()::text")
+                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
                 if run.spec.type == "Failover":
                     facts["data_loss_bytes"] = machine.data_loss(run.status.fence_lsn, replay)
-                if not await scalar(db, "SELECT pg_promote(true, 60)"):
+                if not await db.scalar("SELECT pg_promote(true, 60)"):
                     raise StepWait("pg_promote() did not finish within 60s")
                 note = f"promoted at {replay}"
             else:
@@ -552,9 +543,9 @@ async def _old_still_fenced(run: Run) -> None:
     old = run.region(run.status.from_region)
     try:
         conn = await connection(run, old)
-        async with await connect(conn) as db:
-            writable = not await scalar(db, "SELECT pg_is_in_recovery()") and \
-                await scalar(db, "SHOW default_transaction_read_only") != "on"
+        async with connect(conn) as db:
+            writable = not await db.scalar("SELECT pg_is_in_recovery()") and \
+                await db.scalar("SHOW default_transaction_read_only") != "on"
     except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
         return  # unreachable: fenced by the Fence step's rules
     if writable:
@@ -645,9 +636,9 @@ async def verify(run: Run) -> machine.StepResult:
     new = run.region(run.status.to_region)
     conn = await connection(run, new)
     try:
-        async with await connect(conn) as db:
+        async with connect(conn) as db:
             if run.spec.type == "Drill":
-                await scalar(db, "SELECT 1")
+                await db.scalar("SELECT 1")
                 return machine.StepResult("drill: the standby answers queries")
             await db.execute(f"CREATE TABLE IF NOT EXISTS {VERIFY_TABLE} "
                              "(run text PRIMARY KEY, verified_at timestamptz NOT NULL)")

@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import psycopg
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from wedsync_operator import database
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
 from wedsync_operator.domain.connection import Connection
 from wedsync_operator.domain.failover import data_loss
@@ -110,15 +110,10 @@ _STANDBY_SQL = (
 
 
 async def _query(conn: Connection, sql: str, seconds: float) -> tuple[Any, ...]:
-    async with asyncio.timeout(seconds):
-        db = await psycopg.AsyncConnection.connect(
-            host=conn.host, port=conn.port, user=conn.user, password=conn.password or None,
-            dbname=conn.dbname, connect_timeout=max(1, int(seconds)), autocommit=True,
-            application_name="wedsync-operator-probe")
-        async with db:
-            cursor = await db.execute(sql)
-            row = await cursor.fetchone()
-    return tuple(row or ())
+    async with asyncio.timeout(seconds), database.session(
+            conn, connect_timeout=max(1, int(seconds)),
+            application_name="wedsync-operator-probe") as db:
+        return await db.row(sql)
 
 
 @dataclass(frozen=True)
