@@ -186,7 +186,7 @@ def set_region_health(namespace: str, plan: str, region: str, up: bool,
     for metric, value in ((REPLICATION_LAG_SECONDS, lag_seconds),
                           (REPLICATION_LAG_BYTES, lag_bytes)):
         if value is None:
-            with _absent():
+            with contextlib.suppress(KeyError):
                 metric.remove(namespace, plan, region)
         else:
             metric.labels(namespace, plan, region).set(value)
@@ -196,7 +196,7 @@ def forget_regions(namespace: str, plan: str, regions: tuple[str, ...]) -> None:
     """Drops the region series of a plan (deleted, or regions removed)."""
     for metric in (REGION_UP, REPLICATION_LAG_SECONDS, REPLICATION_LAG_BYTES):
         for region in regions:
-            with _absent():
+            with contextlib.suppress(KeyError):
                 metric.remove(namespace, plan, region)
 
 
@@ -204,11 +204,7 @@ def set_failover_phase(namespace: str, run: str, run_type: str, phase: str | Non
     """One run's phase series (1 for `phase`); all of them removed when `phase` is None."""
     for each in FAILOVER_PHASES:
         if phase is None:
-            with _absent():
+            with contextlib.suppress(KeyError):
                 FAILOVER_PHASE.remove(namespace, run, run_type, each)
         else:
             FAILOVER_PHASE.labels(namespace, run, run_type, each).set(1 if each == phase else 0)
-
-
-def _absent() -> contextlib.suppress:
-    return contextlib.suppress(KeyError)

@@ -28,27 +28,12 @@ from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain.failover import detect
 from wedsync_operator.handlers import common, recovery
-from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.kube.regions import RegionClients, get_or_none
 from wedsync_operator.kube.status import patch_status_guarded
 from wedsync_operator.services import failover, health
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 5.0
-
-
-@kopf.on.startup(id="failover-regions")
-async def failover_regions(memo: kopf.Memo, **_: Any) -> None:
-    """Clients per region cluster, shared by every run and plan (on the root memo)."""
-    memo.regions = RegionClients(await local_api_client())
-
-
-@kopf.on.cleanup(id="failover-regions-close")
-async def close_regions(memo: kopf.Memo, **_: Any) -> None:
-    regions: RegionClients | None = memo.get("regions")
-    if regions is not None:
-        await regions.close()
-        await regions.local.close()
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="failover-run", cancellation_timeout=30.0,
@@ -91,32 +76,27 @@ async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: k
                 update={"observed_generation": body.metadata.get("generation")}).wire()
             version = await patch_status_guarded(regions.local, GROUP, VERSION, PLURAL,
                                                  namespace, name, version, written, new)
-        except ApiException as error:
-            if error.status == 409:  # written meanwhile (kopf, a person, another driver)
-                logger.info("status write refused: the run was written meanwhile; "
-                            "reading it again")
-                fresh = await _reread(regions, namespace, name)
-                if fresh is None:
-                    return  # the run is gone
-                version, written = fresh
-                status = FailoverRunStatus.model_validate(written)
+        except (ApiException, TimeoutError, OSError) as error:
+            if not isinstance(error, ApiException) or error.status != 409:
+                logger.warning(f"failover tick failed, retrying in "
+                               f"{ERROR_BACKOFF_SECONDS:.0f}s: {error}")
+                await stopped.wait(ERROR_BACKOFF_SECONDS)
                 continue
-            logger.warning(f"failover tick failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
-                           f"{error}")
-            await stopped.wait(ERROR_BACKOFF_SECONDS)
-            continue
-        except (TimeoutError, OSError) as error:
-            logger.warning(f"failover tick failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
-                           f"{error}")
-            await stopped.wait(ERROR_BACKOFF_SECONDS)
+            # written meanwhile (kopf, a person, another driver): go on from what is stored
+            logger.info("status write refused: the run was written meanwhile; reading it again")
+            fresh = await _reread(regions, namespace, name)
+            if fresh is None:
+                return  # the run is gone
+            version, written = fresh
+            status = FailoverRunStatus.model_validate(written)
             continue
         written, status = new, result.status
         metrics.set_failover_phase(namespace, name, spec.type, status.phase)
         if status.phase in TERMINAL_PHASES:
             _observe_end(spec.type, status)
-        for kind, reason, message in result.events:
-            kopf.event(body, type=kind, reason=reason, message=message)
-            logger.info(f"{reason}: {message}")
+        common.post(body, result.events)
+        for event in result.events:
+            logger.info(f"{event.reason}: {event.message}")
         if result.delay:
             await stopped.wait(result.delay)
         else:

@@ -13,6 +13,7 @@ from wedsync_operator.config import ANNOTATION_PREFIX, FINALIZER, RuntimeConfig
 from wedsync_operator.kube import heartbeat
 from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.kube.hpa import HpaClient
+from wedsync_operator.kube.regions import RegionClients
 
 
 @kopf.on.startup()
@@ -37,6 +38,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # Shared clients go on the root memo: kopf hands each object a shallow copy of it.
     memo.api = await local_api_client()
     memo.hpas = HpaClient(memo.api)
+    # clients per region cluster (the local one is memo.api), shared by every run and plan
+    memo.regions = RegionClients(memo.api)
     memo.heartbeat = heartbeat.Heartbeat()
     memo.heartbeat_task = asyncio.create_task(heartbeat.renew_forever(
         memo.api, runtime.heartbeat_namespace, runtime.heartbeat_seconds))
@@ -46,6 +49,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await heartbeat.stop(memo.get("heartbeat_task"))
+    regions = memo.get("regions")
+    if regions is not None:
+        await regions.close()  # the region clusters' clients; the local one is closed below
     api = memo.get("api")
     if api is not None:
         await api.close()

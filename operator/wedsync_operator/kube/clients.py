@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from kubernetes_asyncio import client, config
 
 from wedsync_operator import __version__
 
+#: Content types of a server-side apply and of a JSON merge patch.
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
 #: The user agent names the field manager of the operator's non-apply writes (status).
 USER_AGENT = f"wedsync-operator/{__version__}"
 
@@ -25,6 +29,22 @@ async def local_api_client() -> client.ApiClient:
     api.user_agent = USER_AGENT
     tune(api)
     return api
+
+
+async def call(api: client.ApiClient, method: str, path: str, body: Any = None,
+               query: list[tuple[str, str]] | None = None,
+               content_type: str = "application/json", request_seconds: float | None = None
+               ) -> Any:
+    """One raw API request by path, returning the decoded JSON object. The adapters address
+    the few resources they touch by path, which keeps server-side apply
+    (`application/apply-patch+yaml`) and merge patches explicit."""
+    return await api.call_api(
+        path, method, query_params=query or [], body=body,
+        header_params={"Accept": "application/json", "Content-Type": content_type},
+        response_types_map={200: "object", 201: "object", 202: "object"},
+        auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True,
+        _request_timeout=request_seconds,
+    )
 
 
 def tune(api: client.ApiClient) -> None:

@@ -21,6 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from wedsync_operator import metrics
 from wedsync_operator.api.base import GROUP
 from wedsync_operator.config import FIELD_MANAGER, MANAGED_BY
+from wedsync_operator.kube.clients import APPLY
 
 #: label that marks heartbeat Leases (the watch filters on it)
 HEARTBEAT_LABEL = f"{GROUP}/heartbeat"
@@ -64,7 +65,7 @@ async def renew_forever(api: client.ApiClient, namespace: str, interval: float) 
         try:
             await api.call_api(
                 path, "PATCH", query_params=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-                header_params={"Content-Type": "application/apply-patch+yaml",
+                header_params={"Content-Type": APPLY,
                                "Accept": "application/json"},
                 body=body, auth_settings=["BearerToken"], response_types_map={200: "object"},
                 _return_http_data_only=True,

@@ -16,8 +16,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
 from wedsync_operator.config import FIELD_MANAGER
+from wedsync_operator.kube.clients import APPLY, call
 
-APPLY = "application/apply-patch+yaml"
 #: HPA writes in flight at once (see HpaClient.__init__)
 WRITE_CONCURRENCY = 8
 
@@ -70,12 +70,7 @@ class HpaClient:
     async def _call(self, method: str, path: str, body: Any = None,
                     query: list[tuple[str, str]] | None = None,
                     content_type: str = "application/json") -> Any:
-        return await self._api.call_api(
-            path, method, query_params=query or [], body=body,
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            response_types_map={200: "object", 201: "object"}, auth_settings=["BearerToken"],
-            _return_http_data_only=True, _preload_content=True,
-        )
+        return await call(self._api, method, path, body, query, content_type)
 
     async def get(self, namespace: str, name: str) -> Hpa | None:
         try:

@@ -24,8 +24,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
 from wedsync_operator.config import FIELD_MANAGER
+from wedsync_operator.kube.clients import APPLY, MERGE, call
 
-APPLY = "application/apply-patch+yaml"
 #: Kinds whose plural the English rules in `plural` get wrong.
 _PLURALS = {"Endpoints": "endpoints"}
 
@@ -72,12 +72,7 @@ class ObjectClient:
     async def _call(self, method: str, path: str, body: Any = None,
                     query: list[tuple[str, str]] | None = None,
                     content_type: str = "application/json") -> Any:
-        return await self._api.call_api(
-            path, method, query_params=query or [], body=body,
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            response_types_map={200: "object", 201: "object", 202: "object"},
-            auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True,
-        )
+        return await call(self._api, method, path, body, query, content_type)
 
     def _count(self, kind: str, verb: str) -> None:
         self.writes += 1
@@ -145,7 +140,7 @@ class ObjectClient:
         try:
             stored: dict[str, Any] = await self._call(
                 "PATCH", object_path(api_version, kind, namespace, name), body=dict(patch),
-                content_type="application/merge-patch+json")
+                content_type=MERGE)
         except ApiException as error:
             if error.status == 404:
                 return None

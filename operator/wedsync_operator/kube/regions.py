@@ -22,10 +22,9 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 
 from wedsync_operator.api.recovery import ClusterRef
 from wedsync_operator.domain.connection import Connection
+from wedsync_operator.kube import clients
 from wedsync_operator.kube.clients import USER_AGENT, tune
 
-APPLY = "application/apply-patch+yaml"
-MERGE = "application/merge-patch+json"
 #: seconds before a request to a region's cluster counts as failed (a lost region must not
 #: stall the workflow for the default minutes)
 REGION_REQUEST_TIMEOUT = 10.0
@@ -44,13 +43,10 @@ class RegionError(RuntimeError):
 async def call(api: client.ApiClient, method: str, path: str, body: Any = None,
                query: list[tuple[str, str]] | None = None,
                content_type: str = "application/json") -> Any:
-    """One raw API call returning the decoded JSON object."""
-    return await api.call_api(
-        path, method, query_params=query or [], body=body,
-        header_params={"Accept": "application/json", "Content-Type": content_type},
-        response_types_map={200: "object", 201: "object"}, auth_settings=["BearerToken"],
-        _return_http_data_only=True, _preload_content=True, _request_timeout=REGION_REQUEST_TIMEOUT,
-    )
+    """One raw API call, bounded by REGION_REQUEST_TIMEOUT (a lost region must not stall the
+    workflow for the default minutes)."""
+    return await clients.call(api, method, path, body, query, content_type,
+                              request_seconds=REGION_REQUEST_TIMEOUT)
 
 
 async def get_or_none(api: client.ApiClient, path: str) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from wedsync_operator import metrics
+from wedsync_operator.kube.clients import MERGE
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -30,7 +31,7 @@ async def patch_status_guarded(api: client.ApiClient, group: str, version: str, 
     stored = await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
         group, version, namespace, plural, name,
         {"metadata": {"resourceVersion": resource_version}, "status": patch},
-        _content_type="application/merge-patch+json",
+        _content_type=MERGE,
     )
     metrics.API_WRITES.labels(plural, "patch-status").inc()
     return str(stored["metadata"]["resourceVersion"])
@@ -45,7 +46,7 @@ async def patch_status(api: client.ApiClient, group: str, version: str, plural: 
         return False
     await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
         group, version, namespace, plural, name, {"status": patch},
-        _content_type="application/merge-patch+json",
+        _content_type=MERGE,
     )
     metrics.API_WRITES.labels(plural, "patch-status").inc()
     return True

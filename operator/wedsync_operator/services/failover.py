@@ -48,14 +48,15 @@ from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
 from wedsync_operator.domain import failover as machine
 from wedsync_operator.domain import freezes
 from wedsync_operator.domain.connection import Connection
+from wedsync_operator.kube.clients import MERGE
 from wedsync_operator.kube.regions import (
-    MERGE,
     RegionClients,
     RegionError,
     call,
     get_or_none,
     secret_value,
 )
+from wedsync_operator.services.events import Event
 
 #: seconds to wait for a database connection
 CONNECT_TIMEOUT = 3
@@ -108,7 +109,7 @@ class Tick:
     """The outcome of one tick: the new status, events to post, and when to tick again."""
 
     status: FailoverRunStatus
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # type, reason, message
+    events: list[Event] = field(default_factory=list)
     delay: float = 0.0
 
 
@@ -205,7 +206,7 @@ async def tick(run: Run) -> Tick:
         if problem is not None:
             return _wait(run, problem, delay=5.0)
         status = machine.release(run.status, now)
-        return Tick(status, [("Normal", "Approved", "approved: fencing "
+        return Tick(status, [Event("Normal", "Approved", "approved: fencing "
                               f"{status.from_region}")])
     if decision.step is None:  # every step of the phase done: move on
         return _advance(run, run.status, now)
@@ -223,13 +224,13 @@ async def _load_plan(run: Run) -> Tick | None:
             return _wait(run, f"plan {run.spec.plan!r} does not exist", delay=5.0)
         return Tick(machine.fail(run.status, None, f"plan {run.spec.plan!r} was deleted "
                                  "during the run", run.clock()),
-                    [("Warning", "PlanMissing", f"plan {run.spec.plan!r} was deleted")])
+                    [Event("Warning", "PlanMissing", f"plan {run.spec.plan!r} was deleted")])
     try:
         run.plan = RecoveryPlanSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         message = f"plan {run.spec.plan!r} is invalid: {error.errors()[0].get('msg')}"
         return Tick(machine.fail(run.status, None, message, run.clock()),
-                    [("Warning", "InvalidPlan", message)])
+                    [Event("Warning", "InvalidPlan", message)])
     run.plan_status = body.get("status") or {}
     return None
 
@@ -254,7 +255,7 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
                                                     await _standby_lags(run, current))
     except machine.PlanError as error:
         return Tick(machine.fail(run.status, None, str(error), now),
-                    [("Warning", "InvalidRun", str(error))])
+                    [Event("Warning", "InvalidRun", str(error))])
     assert source is not None
     assert target is not None
     lag = await _lag_bytes(run, run.region(source), run.region(target))
@@ -265,14 +266,14 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
                            run.failing_since)
     if status.phase == "AwaitingApproval":
         events = [] if awaiting and status.message == run.status.message else [
-            ("Warning", "AwaitingApproval", status.message)]
+            Event("Warning", "AwaitingApproval", status.message)]
         return Tick(status, events, delay=5.0)
     problem = await _target_problem(run, run.region(target))
     if problem is not None:
-        events = [] if problem == run.status.message else [("Warning", "TargetNotReady",
+        events = [] if problem == run.status.message else [Event("Warning", "TargetNotReady",
                                                            problem)]
         return Tick(run.status.model_copy(update={"message": problem}), events, delay=5.0)
-    return Tick(status, [("Normal", "Started", status.message)])
+    return Tick(status, [Event("Normal", "Started", status.message)])
 
 
 async def _target_problem(run: Run, target: Region) -> str | None:
@@ -352,14 +353,14 @@ async def _lag_bytes(run: Run, source: Region, target: Region) -> int | None:
 
 def _advance(run: Run, status: FailoverRunStatus, now: datetime) -> Tick:
     new = machine.advance(run.spec, status, now)
-    events: list[tuple[str, str, str]] = []
+    events: list[Event] = []
     if new.phase != status.phase:
         if new.phase == "Succeeded":
-            events.append(("Normal", "Succeeded",
+            events.append(Event("Normal", "Succeeded",
                            f"{new.message}; RTO {new.rto_seconds}s, data loss "
                            f"{_bytes(new.data_loss_bytes)}"))
         else:
-            events.append(("Normal", new.phase, f"{status.phase} done, now {new.phase}"))
+            events.append(Event("Normal", new.phase, f"{status.phase} done, now {new.phase}"))
     return Tick(new, events)
 
 
@@ -380,10 +381,10 @@ async def _step(run: Run, step: machine.StepName, now: datetime) -> Tick:
     except StepFailed as failed:
         message = f"{step} failed: {failed}"
         return Tick(machine.fail(status, step, message, run.clock()),
-                    [("Warning", "Failed", message)])
+                    [Event("Warning", "Failed", message)])
     done = machine.step_finished(status, step, result, run.clock())
     tick = _advance(run, done, run.clock())
-    tick.events.insert(0, ("Normal", step, result.message))
+    tick.events.insert(0, Event("Normal", step, result.message))
     return tick
 
 
