@@ -27,7 +27,7 @@ class Session:
     def __init__(self, raw: psycopg.AsyncConnection[Any]) -> None:
         self._raw = raw
 
-    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+    async def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> None:
         import psycopg
 
         try:
@@ -35,7 +35,7 @@ class Session:
         except psycopg.Error as error:
             raise DatabaseError(str(error)) from error
 
-    async def row(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    async def row(self, sql: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
         """The first row of the result (empty when there is none)."""
         import psycopg
 
@@ -46,7 +46,18 @@ class Session:
             raise DatabaseError(str(error)) from error
         return tuple(found or ())
 
-    async def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    async def rows(self, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+        """Every row of the result."""
+        import psycopg
+
+        try:
+            cursor = await self._raw.execute(sql, params)
+            found = await cursor.fetchall()
+        except psycopg.Error as error:
+            raise DatabaseError(str(error)) from error
+        return [tuple(r) for r in found]
+
+    async def scalar(self, sql: str, params: tuple[Any, ...] | None = None) -> Any:
         """The first column of the first row, or None."""
         found = await self.row(sql, params)
         return found[0] if found else None

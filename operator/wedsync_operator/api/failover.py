@@ -6,6 +6,9 @@ run from the status after a restart:
 
     Pending → AwaitingApproval (gated) → Fencing → Promoting → Redirecting → Verifying
             → Succeeded | Failed
+
+A run that fenced the old primary and failed before promoting anything passes through
+RollingBack (the old primary gets its writers back) on its way to Failed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ SHORT_NAMES = ["failover"]
 
 RunType = Literal["Failover", "Switchover", "Drill"]
 Phase = Literal["Pending", "AwaitingApproval", "Fencing", "Promoting", "Redirecting",
-                "Verifying", "Succeeded", "Failed"]
+                "Verifying", "RollingBack", "Succeeded", "Failed"]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "Failed"})
 Outcome = Literal["Running", "Succeeded", "Failed", "Skipped"]
 
@@ -55,7 +58,8 @@ class FailoverRunSpec(ApiModel):
 class FailoverStep(ApiModel):
     """One step of the run, as it happened."""
 
-    name: str = Field(max_length=63, description="Fence, CatchUp, Promote, Redirect or Verify.")
+    name: str = Field(max_length=63, description="Fence, CatchUp, Promote, Redirect, Verify "
+                      "or Unfence.")
     started_at: datetime | None = Field(default=None, description="When the step started.")
     finished_at: datetime | None = Field(default=None, description="When the step finished.")
     outcome: Outcome = Field(default="Running", description="Running, Succeeded, Failed or "
@@ -77,8 +81,22 @@ class FailoverRunStatus(ApiModel):
     fence_lsn: str | None = Field(
         default=None, description="The old primary's WAL flush position after it was made "
         "read-only (a Switchover waits until the standby has replayed up to it).")
+    fence_timeline: int | None = Field(
+        default=None, description="The old primary's timeline when it was fenced.")
+    fence_limits: dict[str, int] | None = Field(
+        default=None, description="Connection limit of each database of the old primary before "
+        "the fence closed them to every role but superusers (put back on the promoted "
+        "standby, which replays the fence, and on the old primary if the run rolls back).")
     fenced_replicas: int | None = Field(
         default=None, description="Replicas of the old primary's workload before fencing.")
+    promote_timeline: int | None = Field(
+        default=None, description="The timeline the standby was replaying when promoted: its "
+        "new timeline branches from this one.")
+    promote_lsn: str | None = Field(
+        default=None, description="The standby's replay position recorded before promotion; "
+        "its new timeline begins at or after it.")
+    failure: str | None = Field(
+        default=None, description="Why a run that rolled back failed.")
     outage_started_at: datetime | None = Field(
         default=None, description="When writes stopped, as far as the operator knows: the "
         "first failed probe of the primary for a run the operator started on detection; "
@@ -88,9 +106,13 @@ class FailoverRunStatus(ApiModel):
         "accepted a verified write (writes unavailable in between; detection included for "
         "runs the operator started).")
     data_loss_bytes: int | None = Field(
-        default=None, description="Estimated WAL bytes the old primary had flushed that the "
-        "new primary had not replayed when promoted; absent when the old primary was "
-        "unreachable (unknown).")
+        default=None, description="WAL bytes the old primary had flushed that the new primary "
+        "does not have (the old primary's fenced position minus the new timeline's switch "
+        "point); absent when the old primary's final position is unknown (it was "
+        "unreachable).")
+    data_loss_at_least_bytes: int | None = Field(
+        default=None, description="When dataLossBytes is unknown: the loss already certain "
+        "from the last position a probe saw the old primary at.")
     message: str = Field(default="", max_length=4096, description="The latest news.")
     conditions: list[Condition] = Field(default_factory=list,
                                         description="Approved, Ready conditions.")

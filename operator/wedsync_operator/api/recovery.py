@@ -520,6 +520,11 @@ class FailoverSpec(ApiModel):
     cooldown_seconds: int = Field(default=600, ge=0, le=86400,
                                   description="Minimum seconds between two automatic "
                                   "failovers, against flapping.")
+    switchover_timeout_seconds: int = Field(
+        default=60, ge=5, le=3600,
+        description="Longest a Switchover waits, after fencing, for the standby to replay "
+        "everything the old primary wrote; then it fails without promoting and the old "
+        "primary gets its writers back (a switchover never loses a write).")
 
 
 # ---- spec ----------------------------------------------------------------------------------
@@ -596,6 +601,51 @@ class BackupsStatus(ApiModel):
     drill: BackupRunStatus | None = Field(default=None, description="Restore drills.")
 
 
+class TimelineSwitch(ApiModel):
+    """One ancestor in a timeline history: `timeline` ended at `lsn`."""
+
+    timeline: int = Field(ge=1, description="An ancestor timeline.")
+    lsn: str = Field(max_length=32, description="Where the next timeline branched off it.")
+
+
+class LineageStatus(ApiModel):
+    """The serving primary's lineage as last seen: what every other region is judged
+    against, also while the serving primary does not answer."""
+
+    region: str = Field(max_length=63, description="The region it was seen in.")
+    timeline: int = Field(ge=1, description="Its current timeline.")
+    history: list[TimelineSwitch] = Field(default_factory=list,
+                                          description="Ancestor timelines, oldest first.")
+    last_seen_lsn: str | None = Field(
+        default=None, max_length=32,
+        description="Its WAL flush position at the last probe it answered, written when it "
+        "stops answering: the lag of the standbys is measured against it meanwhile.")
+
+
+RegionRole = Literal["Primary", "Standby"]
+RegionState = Literal["Serving", "Streaming", "NotStreaming", "Diverged", "Down",
+                      "Misconfigured", "Unknown", "NotServing"]
+
+
+class RegionStatus(ApiModel):
+    """One region as the operator's probes see it (no figure that changes at every probe:
+    lag and positions are metrics)."""
+
+    name: str = Field(max_length=63, description="The region.")
+    role: RegionRole = Field(description="Primary: it serves writes; Standby otherwise.")
+    state: RegionState = Field(
+        description="Serving (answers, accepts writes); Streaming (a standby on the serving "
+        "primary's lineage whose WAL receiver streams); NotStreaming (on the lineage, not "
+        "receiving WAL now); Diverged (not in recovery, or its history left the serving "
+        "primary's: must be rebuilt, never promoted); Down, Misconfigured, Unknown (cannot "
+        "be probed); NotServing (the serving region answers but does not accept writes).")
+    timeline: int | None = Field(default=None, description="Its (replay) timeline as far as "
+                                 "known.")
+    fenced: bool | None = Field(default=None, description="Closed to every writer but "
+                                "superusers (a fenced former primary).")
+    message: str = Field(default="", max_length=4096, description="What was found.")
+
+
 class RecoveryPlanStatus(ApiModel):
     """What the operator observed and did for this plan."""
 
@@ -608,6 +658,10 @@ class RecoveryPlanStatus(ApiModel):
         default=None, description="Latest point a restore drill proved restorable.")
     last_restore_seconds: float | None = Field(default=None, description="Measured duration "
                                                "of the last restore drill's restore.")
+    lineage: LineageStatus | None = Field(default=None, description="The serving primary's "
+                                          "lineage as last seen.")
+    regions: list[RegionStatus] = Field(default_factory=list, description="Every region as "
+                                        "the last probe saw it.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, "
                                         "BackupsHealthy, BackupStale, ... conditions.")
 

@@ -150,6 +150,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     probed = ""
     reported = ""
     seen: tuple[str, ...] = ()
+    known = health.known_from_status(body.status)
     try:
         while not stopped:
             try:
@@ -167,8 +168,10 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             started = asyncio.get_running_loop().time()
             probe_started = common.now()
             found = await health.probe_plan(regions, namespace, plan,
-                                            body.status.get("currentPrimary"), seen_up)
+                                            body.status.get("currentPrimary"), seen_up, known)
+            known = found.known
             seen_up |= {r.region for r in found.regions if r.state == "Up"}
+            await _fence_diverged(namespace, body, regions, plan, found, logger)
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)
@@ -181,7 +184,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 failing_since = probe_started
             if failures:
                 try:
-                    await _on_failure(namespace, name, body, regions, plan, primary, failures,
+                    await _on_failure(namespace, name, body, regions, plan, found, failures,
                                       failing_since, reported, logger)
                 except (ApiException, TimeoutError, OSError) as error:
                     logger.warning(f"failover detection could not act: {error}")
@@ -198,10 +201,12 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
 
 
 async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: RegionClients,
-                      plan: RecoveryPlanSpec, primary: health.RegionHealth, failures: int,
+                      plan: RecoveryPlanSpec, found: health.PlanHealth, failures: int,
                       failing_since: datetime, reported: str, logger: kopf.Logger) -> None:
+    primary = found.primary
     active, last = await failover.plan_runs(regions.local, namespace, name)
-    decision = detect(plan.failover, failures, active, last, common.now())
+    decision = detect(plan.failover, failures, active, last, common.now(),
+                      found.promotable(), health.why_not_promotable(found))
     logger.warning(f"primary {primary.region} probe failed ({primary.message}): "
                    f"{decision.reason}")
     if decision.start:
@@ -214,3 +219,26 @@ async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: Regio
     elif failures >= plan.failover.probe.failure_threshold and reported != primary.message:
         kopf.event(body, type="Warning", reason="PrimaryUnreachable",
                    message=f"{primary.region}: {primary.message}; {decision.reason}")
+
+
+async def _fence_diverged(namespace: str, body: kopf.Body, regions: RegionClients,
+                          plan: RecoveryPlanSpec, found: health.PlanHealth,
+                          logger: kopf.Logger) -> None:
+    """Never two writable primaries: a region that is not the serving one but accepts writes
+    (a former primary that came back after a Failover) is fenced at once — database and
+    workload — while the serving primary answers and accepts writes. Not when the serving
+    region itself is not writable: a plan that names the wrong primary must not fence the
+    real one."""
+    if not found.primary.writable:
+        return
+    for region in found.standbys:
+        if not region.writable:
+            continue
+        try:
+            message = await failover.fence_diverged(regions, namespace, plan, region.region,
+                                                    found.known)
+        except (*failover.KUBE_ERRORS, *failover.DB_ERRORS, failover.StepWait) as error:
+            logger.warning(f"could not fence {region.region}, which accepts writes: {error}")
+            continue
+        kopf.event(body, type="Warning", reason="FencedDiverged", message=message)
+        logger.warning(message)

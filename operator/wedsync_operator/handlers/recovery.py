@@ -201,7 +201,8 @@ def report_health(memo: kopf.Memo, namespace: str, name: str, found: PlanHealth)
     before = runtime.health
     runtime.health = found
     if before is None or not health.same_conditions(health.conditions(before),
-                                                    health.conditions(found)):
+                                                    health.conditions(found)) or \
+            health.status_fields(before, {}) != health.status_fields(found, {}):
         runtime.wake.set()
 
 

@@ -72,7 +72,8 @@ STATUS_FIELDS: dict[JobType, str | None] = {
 }
 #: Status fields the backup reconciler writes (others are left to the failover workflow).
 OWN_STATUS = frozenset({"observedGeneration", "currentPrimary", "backups",
-                        "verifiedRestorablePoint", "lastRestoreSeconds", "conditions"})
+                        "verifiedRestorablePoint", "lastRestoreSeconds", "conditions",
+                        *health.STATUS_FIELDS})
 #: Condition types the backup reconciler writes.
 OWN_CONDITIONS = frozenset({"Ready", "BackupsHealthy", "BackupStale", "RestoreVerified",
                             "Frozen", "InvalidSpec", *health.CONDITION_TYPES})
@@ -726,6 +727,8 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
     for key in ("verifiedRestorablePoint", "lastRestoreSeconds"):
         if tracking.extra.get(key) is not None:
             status[key] = tracking.extra[key]
+    if len(spec.regions) > 1:
+        status.update(health.status_fields(regions, old_status))
     status["backups"] = with_deletions(old_status.get("backups"), status["backups"])
     result.status = status
     wakes = [result.wake_at, *tracking.wakes]

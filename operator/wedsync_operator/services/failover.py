@@ -2,24 +2,33 @@
 
 `tick()` reads the run's status, does the one thing the state machine asks for and returns
 the new status. The handler writes that status before the next tick, so an operator killed
-at any point repeats at most the step it was in, and every step is safe to repeat:
+at any point repeats at most the step it was in, and every step is safe to repeat. Every SQL
+statement is in `servers`; which standby may be promoted is `domain.lineage`'s decision.
 
-- **Fence** the old primary. Database first: ``ALTER SYSTEM SET default_transaction_read_only
-  = on``, reload, wait until new sessions see it, then terminate every other client session
-  (a session keeps a setting it SET itself, so only new sessions are trusted) and record the
-  WAL flush position. Then its workload is scaled to zero in its own cluster. The database
-  part is a soft fence (a client may still ask for a read-write transaction explicitly); the
-  workload scaled to zero is the hard one. In a Failover (primary lost) an unreachable
-  database or region cluster counts as fenced: it is what being lost means. A Switchover
-  needs both parts done.
-- **CatchUp** (Switchover): wait until the standby has replayed up to the fence position.
-- **Promote**: ``SELECT pg_promote()`` only while ``pg_is_in_recovery()``; a standby that is
-  already promoted is left alone, so a repeated step never promotes twice.
+- **Pending**: every standby is observed and judged against the serving primary's lineage
+  (observed now, else the last one the plan's status recorded). Only a standby in recovery on
+  that lineage can be chosen: a former primary that was never rebuilt is Diverged. A run with
+  no candidate waits while a standby cannot be observed, and fails when every one is Diverged.
+- **Fence** the old primary: its databases closed to every role but superusers, every other
+  session ended, new sessions read-only, the final WAL position recorded (`servers.fence`);
+  then its workload is scaled to zero in its own cluster, its replicas kept on it. In a
+  Failover (primary lost) an unreachable database or region cluster counts as fenced: it is
+  what being lost means. A Switchover needs both parts done.
+- **CatchUp**: the standby must still be in recovery on the lineage. A Switchover waits until
+  it has replayed the fence position (zero loss) — within `failover.switchoverTimeoutSeconds`,
+  else the run fails and rolls back. The standby's timeline and position are recorded.
+- **Promote**: ``pg_promote()`` only while the standby is in recovery; a standby found
+  promoted already counts only when its new timeline branched from the recorded timeline at
+  or after the recorded position (this run's promotion, repeated after a crash). The fence's
+  connection limits, which the standby replayed, are put back. The data loss is measured:
+  the old primary's fenced position minus the new timeline's switch point.
 - **Redirect**: the traffic object of every region, in that region's cluster: a ConfigMap or
   Secret key gets ``host:port`` of the new primary; a Service gets annotations naming the
   new primary and, when the new primary's workload runs in the same cluster, that
   workload's selector.
 - **Verify**: a real write on the new primary, then the plan's ``status.currentPrimary``.
+- **Unfence** (RollingBack): a run that fenced the old primary and failed before promoting
+  gives it its writers and replicas back — never while the standby is out of recovery.
 
 Database passwords and kubeconfigs stay out of every message: errors are reduced to their
 class and the database's own message, with the password masked.
@@ -40,14 +49,15 @@ import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from wedsync_operator import database
+from wedsync_operator import database, servers
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.failover import PLURAL, FailoverRunSpec, FailoverRunStatus
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
 from wedsync_operator.domain import failover as machine
-from wedsync_operator.domain import freezes
+from wedsync_operator.domain import freezes, lineage
 from wedsync_operator.domain.connection import Connection
+from wedsync_operator.kube import workloads
 from wedsync_operator.kube.clients import MERGE
 from wedsync_operator.kube.regions import (
     RegionClients,
@@ -65,7 +75,7 @@ CATCH_UP_POLL_SECONDS = 5.0
 #: seconds between retries of a step that could not finish yet
 RETRY_SECONDS = 2.0
 #: the table the Verify step writes one row per run into
-VERIFY_TABLE = "wedsync_failover_verify"
+VERIFY_TABLE = servers.VERIFY_TABLE
 ANNOTATION_REGION = f"{GROUP}/primary-region"
 ANNOTATION_ADDRESS = f"{GROUP}/primary-address"
 
@@ -169,8 +179,7 @@ async def _read_connection(clients: RegionClients, namespace: str, region: Regio
 
 
 def connect(conn: Connection) -> AbstractAsyncContextManager[database.Session]:
-    return database.session(conn, connect_timeout=CONNECT_TIMEOUT,
-                            application_name="wedsync-operator")
+    return servers.connect(conn, connect_seconds=CONNECT_TIMEOUT)
 
 
 def db_error(conn: Connection, error: BaseException) -> str:
@@ -180,13 +189,28 @@ def db_error(conn: Connection, error: BaseException) -> str:
 
 
 DB_ERRORS = (database.DatabaseError, OSError, TimeoutError)
-KUBE_ERRORS = (ApiException, RegionError, aiohttp.ClientError, TimeoutError, OSError)
+KUBE_ERRORS = (ApiException, RegionError, aiohttp.ClientError, TimeoutError, OSError,
+               workloads.WorkloadMissingError)
 
 
 def kube_error(error: BaseException) -> str:
     if isinstance(error, ApiException):
         return f"HTTP {error.status} {error.reason}"
     return str(error) or type(error).__name__
+
+
+async def observe(run: Run, region: Region) -> servers.Observation:
+    """One observation of a region's server (its lineage facts and its fence)."""
+    conn = await connection(run, region)
+    try:
+        async with connect(conn) as db:
+            return await servers.observe(db)
+    except DB_ERRORS as error:
+        raise _Unreachable(db_error(conn, error)) from None
+
+
+class _Unreachable(Exception):  # noqa: N818 - an outcome: the server does not answer
+    pass
 
 
 # ---- the tick -----------------------------------------------------------------------------
@@ -204,6 +228,9 @@ async def tick(run: Run) -> Tick:
     if decision.kind == "release":
         problem = await _target_problem(run, run.region(run.status.to_region))
         if problem is not None:
+            if problem.startswith(_REFUSED):
+                return Tick(machine.fail(run.status, None, problem, now),
+                            [Event("Warning", "InvalidRun", problem)])
             return _wait(run, problem, delay=5.0)
         status = machine.release(run.status, now)
         return Tick(status, [Event("Normal", "Approved", "approved: fencing "
@@ -223,13 +250,13 @@ async def _load_plan(run: Run) -> Tick | None:
         if run.status.phase in ("Pending", "AwaitingApproval"):
             return _wait(run, f"plan {run.spec.plan!r} does not exist", delay=5.0)
         return Tick(machine.fail(run.status, None, f"plan {run.spec.plan!r} was deleted "
-                                 "during the run", run.clock()),
+                                 "during the run", run.clock(), run.spec.type),
                     [Event("Warning", "PlanMissing", f"plan {run.spec.plan!r} was deleted")])
     try:
         run.plan = RecoveryPlanSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         message = f"plan {run.spec.plan!r} is invalid: {error.errors()[0].get('msg')}"
-        return Tick(machine.fail(run.status, None, message, run.clock()),
+        return Tick(machine.fail(run.status, None, message, run.clock(), run.spec.type),
                     [Event("Warning", "InvalidPlan", message)])
     run.plan_status = body.get("status") or {}
     return None
@@ -247,18 +274,21 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
     if other is not None:
         return _wait(run, f"waiting for run {other} of the same plan to finish", delay=5.0)
     current = run.plan_status.get("currentPrimary")
+    standbys = await _standbys(run, machine.serving(run.plan, current))
     try:
         if awaiting and run.status.from_region and run.status.to_region:
             source, target = run.status.from_region, run.status.to_region
         else:
-            source, target = machine.choose_regions(run.plan, run.spec, current,
-                                                    await _standby_lags(run, current))
+            source, target = machine.choose_regions(run.plan, run.spec, current, standbys)
     except machine.PlanError as error:
         return Tick(machine.fail(run.status, None, str(error), now),
                     [Event("Warning", "InvalidRun", str(error))])
-    assert source is not None
-    assert target is not None
-    lag = await _lag_bytes(run, run.region(source), run.region(target))
+    except machine.NoCandidateYet as wait:
+        message = str(wait)
+        events = [] if message == run.status.message else [Event("Warning", "NoCandidate",
+                                                                  message)]
+        return Tick(run.status.model_copy(update={"message": message}), events, delay=5.0)
+    lag = standbys[target].lag_bytes if target in standbys else None
     frozen = freezes.active_freezes(run.plan.backups.freezes,
                                     ZoneInfo(run.plan.backups.time_zone), now)
     reasons = machine.gate_reasons(run.plan.failover, run.spec, frozen, lag)
@@ -268,30 +298,37 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
         events = [] if awaiting and status.message == run.status.message else [
             Event("Warning", "AwaitingApproval", status.message)]
         return Tick(status, events, delay=5.0)
-    problem = await _target_problem(run, run.region(target))
-    if problem is not None:
-        events = [] if problem == run.status.message else [Event("Warning", "TargetNotReady",
-                                                           problem)]
-        return Tick(run.status.model_copy(update={"message": problem}), events, delay=5.0)
+    # the target answered and is on the lineage (choose_regions took only such a standby)
     return Tick(status, [Event("Normal", "Started", status.message)])
+
+
+_REFUSED = "refused:"
 
 
 async def _target_problem(run: Run, target: Region) -> str | None:
     """Why the region to promote cannot be promoted now (its connection Secret or cluster
-    cannot be read, or its database does not answer), or None. Checked before anything is
-    fenced: fencing a primary with no standby to promote would make the outage."""
+    cannot be read, its database does not answer — the run waits), or is no candidate at all
+    (it left the lineage — the run fails; the message starts with `_REFUSED`). Checked
+    before anything is fenced: fencing a primary with no standby to promote would make the
+    outage."""
+    assert run.plan is not None
     prefix = f"not fencing anything yet: region {target.name} cannot be promoted now"
     try:
-        conn = await connection(run, target)
+        seen = await observe(run, target)
     except StepWait as wait:
         return f"{prefix}: {wait}"
+    except _Unreachable as error:
+        return f"{prefix}: {error}"
     except KUBE_ERRORS as error:
         return f"{prefix}: {kube_error(error)}"
-    try:
-        async with connect(conn) as db:
-            await db.scalar("SELECT pg_is_in_recovery()")
-    except DB_ERRORS as error:
-        return f"{prefix}: {db_error(conn, error)}"
+    serving, _ = await _serving_lineage(run, run.status.from_region or
+                                        machine.serving(run.plan, run.plan_status.get(
+                                            "currentPrimary")))
+    verdict = lineage.classify(seen.server, serving,
+                               remembered=_remembered(run.plan_status, target.name))
+    if not verdict.promotable:
+        return (f"{_REFUSED} region {target.name} is {verdict.state} and is never promoted: "
+                f"{verdict.reason} (rebuild it as a standby of the primary first)")
     return None
 
 
@@ -318,37 +355,66 @@ async def _earlier_active_run(run: Run) -> str | None:
     return min(earlier)[1] if earlier else None
 
 
-async def _standby_lags(run: Run, current: str | None) -> dict[str, int | None]:
-    """The replay lag of every standby, when the run leaves the choice to the operator."""
+async def _serving_lineage(run: Run, region_name: str) -> tuple[lineage.Lineage | None,
+                                                                 int | None]:
+    """The serving primary's lineage and flush position: observed now when it answers and
+    accepts writes, else the last ones the plan's status recorded (position None then, unless
+    it recorded where the primary was last seen)."""
+    try:
+        seen = await observe(run, run.region(region_name))
+        if not seen.server.in_recovery:
+            return seen.server.known, seen.server.lsn
+    except (StepWait, _Unreachable, *KUBE_ERRORS):
+        pass
+    raw = run.plan_status.get("lineage") or {}
+    if raw.get("region") != region_name or not raw.get("timeline"):
+        return None, None
+    try:
+        history = tuple(lineage.Switch(int(s["timeline"]), lineage.parse_lsn(str(s["lsn"])))
+                        for s in raw.get("history") or ())
+        last = lineage.parse_lsn(str(raw["lastSeenLsn"])) if raw.get("lastSeenLsn") else None
+    except (KeyError, TypeError, ValueError):
+        return None, None
+    return lineage.Lineage(int(raw["timeline"]), history), last
+
+
+def _remembered(plan_status: Mapping[str, Any], region: str) -> int | None:
+    """The timeline the plan's status last saw this standby stream on."""
+    for entry in plan_status.get("regions") or ():
+        if entry.get("name") == region and entry.get("state") == "Streaming":
+            value = entry.get("timeline")
+            return int(value) if value else None
+    return None
+
+
+async def _standbys(run: Run, source: str) -> dict[str, machine.Standby]:
+    """Every region but the serving one, observed and judged against the serving lineage,
+    with its replay lag (against the primary's position now or last seen; else the WAL it
+    received and has not replayed, a lower bound)."""
     assert run.plan is not None
-    if run.spec.to_region is not None or len(run.plan.regions) < 3:
-        return {}
-    source, _ = machine.choose_regions(run.plan, run.spec, current)
-    standbys = [r for r in run.plan.regions if r.name != source]
-    lags = await asyncio.gather(*(_lag_bytes(run, run.region(source), r) for r in standbys))
-    return {r.name: lag for r, lag in zip(standbys, lags, strict=True)}
+    serving, reference = await _serving_lineage(run, source)
+    others = [r for r in run.plan.regions if r.name != source]
 
+    async def view(region: Region) -> machine.Standby:
+        try:
+            seen = await observe(run, region)
+        except StepWait as wait:
+            return machine.Standby(None, problem=str(wait))
+        except _Unreachable as error:
+            return machine.Standby(None, problem=str(error))
+        except KUBE_ERRORS as error:
+            return machine.Standby(None, problem=kube_error(error))
+        server = seen.server
+        verdict = lineage.classify(server, serving,
+                                   remembered=_remembered(run.plan_status, region.name))
+        has = max(server.lsn, server.received_lsn or 0)
+        behind = lineage.lag(reference, has)
+        if behind is None:
+            behind = lineage.lag(server.received_lsn, server.lsn)
+        return machine.Standby(verdict, behind)
 
-async def _lag_bytes(run: Run, source: Region, target: Region) -> int | None:
-    """The standby's replay lag behind the primary in bytes: against the primary's current
-    position when the primary answers, else the WAL the standby received but has not
-    replayed yet (a lower bound). None when the standby does not answer."""
-    try:
-        standby = await connection(run, target)
-        async with connect(standby) as db:
-            replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-            receive = await db.scalar("SELECT pg_last_wal_receive_lsn()::text")
-    except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
-        return None
-    if replay is None:
-        return None
-    try:
-        primary = await connection(run, source)
-        async with connect(primary) as db:
-            current = await db.scalar("SELECT pg_current_wal_flush_lsn()::text")
-        return machine.data_loss(current, replay)
-    except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
-        return machine.data_loss(receive, replay)
+    views = await asyncio.gather(*(view(r) for r in others))
+    return {r.name: v for r, v in zip(others, views, strict=True)}
 
 
 def _advance(run: Run, status: FailoverRunStatus, now: datetime) -> Tick:
@@ -380,8 +446,9 @@ async def _step(run: Run, step: machine.StepName, now: datetime) -> Tick:
                     delay=RETRY_SECONDS)
     except StepFailed as failed:
         message = f"{step} failed: {failed}"
-        return Tick(machine.fail(status, step, message, run.clock()),
-                    [Event("Warning", "Failed", message)])
+        failed_status = machine.fail(status, step, message, run.clock(), run.spec.type)
+        reason = "RollingBack" if failed_status.phase == "RollingBack" else "Failed"
+        return Tick(failed_status, [Event("Warning", reason, failed_status.message)])
     done = machine.step_finished(status, step, result, run.clock())
     tick = _advance(run, done, run.clock())
     tick.events.insert(0, Event("Normal", step, result.message))
@@ -395,19 +462,28 @@ async def fence(run: Run) -> machine.StepResult:
     lost_ok = run.spec.type == "Failover"
     notes = []
     facts: dict[str, object] = {}
-    # 1. the database: read-only, sessions ended, final position recorded
+    # 1. the database: closed to writers, sessions ended, final position recorded
     try:
-        conn = await connection(run, old)
+        conn: Connection | None = await connection(run, old)
     except (*KUBE_ERRORS,) as error:
         conn = None
         db_note = f"connection Secret unreadable ({kube_error(error)})"
     if conn is not None:
         try:
-            lsn = await (_check_db(conn) if drill else _fence_db(conn))
-            db_note = (f"database reachable at {lsn}" if drill
-                       else f"database read-only, sessions ended, flushed to {lsn}")
-            if not drill:
-                facts["fence_lsn"] = lsn
+            if drill:
+                async with connect(conn) as db:
+                    where = lineage.format_lsn(await servers.position(db))
+                db_note = f"database reachable at {where}"
+            else:
+                fenced = await servers.fence(conn, connect_seconds=CONNECT_TIMEOUT)
+                db_note = _fence_note(fenced)
+                facts["fence_lsn"] = lineage.format_lsn(fenced.lsn)
+                facts["fence_timeline"] = fenced.lineage.timeline
+                if run.status.fence_limits is None and fenced.limits:
+                    facts["fence_limits"] = fenced.limits
+                if fenced.standby and run.spec.type == "Switchover":
+                    raise StepFailed(f"{old.name} is in recovery: there is no primary to "
+                                     "switch over from")
         except DB_ERRORS as error:
             db_note = f"database unreachable ({db_error(conn, error)})"
             conn = None
@@ -425,84 +501,106 @@ async def fence(run: Run) -> machine.StepResult:
     return machine.StepResult(("drill: " if drill else "") + "; ".join(notes), facts=facts)
 
 
-async def _check_db(conn: Connection) -> str:
-    async with connect(conn) as db:
-        value: str = await db.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN "
-                                  "pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() "
-                                  "END::text")
-        return value
-
-
-async def _fence_db(conn: Connection) -> str:
-    async with connect(conn) as db:
-        if await db.scalar("SELECT pg_is_in_recovery()"):
-            lsn: str = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-            return lsn  # a standby accepts no writes: already fenced
-        await db.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        await db.execute("SELECT pg_reload_conf()")
-    # the postmaster has reloaded once a new session starts read-only
-    for _ in range(100):
-        async with connect(conn) as db:
-            if await db.scalar("SHOW default_transaction_read_only") == "on":
-                break
-        await asyncio.sleep(0.05)
-    else:
-        raise StepWait("the old primary did not reload its configuration")
-    async with connect(conn) as db:
-        for _ in range(2):  # again, for a session that was starting during the first pass
-            await db.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'")
-            await asyncio.sleep(0.1)
-        final: str = await db.scalar("SELECT pg_current_wal_flush_lsn()::text")
-    return final
+def _fence_note(fenced: servers.Fenced) -> str:
+    where = lineage.format_lsn(fenced.lsn)
+    if fenced.standby:
+        return f"database in recovery (accepts no writes) at {where}"
+    return (f"database closed to every role but superusers ({len(fenced.limits)} databases), "
+            f"other sessions ended, read-only by default, flushed to {where} on timeline "
+            f"{fenced.lineage.timeline}")
 
 
 async def _fence_workload(run: Run, region: Region, drill: bool,
                           facts: dict[str, object]) -> str:
     api = await run.clients.api_for(run.namespace, region.cluster)
     ns = run.region_namespace(region)
-    plural = "statefulsets" if region.fence.kind == "StatefulSet" else "deployments"
-    path = f"/apis/apps/v1/namespaces/{ns}/{plural}/{region.fence.name}"
     what = f"{region.fence.kind} {ns}/{region.fence.name}"
-    workload = await get_or_none(api, path)
-    if workload is None:
-        raise StepWait(f"{what} does not exist in region {region.name}")
-    replicas = int((workload.get("spec") or {}).get("replicas", 1))
+    scaled = await workloads.scale_to_zero(api, ns, region.fence.kind, region.fence.name,
+                                           dry_run=drill)
     if drill:
-        return f"{what} found with {replicas} replicas"
-    if replicas == 0:
+        return f"{what} found with {scaled.before} replicas"
+    if not scaled.changed:
         return f"{what} already scaled to 0"
     if run.status.fenced_replicas is None:
-        facts["fenced_replicas"] = replicas
-    await call(api, "PATCH", path, body={"spec": {"replicas": 0}}, content_type=MERGE)
-    return f"{what} scaled from {replicas} to 0"
+        facts["fenced_replicas"] = scaled.before
+    return f"{what} scaled from {scaled.before} to 0"
 
 
 async def catch_up(run: Run) -> machine.StepResult:
-    """Switchover: the standby replays everything the fenced primary flushed."""
-    target = run.status.fence_lsn
-    if target is None:
+    """The standby must still be a standby on the lineage; a Switchover waits until it has
+    replayed everything the fenced primary flushed (within the plan's switchover timeout,
+    else the run fails and rolls back). Records the standby's timeline and position: the
+    promotion must branch from there."""
+    assert run.plan is not None
+    target = run.region(run.status.to_region)
+    conn = await connection(run, target)
+    fence_lsn = lineage.parse_lsn(run.status.fence_lsn) if run.status.fence_lsn else None
+    switchover = run.spec.type == "Switchover"
+    if switchover and fence_lsn is None:
         raise StepFailed("the fence recorded no WAL position to catch up to")
-    conn = await connection(run, run.region(run.status.to_region))
+    reference, _ = await _reference_lineage(run)
     deadline = asyncio.get_running_loop().time() + CATCH_UP_POLL_SECONDS
-    replay: str | None = None
     try:
         async with connect(conn) as db:
             while True:
-                if not await db.scalar("SELECT pg_is_in_recovery()"):
-                    # promoted already (a resumed run): nothing more can arrive
-                    return machine.StepResult("the standby is already promoted")
-                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-                if machine.data_loss(target, replay) == 0:
+                seen = await servers.observe(db)
+                server = seen.server
+                if not server.in_recovery:
+                    raise StepFailed(f"region {target.name} is not in recovery: it was promoted "
+                                     "outside this run or is no standby of the lineage; "
+                                     "nothing was promoted by this run")
+                verdict = lineage.classify(server, reference,
+                                           remembered=_remembered(run.plan_status,
+                                                                  target.name))
+                if not verdict.promotable:
+                    raise StepFailed(f"region {target.name} is {verdict.state}: "
+                                     f"{verdict.reason}")
+                if not switchover or (fence_lsn is not None and server.lsn >= fence_lsn):
                     break
+                if _catch_up_overdue(run):
+                    raise StepFailed(
+                        f"the standby replayed {lineage.format_lsn(server.lsn)} of "
+                        f"{run.status.fence_lsn} within "
+                        f"{run.plan.failover.switchover_timeout_seconds}s "
+                        f"(its WAL receiver: {server.receiver or 'not running'}): not "
+                        "promoting, a switchover loses nothing")
                 if asyncio.get_running_loop().time() > deadline:
-                    raise StepWait(f"replayed {replay} of {target}")
+                    raise StepWait(f"replayed {lineage.format_lsn(server.lsn)} of "
+                                   f"{run.status.fence_lsn}")
                 await asyncio.sleep(0.1)
     except DB_ERRORS as error:
+        if _catch_up_overdue(run):
+            raise StepFailed(f"the standby did not answer within "
+                             f"{run.plan.failover.switchover_timeout_seconds}s: "
+                             f"{db_error(conn, error)}") from None
         raise StepWait(db_error(conn, error)) from None
-    return machine.StepResult(f"the standby replayed up to {replay} (fenced at {target})",
-                              facts={"data_loss_bytes": 0})
+    timeline = verdict.timeline or server.timeline
+    if switchover and run.status.fence_timeline is not None:
+        timeline = max(timeline, run.status.fence_timeline)
+    facts: dict[str, object] = {"promote_timeline": timeline,
+                                "promote_lsn": lineage.format_lsn(server.lsn)}
+    where = f"{lineage.format_lsn(server.lsn)} on timeline {timeline}"
+    if switchover:
+        return machine.StepResult(f"the standby replayed up to {where} (fenced at "
+                                  f"{run.status.fence_lsn})", facts=facts)
+    return machine.StepResult(f"the standby is in recovery on the lineage at {where}",
+                              facts=facts)
+
+
+def _catch_up_overdue(run: Run) -> bool:
+    assert run.plan is not None
+    step = next((s for s in run.status.steps if s.name == "CatchUp"), None)
+    if step is None or step.started_at is None:
+        return False
+    waited = (run.clock() - step.started_at).total_seconds()
+    return run.spec.type == "Switchover" and \
+        waited > run.plan.failover.switchover_timeout_seconds
+
+
+async def _reference_lineage(run: Run) -> tuple[lineage.Lineage | None, int | None]:
+    """The lineage the standby must be on: the old primary's, observed now when it answers
+    (fenced, it still answers superusers), else the last one the plan's status recorded."""
+    return await _serving_lineage(run, str(run.status.from_region))
 
 
 async def promote(run: Run) -> machine.StepResult:
@@ -513,28 +611,49 @@ async def promote(run: Run) -> machine.StepResult:
     await _old_still_fenced(run)
     try:
         async with connect(conn) as db:
-            in_recovery = await db.scalar("SELECT pg_is_in_recovery()")
+            seen = await servers.observe(db)
             if drill:
-                if not in_recovery:
+                if not seen.server.in_recovery:
                     raise StepFailed(f"region {new.name} is not a standby")
-                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-                return machine.StepResult(f"drill: the standby is in recovery at {replay}")
-            facts: dict[str, object] = {}
-            if in_recovery:
-                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-                if run.spec.type == "Failover":
-                    facts["data_loss_bytes"] = machine.data_loss(run.status.fence_lsn, replay)
-                if not await db.scalar("SELECT pg_promote(true, 60)"):
+                return machine.StepResult("drill: the standby is in recovery at "
+                                          f"{lineage.format_lsn(seen.server.lsn)}")
+            if seen.server.in_recovery:
+                if not await servers.promote(db, 60):
                     raise StepWait("pg_promote() did not finish within 60s")
-                note = f"promoted at {replay}"
+                seen = await servers.observe(db)
+                note = "promoted"
+            elif _promoted_by_this_run(run, seen.server.known):
+                note = "found promoted by this run before a restart"
             else:
-                note = "already promoted"
-            # a former primary fenced earlier carries the read-only default: lift it
-            await db.execute("ALTER SYSTEM RESET default_transaction_read_only")
-            await db.execute("SELECT pg_reload_conf()")
+                raise StepFailed(
+                    f"region {new.name} is not in recovery, and its timeline "
+                    f"{seen.server.known.timeline} did not branch from timeline "
+                    f"{run.status.promote_timeline} at or after {run.status.promote_lsn}: it "
+                    "was not promoted by this run")
+            await servers.lift_fence(db, run.status.fence_limits or {})
     except DB_ERRORS as error:
         raise StepWait(db_error(conn, error)) from None
+    known = seen.server.known
+    switch = known.switch_point
+    facts: dict[str, object] = {}
+    note += f": timeline {known.timeline} from {lineage.format_lsn(switch or 0)}"
+    if run.status.fence_lsn is not None and switch is not None:
+        loss = max(0, lineage.parse_lsn(run.status.fence_lsn) - switch)
+        facts["data_loss_bytes"] = loss
+        note += f"; data loss {loss} bytes"
+    elif switch is not None:
+        _, last_seen = await _serving_lineage(run, str(run.status.from_region))
+        if last_seen is not None:
+            facts["data_loss_at_least_bytes"] = max(0, last_seen - switch)
+        note += "; data loss unknown (the old primary's final position is unknown)"
     return machine.StepResult(note, facts=facts)
+
+
+def _promoted_by_this_run(run: Run, known: lineage.Lineage) -> bool:
+    if run.status.promote_timeline is None:
+        return False
+    at_least = lineage.parse_lsn(run.status.promote_lsn) if run.status.promote_lsn else None
+    return lineage.promoted_from(known, run.status.promote_timeline, at_least)
 
 
 async def _old_still_fenced(run: Run) -> None:
@@ -543,14 +662,44 @@ async def _old_still_fenced(run: Run) -> None:
         return
     old = run.region(run.status.from_region)
     try:
+        seen = await observe(run, old)
+    except (StepWait, _Unreachable, *KUBE_ERRORS):
+        return  # unreachable: fenced by the Fence step's rules
+    if not seen.server.in_recovery and not seen.fenced:
+        raise StepWait(f"the old primary in {old.name} accepts writes again: not promoting")
+
+
+async def unfence(run: Run) -> machine.StepResult:
+    """RollingBack: the run failed before promoting; the old primary gets its writers and its
+    workload's replicas back. Never while the standby is out of recovery (it would make two
+    primaries): the roll-back then fails and says so."""
+    old = run.region(run.status.from_region)
+    target = run.region(run.status.to_region)
+    try:
+        seen = await observe(run, target)
+        if not seen.server.in_recovery:
+            raise StepFailed(f"region {target.name} is not in recovery: the old primary "
+                             f"{old.name} stays fenced (check which one holds the writes)")
+    except (StepWait, _Unreachable, *KUBE_ERRORS):
+        pass  # nothing was promoted by this run (the state machine guarantees it)
+    notes = []
+    try:
         conn = await connection(run, old)
         async with connect(conn) as db:
-            writable = not await db.scalar("SELECT pg_is_in_recovery()") and \
-                await db.scalar("SHOW default_transaction_read_only") != "on"
-    except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
-        return  # unreachable: fenced by the Fence step's rules
-    if writable:
-        raise StepWait(f"the old primary in {old.name} accepts writes again: not promoting")
+            if not await servers.in_recovery(db):
+                await servers.lift_fence(db, run.status.fence_limits or {})
+        notes.append("database open to its writers again")
+    except (*DB_ERRORS, *KUBE_ERRORS, StepWait) as error:
+        if run.spec.type != "Failover":
+            raise StepWait(f"the old primary cannot be unfenced yet: {error}") from None
+        notes.append(f"database not reached ({error})")
+    api = await run.clients.api_for(run.namespace, old.cluster)
+    ns = run.region_namespace(old)
+    scaled = await workloads.scale_back(api, ns, old.fence.kind, old.fence.name,
+                                        run.status.fenced_replicas)
+    notes.append(f"{old.fence.kind} {ns}/{old.fence.name} "
+                 + ("scaled back up" if scaled.changed else "left as it was"))
+    return machine.StepResult("; ".join(notes))
 
 
 async def redirect(run: Run) -> machine.StepResult:
@@ -622,9 +771,8 @@ async def _must_exist(api: Any, path: str, what: str, region: Region) -> Any:
 
 
 async def _workload_selector(api: Any, run: Run, region: Region) -> dict[str, str]:
-    plural = "statefulsets" if region.fence.kind == "StatefulSet" else "deployments"
-    obj = await get_or_none(api, f"/apis/apps/v1/namespaces/{run.region_namespace(region)}/"
-                                 f"{plural}/{region.fence.name}")
+    obj = await get_or_none(api, workloads.path(run.region_namespace(region),
+                                                region.fence.kind, region.fence.name))
     if obj is None:
         return {}
     labels: dict[str, str] = ((obj.get("spec") or {}).get("selector") or {}).get(
@@ -641,11 +789,7 @@ async def verify(run: Run) -> machine.StepResult:
             if run.spec.type == "Drill":
                 await db.scalar("SELECT 1")
                 return machine.StepResult("drill: the standby answers queries")
-            await db.execute(f"CREATE TABLE IF NOT EXISTS {VERIFY_TABLE} "
-                             "(run text PRIMARY KEY, verified_at timestamptz NOT NULL)")
-            await db.execute(f"INSERT INTO {VERIFY_TABLE} VALUES (%s, now()) ON CONFLICT "
-                             "(run) DO UPDATE SET verified_at = now()",
-                             (f"{run.namespace}/{run.name}",))
+            await servers.verify_write(db, f"{run.namespace}/{run.name}")
     except DB_ERRORS as error:
         raise StepWait(f"write on the new primary failed: {db_error(conn, error)}") from None
     try:
@@ -662,7 +806,7 @@ async def verify(run: Run) -> machine.StepResult:
 
 STEPS: dict[str, Callable[[Run], Awaitable[machine.StepResult]]] = {
     "Fence": fence, "CatchUp": catch_up, "Promote": promote, "Redirect": redirect,
-    "Verify": verify,
+    "Verify": verify, "Unfence": unfence,
 }
 
 
@@ -729,3 +873,32 @@ async def start_run(local: Any, namespace: str, plan: str, plan_uid: str, reason
         if error.status != 409:
             raise
     return name
+
+
+# ---- a server that takes writes while another one serves them -------------------------------
+async def fence_diverged(clients: RegionClients, namespace: str, plan: RecoveryPlanSpec,
+                         region_name: str, known: Any) -> str:
+    """Fences a region that accepts writes while it is not the one serving them (its
+    database closed to writers, its workload scaled to zero) and says how much WAL it holds
+    past the point where the serving primary's history left it: writes a failover did not
+    carry over. `known`: `health.Known`, the serving primary's lineage."""
+    region = next(r for r in plan.regions if r.name == region_name)
+    conn = await region_connection(clients, namespace, region)
+    fenced = await servers.fence(conn, connect_seconds=CONNECT_TIMEOUT)
+    serving: lineage.Lineage | None = getattr(known, "lineage", None)
+    beyond = ""
+    if serving is not None:
+        end = serving.end_of(fenced.lineage.timeline)
+        if end is not None and fenced.lsn > end:
+            beyond = (f"; it holds {fenced.lsn - end} bytes of WAL on timeline "
+                      f"{fenced.lineage.timeline} past {lineage.format_lsn(end)}, where the "
+                      "serving primary's history left that timeline: writes no failover "
+                      "carried over (read them from it before it is rebuilt)")
+    api = await clients.api_for(namespace, region.cluster)
+    ns = region.namespace or namespace
+    scaled = await workloads.scale_to_zero(api, ns, region.fence.kind, region.fence.name)
+    workload = (f"{region.fence.kind} {ns}/{region.fence.name} scaled from {scaled.before} to 0"
+                if scaled.changed else f"{region.fence.kind} {ns}/{region.fence.name} at 0")
+    return (f"{region.name} accepted writes while another region serves them: fenced "
+            f"(database closed to every role but superusers, {workload}){beyond}; it is "
+            "Diverged until it is rebuilt as a standby")
