@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from wedsync_operator import database
 from wedsync_operator.domain.connection import Connection
@@ -80,6 +80,8 @@ class Observation:
     replay_age_seconds: float | None
     #: new sessions default to read-only and non-superusers cannot connect
     fenced: bool
+    #: a primary: application_name → state of the standbys streaming from it
+    replicas: Mapping[str, str] = field(default_factory=dict)
 
 
 def _history_file(timeline: int) -> str:
@@ -105,8 +107,9 @@ async def observe(db: database.Session) -> Observation:
         in_recovery=bool(in_recovery), timeline=int(timeline), lsn=parse_lsn(str(lsn)),
         known=known, receiver=receiver, received_timeline=received_tli,
         received_lsn=parse_lsn(received_lsn) if received_lsn else None)
+    streaming = {} if in_recovery else await replicas(db)
     return Observation(server, float(age) if age is not None else None,
-                       bool(read_only) and bool(closed))
+                       bool(read_only) and bool(closed), streaming)
 
 
 async def in_recovery(db: database.Session) -> bool:
@@ -231,3 +234,33 @@ async def verify_write(db: database.Session, key: str) -> None:
 async def pause_state(db: database.Session) -> str:
     """`pg_get_wal_replay_pause_state()` of a standby."""
     return str(await db.scalar("SELECT pg_get_wal_replay_pause_state()"))
+
+
+# ---- standbys following the primary ---------------------------------------------------------
+async def upstream(db: database.Session) -> str:
+    """The standby's `primary_conninfo` as PostgreSQL shows it (holds the password: never
+    log it)."""
+    return str(await db.scalar("SHOW primary_conninfo") or "")
+
+
+async def repoint(db: database.Session, conninfo: str) -> bool:
+    """Points a standby at another upstream: `primary_conninfo` and a reload (PostgreSQL 13+
+    restarts its WAL receiver on the new value). Following the promoted primary's new
+    timeline needs `recovery_target_timeline = latest` (the default; changing it needs a
+    restart, so a standby without it is refused with the fix). True when the setting
+    changed."""
+    target = await db.scalar("SHOW recovery_target_timeline")
+    if target != "latest":
+        raise DatabaseError(f"recovery_target_timeline is {target!r}: it cannot follow a new "
+                            "timeline; set it to 'latest' (the default) and restart it")
+    if await upstream(db) == conninfo:
+        return False
+    await _alter(db, "ALTER SYSTEM SET primary_conninfo = %L", conninfo)
+    await db.execute("SELECT pg_reload_conf()")
+    return True
+
+
+async def replicas(db: database.Session) -> dict[str, str]:
+    """application_name → state of the standbys streaming from this primary."""
+    found = await db.rows("SELECT application_name, state FROM pg_stat_replication")
+    return {str(name): str(state) for name, state in found}

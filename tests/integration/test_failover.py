@@ -273,7 +273,8 @@ def assert_switched(bed: Bed, status: dict[str, Any]) -> None:
     assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 0
     plan = must_get(bed.main, "drplan", "orders", bed.namespace)
     assert plan["status"]["currentPrimary"] == "west"
-    assert [s["name"] for s in status["steps"]][-3:] == ["Promote", "Redirect", "Verify"]
+    assert [s["name"] for s in status["steps"]][-4:] == ["Promote", "Redirect", "Verify",
+                                                         "Follow"]
     assert all(s["outcome"] == "Succeeded" for s in status["steps"])
 
 
@@ -545,6 +546,242 @@ def test_two_operators_driving_one_run_at_once_still_promote_once(
     assert_switched(bed, status)
     assert promotions(bed.standby) == 1
     names = [s["name"] for s in status["steps"]]
-    assert names == ["Fence", "CatchUp", "Promote", "Redirect", "Verify"], names
+    assert names == ["Fence", "CatchUp", "Promote", "Redirect", "Verify", "Follow"], names
     assert bed.status("contested")["phase"] == "Succeeded"
     print(f"two drivers: {refused} refused status writes logged")
+
+
+# ---- the DR lifecycle: lineage, fences that hold, switchovers that lose nothing -------------
+APP_ROLE = "app"
+
+
+def app_connect(pg: PostgresInstance) -> psycopg.Connection[Any]:
+    """A session of the application's role (no superuser rights), as a client would open."""
+    return psycopg.connect(host="127.0.0.1", port=pg.port, user=APP_ROLE, dbname="postgres",
+                           autocommit=True, connect_timeout=3)
+
+
+def app_role(pg: PostgresInstance) -> None:
+    pg.execute(f"CREATE ROLE {APP_ROLE} LOGIN; GRANT ALL ON writes TO {APP_ROLE}")
+
+
+def app_write_attempts(pg: PostgresInstance, row: int) -> dict[str, str]:
+    """Every way a client might try to write on a fenced server; what each one got."""
+    attempts = {
+        "plain insert": ["INSERT INTO writes VALUES ({row})"],
+        "BEGIN READ WRITE": ["BEGIN READ WRITE", "INSERT INTO writes VALUES ({row})", "COMMIT"],
+        "SET default_transaction_read_only = off": [
+            "SET default_transaction_read_only = off", "INSERT INTO writes VALUES ({row})"],
+        "SET synchronous_commit = local": [
+            "SET synchronous_commit = local", "SET default_transaction_read_only = off",
+            "BEGIN READ WRITE", "INSERT INTO writes VALUES ({row})", "COMMIT"],
+    }
+    outcome = {}
+    for n, (what, statements) in enumerate(attempts.items()):
+        try:
+            with app_connect(pg) as db:
+                for statement in statements:
+                    db.execute(statement.format(row=row + n))
+            outcome[what] = "committed"
+        except psycopg.Error as error:
+            outcome[what] = str(error).strip().splitlines()[-1]
+    return outcome
+
+
+def rows(pg: PostgresInstance, where: str = "id > 0") -> set[int]:
+    with connect(pg) as db:
+        return {r[0] for r in db.execute(f"SELECT id FROM writes WHERE {where}")}
+
+
+def test_after_a_switchover_the_old_primary_is_never_failed_back_to(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """The user's report: switchover east → west, 100 rows committed on west, west lost. The
+    operator used to fail over *to east* — the old primary, fenced, never rebuilt, still on
+    timeline 1 — and the 100 acknowledged rows were gone. East is Diverged: no run starts,
+    a run a person starts fails and says why, east stays fenced, the rows wait on west."""
+    bed = bed_factory(probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 2})
+    bed.failover("planned", "Switchover")
+    bed.wait_phase("planned", "Succeeded")
+    with connect(bed.standby) as db:
+        db.execute("INSERT INTO writes SELECT g FROM generate_series(100001, 100100) g")
+    diverged = wait_condition(bed, "StandbysReady", "False", "Diverged")
+    assert "east is Diverged" in diverged["message"]
+    assert "not in recovery" in diverged["message"]
+    bed.standby.kill()
+    wait_condition(bed, "PrimaryHealthy", "False", "ProbeFailed")
+    refused = wait_for(lambda: [e for e in json.loads(bed.main.kubectl(
+        "get", "events", "-n", bed.namespace, "-o", "json"))["items"]
+        if "no standby on its lineage can be promoted" in e.get("message", "")], 60,
+        "the detector to say why nothing fails over")
+    assert "east is Diverged" in refused[0]["message"]
+    runs = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name").split()
+    assert runs == ["failover.dbopt.wedsync.io/planned"], "a run started towards east"
+
+    bed.failover("by-hand", "Failover")
+    failed = bed.wait_phase("by-hand", "Failed")
+    assert "east is Diverged" in failed["message"]
+    assert [s["name"] for s in failed.get("steps", [])] == [], "something was touched"
+    assert promotions(bed.primary) == 0
+    assert not accepts_writes(bed.primary)
+    # the acknowledged rows are on west, waiting for it to come back
+    bed.standby.start()
+    assert rows(bed.standby, "id > 100000") == set(range(100001, 100101))
+    plan = must_get(bed.main, "drplan", "orders", bed.namespace)
+    states = {r["name"]: r["state"] for r in plan["status"]["regions"]}
+    assert states["east"] == "Diverged"
+
+
+def test_a_switchover_back_to_a_former_primary_is_refused_until_it_is_rebuilt(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """The second report: a Switchover back to east "succeeded" in 1.4 s ("the standby is
+    already promoted") and the 50 rows committed on west just before were not on east."""
+    bed = bed_factory()
+    bed.failover("there", "Switchover")
+    bed.wait_phase("there", "Succeeded")
+    with connect(bed.standby) as db:
+        db.execute("INSERT INTO writes SELECT g FROM generate_series(200001, 200050) g")
+    bed.failover("back", "Switchover", toRegion="east")
+    failed = bed.wait_phase("back", "Failed")
+    assert "toRegion" not in failed["message"]
+    assert "east is Diverged: not in recovery" in failed["message"]
+    assert failed.get("steps", []) == [], "something was touched"
+    assert accepts_writes(bed.standby), "west was fenced by a refused run"
+    assert not accepts_writes(bed.primary)
+    assert rows(bed.standby, "id > 200000") == set(range(200001, 200051))
+    assert bed.region_get("west", "deployment", "pg-west")["spec"]["replicas"] == 1
+
+
+def test_the_fence_holds_against_every_client_side_override(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """A session setting is no fence: after Fence, no role without superuser rights commits
+    a write on the old primary however it asks; the promoted standby serves that role."""
+    bed = bed_factory()
+    app_role(bed.primary)
+    assert app_write_attempts(bed.primary, 300001)["plain insert"] == "committed"
+    with connect(bed.standby) as db:
+        db.execute("SELECT pg_wal_replay_pause()")  # hold the run in CatchUp, fenced
+    kept = app_connect(bed.primary)  # a session opened before the fence
+    bed.failover("held", "Switchover")
+    wait_for(lambda: any(s["name"] == "CatchUp" for s in bed.status("held").get("steps", [])),
+             RUN_TIMEOUT, "the run to be fenced and waiting in CatchUp")
+    with pytest.raises(psycopg.Error):
+        kept.execute("INSERT INTO writes VALUES (300100)")
+    kept.close()
+    outcome = app_write_attempts(bed.primary, 300200)
+    assert "committed" not in outcome.values(), outcome
+    assert all("too many connections" in why for why in outcome.values()), outcome
+    assert not rows(bed.primary, "id >= 300100")
+
+    with connect(bed.standby) as db:
+        db.execute("SELECT pg_wal_replay_resume()")
+    status = bed.wait_phase("held", "Succeeded")
+    assert status["dataLossBytes"] == 0
+    assert status["fenceLimits"]["postgres"] == -1
+    # the promoted standby replayed the fence: its limits were put back before traffic came
+    assert app_write_attempts(bed.standby, 300300)["plain insert"] == "committed"
+    assert 300001 in rows(bed.standby)
+
+
+def test_a_switchover_whose_standby_cannot_catch_up_rolls_back_and_loses_nothing(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    bed = bed_factory(switchoverTimeoutSeconds=5)
+    app_role(bed.primary)
+    writer = Writer((bed.primary, bed.standby))
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acked) > 50, 30, "the writer to get going")
+        with connect(bed.standby) as db:
+            db.execute("SELECT pg_wal_replay_pause()")
+        bed.failover("stuck", "Switchover")
+        status = bed.wait_phase("stuck", "Failed")
+        acked = len(writer.acked)
+        wait_for(lambda: len(writer.acked) > acked + 50, 30, "writes on east again")
+    finally:
+        writer.finish()
+        with connect(bed.standby) as db:
+            db.execute("SELECT pg_wal_replay_resume()")
+    assert "not promoting, a switchover loses nothing" in status["message"]
+    assert "rolled back: east serves writes again" in status["message"]
+    assert [s["name"] for s in status["steps"]] == ["Fence", "CatchUp", "Unfence"]
+    assert bed.standby.in_recovery()
+    assert promotions(bed.standby) == 0
+    assert missing(bed.primary, writer.acked) == []
+    assert app_write_attempts(bed.primary, 400001)["plain insert"] == "committed"
+    assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 1
+    assert "fenced-replicas" not in json.dumps(
+        bed.region_get("east", "deployment", "pg-east")["metadata"].get("annotations", {}))
+
+
+def test_a_standby_without_a_wal_receiver_is_not_reported_streaming(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """The lag that lied: with the primary dead, a standby 10 MB behind and without a WAL
+    receiver showed StandbysReady=True Streaming."""
+    bed = bed_factory(mode="Manual",
+                      probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 2})
+    wait_condition(bed, "StandbysReady", "True", "Streaming")
+    with connect(bed.standby) as db:
+        db.execute("SELECT pg_wal_replay_pause()")
+    bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(1, 200000) g")
+    bed.primary.kill()
+    cond = wait_condition(bed, "StandbysReady", "False", "NotStreaming")
+    assert "west does not stream" in cond["message"]
+    labels = f'namespace="{bed.namespace}",plan="orders",region="west"'
+    lag = wait_for(lambda: next((float(line.split()[-1]) for line in operator.metrics()
+                                 .splitlines() if line.startswith(
+                                     f"wedsync_replication_lag_bytes{{{labels}}}")), None),
+                   30, "the lag metric")
+    assert lag > 5 * 1024 * 1024, lag
+    plan = must_get(bed.main, "drplan", "orders", bed.namespace)
+    assert plan["status"]["lineage"]["lastSeenLsn"]
+    with connect(bed.standby) as db:
+        db.execute("SELECT pg_wal_replay_resume()")
+
+
+def test_a_former_primary_that_returns_writable_is_fenced_and_its_lost_writes_counted(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """After a Failover the old primary comes back as a primary. It is fenced within a probe
+    or two (never two writable primaries), it is Diverged, and the WAL it holds that the new
+    primary never received is counted: acknowledged writes lost to the failover — still on
+    the fenced server, where a person can read them."""
+    bed = bed_factory(probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3})
+    app_role(bed.primary)
+    wait_condition(bed, "StandbysReady", "True", "Streaming")
+    # the standby stops receiving (asynchronous replication falling behind), then the
+    # primary acknowledges 500 rows and is lost
+    with connect(bed.standby) as db:
+        db.execute("ALTER SYSTEM SET primary_conninfo = ''")
+        db.execute("SELECT pg_reload_conf()")
+    wait_for(lambda: not bed.standby.execute("TABLE pg_stat_wal_receiver"), 30,
+             "the standby's WAL receiver to stop")
+    bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(500001, 500500) g")
+    labels = f'namespace="{bed.namespace}",plan="orders",region="west"'
+    wait_for(lambda: any(line.startswith(f"wedsync_replication_lag_bytes{{{labels}}}") and
+                         float(line.split()[-1]) > 10_000
+                         for line in operator.metrics().splitlines()), 30,
+             "a probe to see the primary ahead of the standby")
+    bed.primary.kill()
+    [name] = wait_for(lambda: bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o",
+                                               "name").split(), RUN_TIMEOUT, "a run")
+    status = bed.wait_phase(name.split("/")[-1], "Succeeded")
+    assert "dataLossBytes" not in status  # the old primary's final position is unknown
+    assert status["dataLossAtLeastBytes"] > 10_000  # but this much was seen on it
+    lost = set(range(500001, 500501))
+    assert not rows(bed.standby, "id > 500000")
+
+    bed.primary.start()  # it returns as a primary of its own
+    message = wait_for(lambda: next((e["message"] for e in json.loads(bed.main.kubectl(
+        "get", "events", "-n", bed.namespace, "-o", "json"))["items"]
+        if e.get("reason") == "FencedDiverged"), None), 60, "the returned primary fenced")
+    assert "east accepted writes while another region serves them" in message
+    assert "bytes of WAL on timeline 1" in message
+    assert app_write_attempts(bed.primary, 600001)["plain insert"] != "committed"
+    assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 0
+    assert rows(bed.primary, "id > 500000") == lost  # kept on the fenced server
+
+    def east_diverged() -> dict[str, Any] | None:
+        plan = must_get(bed.main, "drplan", "orders", bed.namespace)
+        states = {r["name"]: r["state"] for r in plan["status"].get("regions", [])}
+        return plan if states.get("east") == "Diverged" else None
+
+    plan = wait_for(east_diverged, 30, "east Diverged in the plan's status")
+    assert plan["status"]["currentPrimary"] == "west"

@@ -186,11 +186,12 @@ def test_a_switchover_walks_every_phase_in_order() -> None:
         status = finish(spec, status, at)
         at += timedelta(seconds=2)
     assert seen == [("Fencing", "Fence"), ("Promoting", "CatchUp"), ("Promoting", "Promote"),
-                    ("Redirecting", "Redirect"), ("Verifying", "Verify")]
+                    ("Redirecting", "Redirect"), ("Verifying", "Verify"),
+                    ("Verifying", "Follow")]
     assert status.phase == "Succeeded"
     assert machine.decide(spec, status).kind == "done"
-    assert status.rto_seconds == 9.0  # fence start T0 → verify end T0+9s
-    assert status.finished_at == T0 + timedelta(seconds=9)
+    assert status.rto_seconds == 9.0  # fence start T0 → verify end T0+9s (not the Follow)
+    assert status.finished_at == T0 + timedelta(seconds=11)
 
 
 def test_a_detected_failover_counts_its_rto_from_the_first_failed_probe() -> None:
@@ -353,3 +354,14 @@ def test_a_lost_primary_starts_a_run_only_when_a_standby_can_be_promoted() -> No
     assert not refused.start
     assert "no standby on its lineage can be promoted (east is Diverged" in refused.reason
     assert not machine.detect(settings, 2, None, None, T0, ["west"]).start
+
+
+def test_equal_lags_are_broken_by_the_declared_priority() -> None:
+    spec = plan("west", "north", "south")
+    regions = [r.model_copy(update={"priority": 5}) if r.name == "south" else r
+               for r in spec.regions]
+    spec = spec.model_copy(update={"regions": regions})
+    views = {"west": seen(100), "north": seen(100), "south": seen(100)}
+    assert machine.choose_regions(spec, run(), None, views) == ("east", "south")
+    assert machine.choose_regions(spec, run(), None, {**views, "west": seen(99)}) == \
+        ("east", "west")

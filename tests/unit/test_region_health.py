@@ -52,10 +52,13 @@ def server(in_recovery: bool, lsn: int = PRIMARY_AT, *, receiver: str | None = "
 
 
 def answer(name: str, serving: bool, state: ServerState | None = None, *,
-           fenced: bool = False) -> Answer:
+           fenced: bool = False, replicas: dict[str, str] | None = None) -> Answer:
+    """A region that answered; a serving one has `west` streaming from it by default."""
     if state is None:
         state = server(not serving)
-    return Answer(name, serving, "Up", "answers", Observation(state, 0.0, fenced))
+    if replicas is None:
+        replicas = {"west": "streaming"} if serving else {}
+    return Answer(name, serving, "Up", "answers", Observation(state, 0.0, fenced, replicas))
 
 
 def judged(*answers: Answer, known: Known | None = None) -> PlanHealth:
@@ -129,6 +132,16 @@ def test_a_standby_that_left_recovery_is_diverged_and_not_ready() -> None:
     assert found.promotable() == []
     assert found.standbys[0].writable
     assert status_fields(found, {})["regions"][1]["state"] == "Diverged"
+
+
+def test_a_standby_streaming_from_somewhere_else_is_not_streaming() -> None:
+    """After a failover a standby may still stream from the old, fenced primary: only a
+    standby the serving primary lists in pg_stat_replication streams from it."""
+    found = judged(answer("east", True, replicas={}), answer("west", False))
+    ready = by_type(found)["StandbysReady"]
+    assert (ready["status"], ready["reason"]) == ("False", "NotStreaming")
+    assert "not from east" in ready["message"]
+    assert found.promotable() == ["west"]
 
 
 def test_a_standby_without_a_wal_receiver_is_not_streaming() -> None:

@@ -58,8 +58,8 @@ class FailoverRunSpec(ApiModel):
 class FailoverStep(ApiModel):
     """One step of the run, as it happened."""
 
-    name: str = Field(max_length=63, description="Fence, CatchUp, Promote, Redirect, Verify "
-                      "or Unfence.")
+    name: str = Field(max_length=63, description="Fence, CatchUp, Promote, Redirect, Verify, "
+                      "Follow or Unfence.")
     started_at: datetime | None = Field(default=None, description="When the step started.")
     finished_at: datetime | None = Field(default=None, description="When the step finished.")
     outcome: Outcome = Field(default="Running", description="Running, Succeeded, Failed or "

@@ -171,6 +171,17 @@ class Region(ApiModel):
     fence: FenceTarget = Field(description="The workload to fence (scale to zero) before a "
                                "standby is promoted.")
     traffic: TrafficTarget = Field(description="The object to repoint at the new primary.")
+    replication_secret: LocalObjectRef | None = Field(
+        default=None,
+        description="Secret (keys host, port, user, password) with the address and role the "
+        "standbys of the other regions stream from when this region is the primary: "
+        "written into their primary_conninfo when they are re-pointed or rebuilt. Absent: "
+        "the connection Secret (its address must then be reachable from the other regions' "
+        "database pods, and its user have the REPLICATION attribute).")
+    priority: int = Field(
+        default=0, ge=-1000, le=1000,
+        description="Among standbys that lag equally, the one with the highest priority is "
+        "promoted first (then plan order).")
 
 
 # ---- backups -------------------------------------------------------------------------------

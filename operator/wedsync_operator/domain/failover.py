@@ -13,7 +13,8 @@ Phases and the steps each runs, in order:
 - Promoting: CatchUp (the standby's position is recorded; a Switchover first waits until it
   has replayed the fence position), Promote.
 - Redirecting: Redirect (the traffic object in every region).
-- Verifying: Verify (a real write on the new primary), then the plan's currentPrimary.
+- Verifying: Verify (a real write on the new primary), then the plan's currentPrimary;
+  Follow (every other standby re-pointed at the new primary and seen streaming from it).
 - RollingBack: Unfence — a run that fenced the old primary and then failed before anything
   was promoted gives the old primary back its writers (it is still the only primary).
 - Succeeded | Failed.
@@ -40,14 +41,14 @@ from wedsync_operator.api.failover import (
 from wedsync_operator.api.recovery import FailoverSpec, RecoveryPlanSpec
 from wedsync_operator.domain.lineage import Verdict, parse_lsn
 
-StepName = Literal["Fence", "CatchUp", "Promote", "Redirect", "Verify", "Unfence"]
+StepName = Literal["Fence", "CatchUp", "Promote", "Redirect", "Verify", "Follow", "Unfence"]
 
 #: The active phases in order, and the steps each runs.
 PHASE_STEPS: dict[str, tuple[StepName, ...]] = {
     "Fencing": ("Fence",),
     "Promoting": ("CatchUp", "Promote"),
     "Redirecting": ("Redirect",),
-    "Verifying": ("Verify",),
+    "Verifying": ("Verify", "Follow"),
     "RollingBack": ("Unfence",),
 }
 _NEXT_PHASE: dict[str, Phase] = {
@@ -87,8 +88,8 @@ def serving(plan: RecoveryPlanSpec, current_primary: str | None) -> str:
 def choose_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary: str | None,
                    standbys: Mapping[str, Standby] | None = None) -> tuple[str, str]:
     """(from, to): the region serving writes now, and the standby to promote — the one the
-    run names, or else the promotable standby with the least known replay lag (plan order
-    breaks ties, unknown lag goes last).
+    run names, or else the promotable standby with the least known replay lag (the higher
+    declared `priority`, then plan order, break ties; unknown lag goes last).
 
     `standbys` (every region but the serving one, when known) holds each one's lineage
     verdict: a Diverged region is never chosen, a named one fails the run (PlanError); when
@@ -127,9 +128,11 @@ def choose_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary
         raise PlanError(f"no standby on the serving primary's lineage can be promoted: {why}"
                         " (a Diverged server must be rebuilt as a standby first)")
 
-    def rank(name: str) -> tuple[bool, int, int]:
+    priority = {r.name: r.priority for r in plan.regions}
+
+    def rank(name: str) -> tuple[bool, int, int, int]:
         lag = standbys[name].lag_bytes
-        return (lag is None, lag or 0, names.index(name))
+        return (lag is None, lag or 0, -priority[name], names.index(name))
 
     return source, min(usable, key=rank)
 
@@ -176,10 +179,11 @@ class Decision:
 
 
 def steps_for(run_type: str, phase: str) -> tuple[StepName, ...]:
-    """The steps a phase runs for a run type (no CatchUp in a Drill: nothing is fenced)."""
+    """The steps a phase runs for a run type (no CatchUp and no Follow in a Drill: nothing is
+    fenced or promoted)."""
     steps = PHASE_STEPS.get(phase, ())
     if run_type == "Drill":
-        steps = tuple(s for s in steps if s != "CatchUp")
+        steps = tuple(s for s in steps if s not in ("CatchUp", "Follow"))
     return steps
 
 

@@ -172,6 +172,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             known = found.known
             seen_up |= {r.region for r in found.regions if r.state == "Up"}
             await _fence_diverged(namespace, body, regions, plan, found, logger)
+            await _follow(namespace, body, regions, plan, found, logger)
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)
@@ -242,3 +243,22 @@ async def _fence_diverged(namespace: str, body: kopf.Body, regions: RegionClient
             continue
         kopf.event(body, type="Warning", reason="FencedDiverged", message=message)
         logger.warning(message)
+
+
+async def _follow(namespace: str, body: kopf.Body, regions: RegionClients,
+                  plan: RecoveryPlanSpec, found: health.PlanHealth, logger: kopf.Logger) -> None:
+    """A standby on the lineage that does not stream from the serving primary (it was down
+    during a failover, or still points at the old primary) is re-pointed at it."""
+    if not found.primary.writable:
+        return
+    by_name = {r.name: r for r in plan.regions}
+    primary = by_name[found.primary.region]
+    for region in found.standbys:
+        if region.verdict is None or region.verdict.state != "NotStreaming":
+            continue
+        result = await failover.follow(regions, namespace, primary, by_name[region.region],
+                                       found.known.lineage,
+                                       found.known.timelines.get(region.region))
+        if result.state == "Repointed":
+            kopf.event(body, type="Normal", reason="Repointed", message=result.message)
+            logger.info(result.message)

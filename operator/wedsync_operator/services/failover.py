@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -56,7 +56,7 @@ from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
 from wedsync_operator.domain import failover as machine
 from wedsync_operator.domain import freezes, lineage
-from wedsync_operator.domain.connection import Connection
+from wedsync_operator.domain.connection import Connection, conninfo, conninfo_target
 from wedsync_operator.kube import workloads
 from wedsync_operator.kube.clients import MERGE
 from wedsync_operator.kube.regions import (
@@ -74,6 +74,9 @@ CONNECT_TIMEOUT = 3
 CATCH_UP_POLL_SECONDS = 5.0
 #: seconds between retries of a step that could not finish yet
 RETRY_SECONDS = 2.0
+#: longest the Follow step waits for the other standbys to stream from the new primary (a
+#: standby that is down or slower is left to the detector, which re-points it when it answers)
+FOLLOW_SECONDS = 60.0
 #: the table the Verify step writes one row per run into
 VERIFY_TABLE = servers.VERIFY_TABLE
 ANNOTATION_REGION = f"{GROUP}/primary-region"
@@ -157,23 +160,33 @@ async def region_connection(clients: RegionClients, namespace: str, region: Regi
     return conn
 
 
-async def _read_connection(clients: RegionClients, namespace: str, region: Region
-                           ) -> Connection:
+async def replication_connection(clients: RegionClients, namespace: str, region: Region
+                                 ) -> Connection:
+    """Where the other regions' standbys stream from when `region` is the primary: its
+    replication Secret, else its connection Secret."""
+    if region.replication_secret is None:
+        return await region_connection(clients, namespace, region)
+    return await _read_connection(clients, namespace, region, region.replication_secret.name,
+                                  "replication")
+
+
+async def _read_connection(clients: RegionClients, namespace: str, region: Region,
+                           name: str | None = None, what: str = "connection") -> Connection:
     api = await clients.api_for(namespace, region.cluster)
     ns = region.namespace or namespace
-    name = region.connection_secret.name
+    name = name or region.connection_secret.name
     secret = await get_or_none(api, f"/api/v1/namespaces/{ns}/secrets/{name}")
     if secret is None:
-        raise StepWait(f"connection Secret {ns}/{name} of region {region.name} does not exist")
+        raise StepWait(f"{what} Secret {ns}/{name} of region {region.name} does not exist")
     values = {k: secret_value(secret, k) for k in ("host", "port", "user", "password",
                                                      "dbname")}
     if not values["host"] or not values["port"] or not values["user"]:
-        raise StepWait(f"connection Secret {ns}/{name} of region {region.name} needs the "
+        raise StepWait(f"{what} Secret {ns}/{name} of region {region.name} needs the "
                        "keys host, port and user")
     try:
         port = int(values["port"] or "")
     except ValueError:
-        raise StepWait(f"connection Secret {ns}/{name}: port is not a number") from None
+        raise StepWait(f"{what} Secret {ns}/{name}: port is not a number") from None
     return Connection(host=values["host"] or "", port=port, user=values["user"] or "",
                       dbname=values["dbname"] or "postgres", password=values["password"] or "")
 
@@ -804,9 +817,49 @@ async def verify(run: Run) -> machine.StepResult:
                               f"currentPrimary is {new.name}")
 
 
+async def follow_step(run: Run) -> machine.StepResult:
+    """Every other standby re-pointed at the new primary and seen streaming from it (its WAL
+    receiver on the new timeline, and the primary's pg_stat_replication), waiting up to
+    FOLLOW_SECONDS; a Diverged one is left for a rebuild, an unreachable one to the
+    detector."""
+    assert run.plan is not None
+    primary = run.region(run.status.to_region)
+    others = [r for r in run.plan.regions if r.name not in (run.status.from_region,
+                                                            primary.name)]
+    if not others:
+        return machine.StepResult("no other standby to re-point")
+    try:
+        seen = await observe(run, primary)
+    except _Unreachable as error:
+        raise StepWait(f"the new primary does not answer: {error}") from None
+    serving = seen.server.known
+    results = await asyncio.gather(*(
+        follow(run.clients, run.namespace, primary, r, serving,
+               _remembered(run.plan_status, r.name)) for r in others))
+    streaming = seen.replicas
+    notes, pending = [], []
+    for result in results:
+        state = result.state
+        if state == "Streaming" and streaming.get(result.region) != "streaming":
+            state = "Waiting"
+        notes.append(result.message if state == result.state else
+                     f"{result.region} receives, but {primary.name} does not list it yet")
+        if state in ("Repointed", "Waiting"):
+            pending.append(result.region)
+    step = next((s for s in run.status.steps if s.name == "Follow"), None)
+    waited = (run.clock() - step.started_at).total_seconds() if step and step.started_at \
+        else 0.0
+    if pending and waited < FOLLOW_SECONDS:
+        raise StepWait("; ".join(notes))
+    if pending:
+        notes.append(f"not streaming after {FOLLOW_SECONDS:.0f}s: {', '.join(pending)} (the "
+                     "detector keeps re-pointing them)")
+    return machine.StepResult("; ".join(notes))
+
+
 STEPS: dict[str, Callable[[Run], Awaitable[machine.StepResult]]] = {
     "Fence": fence, "CatchUp": catch_up, "Promote": promote, "Redirect": redirect,
-    "Verify": verify, "Unfence": unfence,
+    "Verify": verify, "Follow": follow_step, "Unfence": unfence,
 }
 
 
@@ -873,6 +926,54 @@ async def start_run(local: Any, namespace: str, plan: str, plan_uid: str, reason
         if error.status != 409:
             raise
     return name
+
+
+# ---- the other standbys follow the new primary ----------------------------------------------
+@dataclass(frozen=True)
+class Following:
+    """Where a standby stands after `follow`."""
+
+    region: str
+    #: Streaming: streams from the primary on its timeline. Repointed: its primary_conninfo
+    #: was just changed. Waiting: it points at the primary but does not stream yet.
+    #: Diverged: it cannot follow (rebuild it). Unreachable: it could not be checked.
+    state: Literal["Streaming", "Repointed", "Waiting", "Diverged", "Unreachable"]
+    message: str
+
+
+async def follow(clients: RegionClients, namespace: str, primary: Region, standby: Region,
+                 serving: lineage.Lineage | None, remembered: int | None = None) -> Following:
+    """Makes `standby` stream from `primary`: its primary_conninfo is pointed at the
+    primary's replication address (`application_name` = the region's name) when it points
+    elsewhere, and a reload restarts its WAL receiver. A standby off the primary's lineage
+    cannot follow: it is Diverged and needs a rebuild. Safe to repeat."""
+    name = standby.name
+    try:
+        conn = await region_connection(clients, namespace, standby)
+        source = await replication_connection(clients, namespace, primary)
+    except (StepWait, *KUBE_ERRORS) as error:
+        return Following(name, "Unreachable", str(error) if isinstance(error, StepWait)
+                         else kube_error(error))
+    try:
+        async with connect(conn) as db:
+            seen = await servers.observe(db)
+            verdict = lineage.classify(seen.server, serving, remembered=remembered)
+            if not verdict.promotable:
+                return Following(name, "Diverged", verdict.reason)
+            host, port, _ = conninfo_target(await servers.upstream(db))
+            if (host, port) != (source.host, str(source.port)):
+                await servers.repoint(db, conninfo(source, application_name=name))
+                return Following(name, "Repointed", f"{name} now streams from {primary.name} "
+                                 f"({source.address})")
+    except DB_ERRORS as error:
+        return Following(name, "Unreachable", db_error(conn, error))
+    server = seen.server
+    on_timeline = serving is None or server.received_timeline == serving.timeline
+    if server.receiver == "streaming" and on_timeline:
+        return Following(name, "Streaming", f"{name} streams from {primary.name} on timeline "
+                         f"{server.received_timeline}")
+    return Following(name, "Waiting", f"{name} points at {primary.name} but its WAL receiver "
+                     f"is {server.receiver or 'not running'}")
 
 
 # ---- a server that takes writes while another one serves them -------------------------------

@@ -50,6 +50,9 @@ from wedsync_operator.kube.regions import RegionClients, RegionError
 from wedsync_operator.services import failover
 from wedsync_operator.services.scaling import condition
 
+#: A standby is known to the serving primary by its `application_name`, which must be the
+#: region's name (the operator writes it so when it re-points or rebuilds a standby).
+
 #: Up: answers. Down: the database does not answer (counts towards a failover). Misconfigured:
 #: the plan's references are wrong. Unknown: the region's cluster does not answer and its
 #: database address is not known yet (neither counts: only a database seen can be lost).
@@ -222,9 +225,12 @@ def judge(answers: Sequence[Answer], max_lag_bytes: int, known: Known, seen_up: 
         lineage = primary.seen.server.known
         reference = primary.seen.server.lsn
     timelines = dict(known.timelines)
+    replicas = (primary.seen.replicas if primary.state == "Up" and primary.seen is not None
+                and not primary.seen.server.in_recovery else None)
     regions = []
     for answer in answers:
-        health = _health(answer, lineage, reference, timelines.get(answer.region))
+        health = _health(answer, lineage, reference, timelines.get(answer.region), replicas,
+                         primary.region)
         if health.verdict is not None and health.verdict.state == "Streaming" and \
                 health.verdict.timeline is not None:
             timelines[answer.region] = health.verdict.timeline
@@ -248,7 +254,8 @@ def unseen(health: RegionHealth, seen_up: Set[str]) -> RegionHealth:
 
 
 def _health(answer: Answer, lineage: Lineage | None, reference: int | None,
-            remembered: int | None) -> RegionHealth:
+            remembered: int | None, replicas: Mapping[str, str] | None = None,
+            serving: str = "") -> RegionHealth:
     name = answer.region
     if answer.state != "Up" or answer.seen is None:
         return RegionHealth(name, answer.serving, answer.state, answer.message)
@@ -262,6 +269,11 @@ def _health(answer: Answer, lineage: Lineage | None, reference: int | None,
         return RegionHealth(name, True, "Up", message, server.in_recovery, server=server,
                             fenced=fenced)
     verdict = classify(server, lineage, remembered=remembered)
+    if verdict.state == "Streaming" and replicas is not None and \
+            replicas.get(name) != "streaming":
+        verdict = replace(verdict, state="NotStreaming", reason=(
+            f"its WAL receiver streams, but not from {serving}: the serving primary has no "
+            f"standby named {name} streaming (pg_stat_replication.application_name)"))
     if not server.in_recovery:
         return RegionHealth(name, False, "Up", f"is Diverged: {verdict.reason}", False,
                             verdict=verdict, server=server, fenced=fenced)
