@@ -61,7 +61,8 @@ SELECT rec,
        END,
        (SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM pg_ls_waldir()
          WHERE name ~ '^[0-9A-F]{8}\\.history$'),
-       r.status, r.received_tli, r.flushed_lsn::text,
+       r.status, r.received_tli,
+       CASE WHEN rec THEN pg_last_wal_receive_lsn()::text END,
        CASE WHEN rec THEN EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8
        END,
        current_setting('default_transaction_read_only') = 'on',
@@ -223,8 +224,11 @@ async def promote(db: database.Session, wait_seconds: int = 60) -> bool:
 
 
 async def verify_write(db: database.Session, key: str) -> None:
-    """A real write (one row per run) on a primary."""
+    """A real write (one row per run) on a primary: proof it takes writes, not that they
+    replicate (`synchronous_commit = local`, so a primary whose synchronous standbys still
+    follow the old one does not hold the verification up)."""
     await db.execute("SET default_transaction_read_only = off")
+    await db.execute("SET synchronous_commit = local")
     await db.execute(f"CREATE TABLE IF NOT EXISTS {VERIFY_TABLE} "
                      "(run text PRIMARY KEY, verified_at timestamptz NOT NULL)")
     await db.execute(f"INSERT INTO {VERIFY_TABLE} VALUES (%s, now()) ON CONFLICT (run) "

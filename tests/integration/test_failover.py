@@ -136,10 +136,10 @@ promotions = topology.promotions
 
 @dataclass
 class Writer:
-    """Writes numbered rows into whichever server accepts them, all the time; remembers
-    every write that was acknowledged (committed)."""
+    """Writes numbered rows into whichever server accepts them, all the time (trying the
+    targets in turn); remembers every write that was acknowledged (committed)."""
 
-    targets: tuple[PostgresInstance, PostgresInstance]
+    targets: tuple[PostgresInstance, ...]
     acked: list[int] = field(default_factory=list)
     failed: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
@@ -164,7 +164,7 @@ class Writer:
                 if db is not None:
                     db.close()
                     db = None
-                current = 1 - current
+                current = (current + 1) % len(self.targets)
                 time.sleep(0.02)
         if db is not None:
             db.close()

@@ -76,6 +76,8 @@ class Standby:
     verdict: Verdict | None
     lag_bytes: int | None = None
     problem: str = ""
+    #: the WAL it holds (received; a promotion replays all of it)
+    position: int | None = None
 
 
 # ---- regions -------------------------------------------------------------------------------
@@ -88,8 +90,10 @@ def serving(plan: RecoveryPlanSpec, current_primary: str | None) -> str:
 def choose_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary: str | None,
                    standbys: Mapping[str, Standby] | None = None) -> tuple[str, str]:
     """(from, to): the region serving writes now, and the standby to promote — the one the
-    run names, or else the promotable standby with the least known replay lag (the higher
-    declared `priority`, then plan order, break ties; unknown lag goes last).
+    run names, or else the promotable standby with the least lag: the one that holds the
+    most WAL of the lineage (with synchronous replication to any one standby, it holds every
+    acknowledged write). The higher declared `priority`, then plan order, break ties; a
+    standby whose position is unknown goes last.
 
     `standbys` (every region but the serving one, when known) holds each one's lineage
     verdict: a Diverged region is never chosen, a named one fails the run (PlanError); when
@@ -131,8 +135,10 @@ def choose_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary
     priority = {r.name: r.priority for r in plan.regions}
 
     def rank(name: str) -> tuple[bool, int, int, int]:
-        lag = standbys[name].lag_bytes
-        return (lag is None, lag or 0, -priority[name], names.index(name))
+        view = standbys[name]
+        ahead = view.position if view.position is not None else (
+            -view.lag_bytes if view.lag_bytes is not None else None)
+        return (ahead is None, -(ahead or 0), -priority[name], names.index(name))
 
     return source, min(usable, key=rank)
 

@@ -129,7 +129,13 @@ class ServerState:
     receiver: str | None = None
     #: the timeline the WAL receiver receives
     received_timeline: int | None = None
+    #: WAL received and flushed (kept after the receiver stops): a promotion replays it all
     received_lsn: int | None = None
+
+    @property
+    def holds(self) -> int:
+        """The WAL the server holds: a standby's promotion would begin after all of it."""
+        return max(self.lsn, self.received_lsn or 0)
 
 
 @dataclass(frozen=True)

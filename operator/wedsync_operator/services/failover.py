@@ -420,11 +420,10 @@ async def _standbys(run: Run, source: str) -> dict[str, machine.Standby]:
         server = seen.server
         verdict = lineage.classify(server, serving,
                                    remembered=_remembered(run.plan_status, region.name))
-        has = max(server.lsn, server.received_lsn or 0)
-        behind = lineage.lag(reference, has)
-        if behind is None:
+        behind = lineage.lag(reference, server.holds)
+        if behind is None:  # the primary's position is unknown: a lower bound
             behind = lineage.lag(server.received_lsn, server.lsn)
-        return machine.Standby(verdict, behind)
+        return machine.Standby(verdict, behind, position=server.holds)
 
     views = await asyncio.gather(*(view(r) for r in others))
     return {r.name: v for r, v in zip(others, views, strict=True)}
