@@ -54,20 +54,29 @@ async def connect(conn: Connection, *, connect_seconds: float = 3.0,
 
 # ---- observation ----------------------------------------------------------------------------
 _STATE_SQL = """
-SELECT rec,
-       (CASE WHEN rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text,
-       CASE WHEN rec THEN (SELECT timeline_id FROM pg_control_checkpoint())
-            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8))::bit(32)::int
-       END,
-       (SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM pg_ls_waldir()
-         WHERE name ~ '^[0-9A-F]{8}\\.history$'),
+WITH s AS (
+  SELECT rec,
+         CASE WHEN rec THEN (SELECT timeline_id FROM pg_control_checkpoint())
+              ELSE ('x' || substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8))
+                   ::bit(32)::int END AS tli
+  FROM (SELECT pg_is_in_recovery() AS rec) r),
+h AS (
+  SELECT max(name) AS name FROM pg_ls_waldir(), s
+  WHERE name ~ '^[0-9A-F]{8}\\.history$'
+    AND (s.rec OR name <= lpad(upper(to_hex(s.tli)), 8, '0') || '.history'))
+SELECT s.rec,
+       (CASE WHEN s.rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END)::text,
+       s.tli, h.name,
+       CASE WHEN h.name IS NOT NULL THEN pg_read_file('pg_wal/' || h.name) END,
        r.status, r.received_tli,
-       CASE WHEN rec THEN pg_last_wal_receive_lsn()::text END,
-       CASE WHEN rec THEN EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8
+       CASE WHEN s.rec THEN pg_last_wal_receive_lsn()::text END,
+       CASE WHEN s.rec THEN EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8
        END,
        current_setting('default_transaction_read_only') = 'on',
-       (SELECT bool_and(datconnlimit = 0) FROM pg_database WHERE datallowconn)
-FROM (SELECT pg_is_in_recovery() AS rec) s
+       (SELECT bool_and(datconnlimit = 0) FROM pg_database WHERE datallowconn),
+       CASE WHEN NOT s.rec THEN (SELECT coalesce(json_object_agg(application_name, state), '{}')
+                                 FROM pg_stat_replication) END
+FROM s CROSS JOIN h
 LEFT JOIN pg_stat_wal_receiver r ON true
 """
 
@@ -90,27 +99,21 @@ def _history_file(timeline: int) -> str:
 
 
 async def observe(db: database.Session) -> Observation:
-    """The server's recovery state, timeline, position, known history and WAL receiver."""
-    row = await db.row(_STATE_SQL)
-    in_recovery, lsn, timeline, names, receiver, received_tli, received_lsn, age, \
-        read_only, closed = row
-    names = list(names or [])
-    if in_recovery:
-        newest = names[-1] if names else None
-    else:  # a primary: the history of its own timeline
-        newest = _history_file(int(timeline)) if _history_file(int(timeline)) in names else None
-    known = Lineage(int(timeline) if not in_recovery else 1)
+    """The server's recovery state, timeline, position, known history, WAL receiver and
+    standbys, in one round trip (a probe must fit in its timeout on a busy machine)."""
+    (in_recovery, lsn, timeline, newest, text, receiver, received_tli, received_lsn, age,
+     read_only, closed, streaming) = await db.row(_STATE_SQL)
+    known = Lineage(int(timeline))
     if newest is not None:
-        text = await db.scalar("SELECT pg_read_file('pg_wal/' || %s)", (newest,))
-        history = parse_history(str(text or ""))
-        known = Lineage(int(newest[:8], 16), history)
+        known = Lineage(int(str(newest)[:8], 16), parse_history(str(text or "")))
     server = ServerState(
         in_recovery=bool(in_recovery), timeline=int(timeline), lsn=parse_lsn(str(lsn)),
-        known=known, receiver=receiver, received_timeline=received_tli,
+        known=known if (newest is not None or not in_recovery) else Lineage(1),
+        receiver=receiver, received_timeline=received_tli,
         received_lsn=parse_lsn(received_lsn) if received_lsn else None)
-    streaming = {} if in_recovery else await replicas(db)
     return Observation(server, float(age) if age is not None else None,
-                       bool(read_only) and bool(closed), streaming)
+                       bool(read_only) and bool(closed),
+                       {str(k): str(v) for k, v in (streaming or {}).items()})
 
 
 async def in_recovery(db: database.Session) -> bool:
@@ -262,9 +265,3 @@ async def repoint(db: database.Session, conninfo: str) -> bool:
     await _alter(db, "ALTER SYSTEM SET primary_conninfo = %L", conninfo)
     await db.execute("SELECT pg_reload_conf()")
     return True
-
-
-async def replicas(db: database.Session) -> dict[str, str]:
-    """application_name → state of the standbys streaming from this primary."""
-    found = await db.rows("SELECT application_name, state FROM pg_stat_replication")
-    return {str(name): str(state) for name, state in found}

@@ -243,13 +243,14 @@ def plan_condition(bed: Bed, kind: str) -> dict[str, Any]:
 
 
 def wait_condition(bed: Bed, kind: str, status: str, reason: str | None = None,
-                   timeout: float = 60.0) -> dict[str, Any]:
+                   timeout: float = 60.0, saying: str = "") -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         cond = plan_condition(bed, kind)
-        ok = cond.get("status") == status and reason in (None, cond.get("reason"))
+        ok = cond.get("status") == status and reason in (None, cond.get("reason")) and \
+            saying in cond.get("message", "")
         return cond if ok else None
 
-    return wait_for(reached, timeout, f"plan condition {kind}={status} ({reason})")
+    return wait_for(reached, timeout, f"plan condition {kind}={status} ({reason}) {saying}")
 
 
 def missing(pg: PostgresInstance, ids: list[int]) -> list[int]:
@@ -489,7 +490,7 @@ def test_a_wrong_kubeconfig_or_a_silent_region_api_is_a_condition_never_a_failov
 
     # A person asks for a failover to it: nothing is fenced while it cannot be promoted.
     bed.failover("blocked", "Failover")
-    held = wait_for(lambda: "cannot be promoted" in (m := bed.status("blocked").get(
+    held = wait_for(lambda: "no standby can be promoted now" in (m := bed.status("blocked").get(
         "message", "")) and m, 60, "the run to say why it waits")
     assert "kubeconfig-west" in held
     time.sleep(3)
@@ -604,8 +605,8 @@ def test_after_a_switchover_the_old_primary_is_never_failed_back_to(
     bed.wait_phase("planned", "Succeeded")
     with connect(bed.standby) as db:
         db.execute("INSERT INTO writes SELECT g FROM generate_series(100001, 100100) g")
-    diverged = wait_condition(bed, "StandbysReady", "False", "Diverged")
-    assert "east is Diverged" in diverged["message"]
+    diverged = wait_condition(bed, "StandbysReady", "False", "Diverged",
+                              saying="east is Diverged")
     assert "not in recovery" in diverged["message"]
     bed.standby.kill()
     wait_condition(bed, "PrimaryHealthy", "False", "ProbeFailed")
@@ -746,11 +747,18 @@ def test_a_former_primary_that_returns_writable_is_fenced_and_its_lost_writes_co
     bed = bed_factory(probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3})
     app_role(bed.primary)
     wait_condition(bed, "StandbysReady", "True", "Streaming")
-    # the standby stops receiving (asynchronous replication falling behind), then the
-    # primary acknowledges 500 rows and is lost
+    # the standby streams as a replication role of its own; that role is then refused, so
+    # the standby falls behind (pointing at the primary, the operator has nothing to
+    # re-point), the primary acknowledges 500 rows and is lost
+    bed.primary.execute("CREATE ROLE replicator LOGIN REPLICATION")
     with connect(bed.standby) as db:
-        db.execute("ALTER SYSTEM SET primary_conninfo = ''")
+        db.execute(f"ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={bed.primary.port} "
+                   "user=replicator application_name=west'")
         db.execute("SELECT pg_reload_conf()")
+    wait_for(lambda: bed.primary.execute("SELECT usename FROM pg_stat_replication") ==
+             "replicator", 30, "the standby streaming as replicator")
+    bed.primary.execute("ALTER ROLE replicator NOLOGIN")
+    bed.primary.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_replication")
     wait_for(lambda: not bed.standby.execute("TABLE pg_stat_wal_receiver"), 30,
              "the standby's WAL receiver to stop")
     bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(500001, 500500) g")

@@ -128,7 +128,8 @@ def choose_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary
     if not usable:
         why = "; ".join([*refused, *waiting])
         if waiting:
-            raise NoCandidateYet(f"no standby can be promoted yet: {why}")
+            raise NoCandidateYet(f"not fencing anything yet: no standby can be promoted now: "
+                                 f"{why}")
         raise PlanError(f"no standby on the serving primary's lineage can be promoted: {why}"
                         " (a Diverged server must be rebuilt as a standby first)")
 

@@ -185,11 +185,10 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 failing_since = probe_started
             if failures:
                 try:
-                    await _on_failure(namespace, name, body, regions, plan, found, failures,
-                                      failing_since, reported, logger)
+                    reported = await _on_failure(namespace, name, body, regions, plan, found,
+                                                 failures, failing_since, reported, logger)
                 except (ApiException, TimeoutError, OSError) as error:
                     logger.warning(f"failover detection could not act: {error}")
-                reported = primary.message
             elif reported and primary.state == "Up":
                 kopf.event(body, type="Normal", reason="PrimaryHealthy",
                            message=f"primary {primary.region} answers again")
@@ -203,7 +202,9 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
 
 async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: RegionClients,
                       plan: RecoveryPlanSpec, found: health.PlanHealth, failures: int,
-                      failing_since: datetime, reported: str, logger: kopf.Logger) -> None:
+                      failing_since: datetime, reported: str, logger: kopf.Logger) -> str:
+    """Acts on a failed probe of the serving primary; returns what the plan's events have
+    said about it (a lost primary is told once, not at every probe)."""
     primary = found.primary
     active, last = await failover.plan_runs(regions.local, namespace, name)
     decision = detect(plan.failover, failures, active, last, common.now(),
@@ -217,9 +218,12 @@ async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: Regio
                                        common.now(), failing_since)
         kopf.event(body, type="Warning", reason="FailoverStarted",
                    message=f"{decision.reason}: started Failover {run}")
-    elif failures >= plan.failover.probe.failure_threshold and reported != primary.message:
+        return primary.message
+    if failures >= plan.failover.probe.failure_threshold and reported != primary.message:
         kopf.event(body, type="Warning", reason="PrimaryUnreachable",
                    message=f"{primary.region}: {primary.message}; {decision.reason}")
+        return primary.message
+    return reported
 
 
 async def _fence_diverged(namespace: str, body: kopf.Body, regions: RegionClients,
