@@ -64,8 +64,8 @@ class Session:
 
 
 @asynccontextmanager
-async def session(conn: Connection, *, connect_timeout: int, application_name: str
-                  ) -> AsyncIterator[Session]:
+async def session(conn: Connection, *, connect_timeout: int, application_name: str,
+                  options: str | None = None) -> AsyncIterator[Session]:
     """A connection to `conn`'s database for the duration of the block."""
     import psycopg
 
@@ -73,7 +73,7 @@ async def session(conn: Connection, *, connect_timeout: int, application_name: s
         raw = await psycopg.AsyncConnection.connect(
             host=conn.host, port=conn.port, user=conn.user, password=conn.password or None,
             dbname=conn.dbname, connect_timeout=connect_timeout, autocommit=True,
-            application_name=application_name)
+            application_name=application_name, **({"options": options} if options else {}))
     except psycopg.Error as error:
         raise DatabaseError(str(error)) from error
     try:

@@ -46,9 +46,13 @@ DatabaseError = database.DatabaseError
 @asynccontextmanager
 async def connect(conn: Connection, *, connect_seconds: float = 3.0,
                   application: str = APPLICATION) -> AsyncIterator[database.Session]:
-    """A session on `conn`'s database, connecting within `connect_seconds`."""
+    """A session on `conn`'s database, connecting within `connect_seconds`. Its commits are
+    local (`synchronous_commit = local`): the operator's own writes — the fence, putting the
+    connection limits back on a promoted server whose synchronous standbys still follow the
+    old primary, the verification — must not wait for standbys that are being moved."""
     async with database.session(conn, connect_timeout=max(1, int(connect_seconds)),
-                                application_name=application) as db:
+                                application_name=application,
+                                options="-c synchronous_commit=local") as db:
         yield db
 
 
@@ -228,10 +232,8 @@ async def promote(db: database.Session, wait_seconds: int = 60) -> bool:
 
 async def verify_write(db: database.Session, key: str) -> None:
     """A real write (one row per run) on a primary: proof it takes writes, not that they
-    replicate (`synchronous_commit = local`, so a primary whose synchronous standbys still
-    follow the old one does not hold the verification up)."""
+    replicate (committed locally, see `connect`)."""
     await db.execute("SET default_transaction_read_only = off")
-    await db.execute("SET synchronous_commit = local")
     await db.execute(f"CREATE TABLE IF NOT EXISTS {VERIFY_TABLE} "
                      "(run text PRIMARY KEY, verified_at timestamptz NOT NULL)")
     await db.execute(f"INSERT INTO {VERIFY_TABLE} VALUES (%s, now()) ON CONFLICT (run) "
