@@ -69,11 +69,14 @@ async def session(conn: Connection, *, connect_timeout: int, application_name: s
     """A connection to `conn`'s database for the duration of the block."""
     import psycopg
 
+    params: dict[str, Any] = {
+        "host": conn.host, "port": conn.port, "user": conn.user,
+        "password": conn.password or None, "dbname": conn.dbname,
+        "connect_timeout": connect_timeout, "application_name": application_name}
+    if options:
+        params["options"] = options
     try:
-        raw = await psycopg.AsyncConnection.connect(
-            host=conn.host, port=conn.port, user=conn.user, password=conn.password or None,
-            dbname=conn.dbname, connect_timeout=connect_timeout, autocommit=True,
-            application_name=application_name, **({"options": options} if options else {}))
+        raw = await psycopg.AsyncConnection.connect(autocommit=True, **params)
     except psycopg.Error as error:
         raise DatabaseError(str(error)) from error
     try:

@@ -202,7 +202,6 @@ def test_a_switchover_loses_nothing_and_the_other_standbys_follow(
     assert status["dataLossBytes"] == 0
     every_acked_write_on(bed, writer, ["west", "north", "south"], "north")
     # east: the former primary, fenced, is Diverged until it is rebuilt as a standby
-    assert missing(bed.dbs["east"], [a for a in writer.acked if a <= acked // 2]) == []
 
     def east_diverged() -> bool:
         plan = must_get(bed.main, "drplan", "orders", bed.namespace)

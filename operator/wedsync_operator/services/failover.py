@@ -951,21 +951,22 @@ async def follow(clients: RegionClients, namespace: str, primary: Region, standb
         conn = await region_connection(clients, namespace, standby)
         source = await replication_connection(clients, namespace, primary)
     except (StepWait, *KUBE_ERRORS) as error:
-        return Following(name, "Unreachable", str(error) if isinstance(error, StepWait)
-                         else kube_error(error))
+        return Following(name, "Unreachable", f"{name} not reached: " + (
+            str(error) if isinstance(error, StepWait) else kube_error(error)))
     try:
         async with connect(conn) as db:
             seen = await servers.observe(db)
             verdict = lineage.classify(seen.server, serving, remembered=remembered)
             if not verdict.promotable:
-                return Following(name, "Diverged", verdict.reason)
+                return Following(name, "Diverged", f"{name} is Diverged (rebuild it as a "
+                                 f"standby): {verdict.reason}")
             host, port, _ = conninfo_target(await servers.upstream(db))
             if (host, port) != (source.host, str(source.port)):
                 await servers.repoint(db, conninfo(source, application_name=name))
                 return Following(name, "Repointed", f"{name} now streams from {primary.name} "
                                  f"({source.address})")
     except DB_ERRORS as error:
-        return Following(name, "Unreachable", db_error(conn, error))
+        return Following(name, "Unreachable", f"{name} not reached: {db_error(conn, error)}")
     server = seen.server
     on_timeline = serving is None or server.received_timeline == serving.timeline
     if server.receiver == "streaming" and on_timeline:
