@@ -122,6 +122,20 @@ def connect(pg: PostgresInstance) -> psycopg.Connection[Any]:
                            dbname="postgres", autocommit=True, connect_timeout=3)
 
 
+def replay(pg: PostgresInstance, action: str) -> None:
+    """Pauses or resumes a standby's replay. A statement on a standby can be cancelled by a
+    recovery conflict (the replay of the fence's catalog changes): it is sent again."""
+    for attempt in range(20):
+        try:
+            with connect(pg) as db:
+                db.execute(f"SELECT pg_wal_replay_{action}()")
+            return
+        except psycopg.errors.QueryCanceled:
+            if attempt == 19:
+                raise
+            time.sleep(0.1)
+
+
 def accepts_writes(pg: PostgresInstance) -> bool:
     try:
         with connect(pg) as db:
@@ -347,8 +361,7 @@ def test_operator_killed_mid_run_resumes_with_exactly_one_promotion(
         bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
     bed = bed_factory()
     # Hold the standby's replay, so the Switchover waits in CatchUp after Fencing...
-    with connect(bed.standby) as db:
-        db.execute("SELECT pg_wal_replay_pause()")
+    replay(bed.standby, "pause")
     bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(1, 1000) g")
     bed.failover("interrupted", "Switchover")
     wait_for(lambda: any(s["name"] == "CatchUp" for s in bed.status("interrupted")
@@ -357,8 +370,7 @@ def test_operator_killed_mid_run_resumes_with_exactly_one_promotion(
     operator.kill()
     assert not accepts_writes(bed.primary)
     assert bed.standby.in_recovery()
-    with connect(bed.standby) as db:
-        db.execute("SELECT pg_wal_replay_resume()")
+    replay(bed.standby, "resume")
     # Restart, then kill again at a random moment of the rest of the run, and restart.
     operator.start()
     time.sleep(random.uniform(0.0, 2.0))
@@ -452,8 +464,7 @@ def test_operator_killed_at_random_points_many_times_finishes_exactly_once(
     bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(1, 1000) g")
     # The standby holds its replay at first, so the run lasts long enough to be killed in
     # Fencing and CatchUp several times; the replay resumes after the third kill.
-    with connect(bed.standby) as db:
-        db.execute("SELECT pg_wal_replay_pause()")
+    replay(bed.standby, "pause")
     kills: list[str] = []
     with SplitBrainWatch((bed.primary, bed.standby)) as watch:
         bed.failover("chaos", "Switchover")
@@ -462,8 +473,7 @@ def test_operator_killed_at_random_points_many_times_finishes_exactly_once(
             operator.kill()
             kills.append(str(bed.status("chaos").get("phase", "-")))
             if len(kills) == 3:
-                with connect(bed.standby) as db:
-                    db.execute("SELECT pg_wal_replay_resume()")
+                replay(bed.standby, "resume")
             operator.start()
         status = bed.wait_phase("chaos", "Succeeded")
     assert watch.both == [], f"both servers accepted writes at once (seed {seed})"
@@ -659,8 +669,7 @@ def test_the_fence_holds_against_every_client_side_override(
     bed = bed_factory()
     app_role(bed.primary)
     assert app_write_attempts(bed.primary, 300001)["plain insert"] == "committed"
-    with connect(bed.standby) as db:
-        db.execute("SELECT pg_wal_replay_pause()")  # hold the run in CatchUp, fenced
+    replay(bed.standby, "pause")  # hold the run in CatchUp, fenced
     kept = app_connect(bed.primary)  # a session opened before the fence
     bed.failover("held", "Switchover")
     wait_for(lambda: any(s["name"] == "CatchUp" for s in bed.status("held").get("steps", [])),
@@ -673,8 +682,7 @@ def test_the_fence_holds_against_every_client_side_override(
     assert all("too many connections" in why for why in outcome.values()), outcome
     assert not rows(bed.primary, "id >= 300100")
 
-    with connect(bed.standby) as db:
-        db.execute("SELECT pg_wal_replay_resume()")
+    replay(bed.standby, "resume")
     status = bed.wait_phase("held", "Succeeded")
     assert status["dataLossBytes"] == 0
     assert status["fenceLimits"]["postgres"] == -1
@@ -691,16 +699,14 @@ def test_a_switchover_whose_standby_cannot_catch_up_rolls_back_and_loses_nothing
     writer.start()
     try:
         wait_for(lambda: len(writer.acked) > 50, 30, "the writer to get going")
-        with connect(bed.standby) as db:
-            db.execute("SELECT pg_wal_replay_pause()")
+        replay(bed.standby, "pause")
         bed.failover("stuck", "Switchover")
         status = bed.wait_phase("stuck", "Failed")
         acked = len(writer.acked)
         wait_for(lambda: len(writer.acked) > acked + 50, 30, "writes on east again")
     finally:
         writer.finish()
-        with connect(bed.standby) as db:
-            db.execute("SELECT pg_wal_replay_resume()")
+        replay(bed.standby, "resume")
     assert "not promoting, a switchover loses nothing" in status["message"]
     assert "rolled back: east serves writes again" in status["message"]
     assert [s["name"] for s in status["steps"]] == ["Fence", "CatchUp", "Unfence"]
@@ -720,8 +726,7 @@ def test_a_standby_without_a_wal_receiver_is_not_reported_streaming(
     bed = bed_factory(mode="Manual",
                       probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 2})
     wait_condition(bed, "StandbysReady", "True", "Streaming")
-    with connect(bed.standby) as db:
-        db.execute("SELECT pg_wal_replay_pause()")
+    replay(bed.standby, "pause")
     bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(1, 200000) g")
     bed.primary.kill()
     cond = wait_condition(bed, "StandbysReady", "False", "NotStreaming")
@@ -734,8 +739,7 @@ def test_a_standby_without_a_wal_receiver_is_not_reported_streaming(
     assert lag > 5 * 1024 * 1024, lag
     plan = must_get(bed.main, "drplan", "orders", bed.namespace)
     assert plan["status"]["lineage"]["lastSeenLsn"]
-    with connect(bed.standby) as db:
-        db.execute("SELECT pg_wal_replay_resume()")
+    replay(bed.standby, "resume")
 
 
 def test_a_former_primary_that_returns_writable_is_fenced_and_its_lost_writes_counted(
