@@ -15,6 +15,11 @@ from pydantic import ValidationError
 from wedsync_operator.api import optimization
 from wedsync_operator.api.crds import structural
 from wedsync_operator.api.optimization import (
+    NextTransition,
+    OptimizationPolicySpec,
+    OptimizationPolicyStatus,
+)
+from wedsync_operator.api.times import (
     DATE_RE,
     DATED_FEB29_RE,
     END_TIME_RE,
@@ -22,9 +27,6 @@ from wedsync_operator.api.optimization import (
     MONTH_DAY_RE,
     NO_SUCH_DAY_RE,
     START_TIME_RE,
-    NextTransition,
-    OptimizationPolicySpec,
-    OptimizationPolicyStatus,
 )
 
 VALID: dict[str, Any] = {
@@ -128,8 +130,11 @@ INVALID = [
                  id="no-days"),
     pytest.param(with_change(["weekly", 0, "days"], ["Sat", "Sat"]), "weekly.0.days",
                  "days must not repeat a day", id="repeated-day"),
-    pytest.param(with_change(["weekly", 0, "days"], ["Saturday"]), "weekly.0.days.0",
-                 "'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat' or 'Sun'", id="day-name"),
+    pytest.param(with_change(["weekly", 0, "days"], ["Sat", "Saturday"]), "weekly.0.days",
+                 "days must not repeat a day (Sat and Saturday are the same day)",
+                 id="same-day-short-and-long"),
+    pytest.param(with_change(["weekly", 0, "days"], ["Satday"]), "weekly.0.days.0",
+                 "'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun', 'Monday'", id="day-name"),
     pytest.param(with_change(["weekly", 0, "start"], "24:00"), "weekly.0.start",
                  "from 00:00 to 23:59", id="start-24"),
     pytest.param(with_change(["weekly", 0, "start"], "8:00"), "weekly.0.start",
@@ -151,7 +156,7 @@ INVALID = [
     pytest.param(with_change(["freezes", 1, "date"], ...), "freezes.1",
                  "set exactly one of days", id="freeze-neither"),
     pytest.param(with_change(["freezes", 0, "end"], ...), "freezes.0",
-                 "a weekly freeze (days) needs both start and end", id="weekly-freeze-times"),
+                 "set both start and end, or neither", id="freeze-one-time"),
 ]
 
 

@@ -31,6 +31,7 @@ from wedsync_operator import metrics
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.recovery import KIND, PLURAL
 from wedsync_operator.domain import backups as builders
+from wedsync_operator.domain import runs
 from wedsync_operator.handlers import common
 from wedsync_operator.kube.objects import ObjectClient
 from wedsync_operator.kube.status import patch_status, status_patch
@@ -133,7 +134,7 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
             generation=meta.get("generation"),
             api_version=str(body.get("apiVersion") or f"{GROUP}/{VERSION}"),
             kind=str(body.get("kind") or KIND),
-            created=backups.parse_time(meta.get("creationTimestamp")),
+            created=runs.parse_time(meta.get("creationTimestamp")),
         )
         try:
             result = await backups.reconcile(ref, body.spec, body.status,

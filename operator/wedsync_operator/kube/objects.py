@@ -24,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
 from wedsync_operator.config import FIELD_MANAGER
+from wedsync_operator.domain.drift import controller_uid
 from wedsync_operator.kube.clients import APPLY, MERGE, call
 
 #: Kinds whose plural the English rules in `plural` get wrong.
@@ -50,15 +51,6 @@ def collection_path(api_version: str, kind: str, namespace: str) -> str:
 
 def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
     return f"{collection_path(api_version, kind, namespace)}/{name}"
-
-
-def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    """The uid of the object's controller owner, if it has one."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            uid = ref.get("uid")
-            return str(uid) if uid else None
-    return None
 
 
 class ObjectClient:

@@ -13,16 +13,20 @@ apply as the bounds (so a change costs one write):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 from wedsync_operator.api.base import GROUP
 from wedsync_operator.domain.bounds import Bounds, apply_freeze
 from wedsync_operator.domain.calendar import Evaluation
+from wedsync_operator.domain.conditions import condition, merge_conditions
 from wedsync_operator.kube.hpa import Hpa
+
+__all__ = ["CLAIM", "ORIGINAL", "Outcome", "TargetPlan", "condition", "decide_target",
+           "format_bounds", "label_selector", "merge_conditions", "parse_bounds",
+           "release_bounds", "selector_matches"]
 
 CLAIM = f"{GROUP}/policy"
 ORIGINAL = f"{GROUP}/original-bounds"
@@ -154,24 +158,3 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
         if op == "DoesNotExist" and key in labels:
             return False
     return True
-
-
-# ---- conditions ---------------------------------------------------------------------------
-
-def condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, str]:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason,
-            "message": message}
-
-
-def merge_conditions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]],
-                     now: datetime, generation: int | None) -> list[dict[str, Any]]:
-    """New conditions with lastTransitionTime carried over while their status is unchanged."""
-    previous = {c.get("type"): c for c in old}
-    merged = []
-    for cond in new:
-        before = previous.get(cond["type"])
-        changed = before is None or before.get("status") != cond["status"]
-        stamp = (now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if changed or before is None
-                 else before.get("lastTransitionTime"))
-        merged.append({**cond, "lastTransitionTime": stamp, "observedGeneration": generation})
-    return merged
