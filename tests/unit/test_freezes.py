@@ -82,7 +82,7 @@ def test_both_resources_refuse_an_unknown_time_zone_with_the_same_message() -> N
     assert "did you mean 'Europe/London'" in messages[0]
 
 
-FREEZES = [
+FREEZES: list[dict[str, Any]] = [
     {"name": "saturdays", "days": ["Saturday"], "start": "07:00", "end": "23:00"},
     {"name": "friday-nights", "days": ["Fri"], "start": "22:00", "end": "02:00"},
     {"name": "sundays", "days": ["Sun"]},
