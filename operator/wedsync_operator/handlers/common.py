@@ -1,16 +1,21 @@
 """What every handler module needs: the clock, sleeping until a moment or a wake-up, posting
-the events a service decided on."""
+the events a service decided on, logging the writes it made, and the one error boundary
+(typed adapter errors, a growing jittered back-off)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import kopf
 
 from wedsync_operator import metrics
+from wedsync_operator.domain.backoff import RECONCILE, Backoff
+from wedsync_operator.kube.errors import KubeError
 from wedsync_operator.services.events import Event
 
 
@@ -42,3 +47,43 @@ def post(body: kopf.Body, events: Iterable[Event]) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         metrics.API_WRITES.labels("events", "create").inc()
+
+
+def report(body: kopf.Body, events: Iterable[Event], writes: Iterable[str],
+           logger: kopf.Logger) -> None:
+    """Posts the events of a reconcile and logs one INFO line per write it made."""
+    post(body, events)
+    for line in writes:
+        logger.info(line)
+
+
+@dataclass
+class Retry:
+    """Consecutive failures of one object's loop, and the wait they have earned."""
+
+    failures: int = 0
+    backoff: Backoff = RECONCILE
+
+    def failed(self) -> float:
+        """Counts a failure; returns the seconds to wait before the next try."""
+        self.failures += 1
+        return self.backoff.delay(self.failures, random.random())
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
+def error_reason(error: KubeError) -> str:
+    """The `reason` label of wedsync_reconcile_errors_total: ApiError<status>, or
+    Unreachable when nothing answered."""
+    return f"ApiError{error.status}" if error.status else "Unreachable"
+
+
+def failed(kind: str, error: KubeError, retry: Retry, logger: kopf.Logger) -> datetime:
+    """A reconcile that failed on the API: counted, logged, and retried after the back-off.
+    Returns when to try again."""
+    metrics.RECONCILE_ERRORS.labels(kind, error_reason(error)).inc()
+    delay = retry.failed()
+    logger.warning(f"reconcile failed ({error.describe()}); retrying in {delay:.1f}s "
+                   f"(failure {retry.failures} in a row)")
+    return now() + timedelta(seconds=delay)

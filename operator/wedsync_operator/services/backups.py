@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from pydantic import ValidationError
 
 from wedsync_operator import metrics
+from wedsync_operator.api.base import summary
 from wedsync_operator.api.recovery import BackupRunStatus, RecoveryPlanSpec
 from wedsync_operator.domain import backups as builders
 from wedsync_operator.domain.backups import JobType
@@ -67,10 +68,10 @@ from wedsync_operator.domain.runs import (
     stale_condition,
     stale_since,
 )
+from wedsync_operator.kube import errors
 from wedsync_operator.kube.objects import ObjectClient
 from wedsync_operator.services import health
 from wedsync_operator.services.events import Event
-from wedsync_operator.services.policies import spec_errors
 
 #: Run again at least this often, with no event at all (drift in the config Secret, which is
 #: not watched, is corrected by then).
@@ -119,9 +120,19 @@ class Result:
     status: dict[str, Any]
     wake_at: datetime
     events: list[Event] = field(default_factory=list)
+    #: one line per API write, for the operator's log
+    log: list[str] = field(default_factory=list)
     writes: int = 0
     #: name → resourceVersion of each object this reconcile wrote (to tell echoes from drift)
     written: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A write the API server refused (4xx): trying again changes nothing."""
+
+    invalid: bool  # the object as built from the spec is invalid (else: forbidden)
+    message: str
 
 
 # ================================ the reconcile =============================================
@@ -154,7 +165,7 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
         cronjobs = [with_fingerprint(c) for c in builders.build_cronjobs(
             ref.name, ref.namespace, spec, ref.owner, suspended=suspended)]
     except ValidationError as error:
-        return _invalid(ref, old_status, old_conditions, spec_errors(error), now)
+        return _invalid(ref, old_status, old_conditions, summary(error), now)
     except ValueError as error:
         return _invalid(ref, old_status, old_conditions, f"spec: {error}", now)
 
@@ -170,21 +181,28 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
     current: dict[str, Mapping[str, Any]] = dict(observed.cronjobs)
     if observed.secret is not None:
         current[secret["metadata"]["name"]] = observed.secret
-    await _write(ref, objects, plan_writes(desired, current),
-                 undesired(cronjobs, observed.cronjobs.values(), ref.uid), result)
+    refusals = await _write(ref, objects, plan_writes(desired, current),
+                            undesired(cronjobs, observed.cronjobs.values(), ref.uid), result)
 
     problems = conflicts + await _check_references(spec, ref, objects)
     tracking = await _track(ref, spec, old_status, observed, cronjobs, objects, result, now,
                             freeze)
-    ready = (condition("Ready", False, "MissingReference" if not conflicts else "Conflict",
-                       "; ".join(problems)) if problems else
-             condition("Ready", True, "Reconciled",
-                       f"the pgBackRest configuration Secret and {len(cronjobs)} CronJobs "
-                       "are in place"))
+    if refusals:
+        ready = condition("Ready", False, "WriteRefused",
+                          "; ".join([r.message for r in refusals] + problems))
+    elif problems:
+        ready = condition("Ready", False, "MissingReference" if not conflicts else "Conflict",
+                          "; ".join(problems))
+    else:
+        ready = condition("Ready", True, "Reconciled",
+                          f"the pgBackRest configuration Secret and {len(cronjobs)} CronJobs "
+                          "are in place")
+    invalid = [r.message for r in refusals if r.invalid]
     conditions = [ready, *tracking.conditions,
                   freeze_condition(freeze, suspended & present,
                                    spec.backups.defer_during_freeze),
-                  condition("InvalidSpec", False, "Valid", "the spec is valid")]
+                  condition("InvalidSpec", True, "RefusedByApiServer", "; ".join(invalid))
+                  if invalid else condition("InvalidSpec", False, "Valid", "the spec is valid")]
     if len(spec.regions) > 1:  # a single region is backups only: nothing to fail over to
         conditions += health.conditions_after(regions, old_conditions)
     for cond in conditions:
@@ -255,20 +273,58 @@ async def _observe(ref: PlanRef, objects: ObjectClient, names: Sequence[str]) ->
     return _Observed(secret, ours, foreign, jobs)
 
 
+#: Fields of a CronJob the API server may refuse, and the plan's field they come from.
+_SCHEDULE_FIELDS: dict[JobType, str] = {
+    "full": "spec.backups.full.schedule", "incremental": "spec.backups.incremental.schedule",
+    "long-term": "spec.backups.longTerm.schedule", "verify": "spec.backups.verify.schedule",
+    "expire": "spec.backups.expire.schedule", "restore-drill": "spec.backups.restoreDrill.schedule",
+}
+
+
+def _refusal(write: Write, error: errors.KubeError) -> Refusal:
+    """Says which object was refused, the API server's words, and what in the plan to fix."""
+    fix = ""
+    job_type = (write.obj["metadata"].get("labels") or {}).get(builders.TYPE_LABEL)
+    fields = {c.field for c in error.causes}
+    if "spec.schedule" in fields and job_type in _SCHEDULE_FIELDS:
+        fix = f"; fix {_SCHEDULE_FIELDS[job_type]}"
+    elif "spec.timeZone" in fields:
+        fix = "; fix spec.backups.timeZone"
+    if isinstance(error, errors.ForbiddenError):
+        return Refusal(False, f"the API server refused {write.label} ({error.describe()}): "
+                       "the operator's RBAC lacks a permission; check the chart's roles")
+    return Refusal(True, f"the API server refused {write.label}: {error.describe()}{fix}")
+
+
 async def _write(ref: PlanRef, objects: ObjectClient, writes: Sequence[Write],
-                 deletes: Sequence[Mapping[str, Any]], result: Result) -> None:
+                 deletes: Sequence[Mapping[str, Any]], result: Result) -> list[Refusal]:
+    """Applies and deletes; returns the writes the API server refused (4xx), which become
+    conditions: sending them again would change nothing."""
+    refusals: list[Refusal] = []
+    done: list[Write] = []
     for write in writes:
-        stored = await objects.apply(write.obj)
+        try:
+            stored = await objects.apply(write.obj)
+        except (errors.InvalidError, errors.ForbiddenError) as error:
+            refusals.append(_refusal(write, error))
+            continue
+        done.append(write)
         result.writes += 1
         result.written[write.obj["metadata"]["name"]] = str(
             stored.get("metadata", {}).get("resourceVersion", ""))
+        verb = {"create": "created", "update": "updated to the plan",
+                "drift": "corrected a hand edit"}[write.kind]
+        result.log.append(f"{write.label} {ref.namespace}/{write.obj['metadata']['name']}: "
+                          f"{verb}" + (f" ({write.detail})" if write.detail else ""))
     for obj in deletes:
         meta = obj["metadata"]
         if await objects.delete(obj.get("apiVersion", "batch/v1"), obj.get("kind", "CronJob"),
                                 ref.namespace, meta["name"], uid=meta.get("uid")):
             result.writes += 1
+            result.log.append(f"{obj.get('kind', 'CronJob')} {ref.namespace}/{meta['name']}: "
+                              "deleted, no longer in the plan")
     by_kind: dict[WriteKind, list[str]] = {}
-    for write in writes:
+    for write in done:
         by_kind.setdefault(write.kind, []).append(
             write.label + (f" ({write.detail})" if write.detail else ""))
     if "create" in by_kind:
@@ -283,6 +339,7 @@ async def _write(ref: PlanRef, objects: ObjectClient, writes: Sequence[Write],
     if deletes:
         result.events.append(Event("Normal", "Deleted", "deleted CronJob " + ", ".join(
             o["metadata"]["name"] for o in deletes) + ": no longer in the plan"))
+    return refusals
 
 
 async def _check_references(spec: RecoveryPlanSpec, ref: PlanRef, objects: ObjectClient
@@ -429,6 +486,8 @@ async def _report_failure(ref: PlanRef, objects: ObjectClient, run: JobRun,
     await objects.patch_merge("batch/v1", "Job", ref.namespace, run.name,
                               {"metadata": {"annotations": {REPORTED: "true"}}})
     result.writes += 1
+    result.log.append(f"Job {ref.namespace}/{run.name}: marked {REPORTED} (its failure is "
+                      "reported once)")
     result.events.append(Event("Warning", "BackupFailed",
                                f"{NAMES[run.job_type]} Job {run.name} failed at "
                                f"{iso(run.finished)}: {run.reason}"))
