@@ -284,9 +284,15 @@ def test_time_rules() -> None:
 
 def test_printer_columns_and_names() -> None:
     columns = {c["name"]: c for c in optimization.PRINTER_COLUMNS}
-    assert list(columns) == ["Target", "Multiplier", "Min", "Max", "Frozen", "Next", "Ready",
-                             "Age"]
-    assert columns["Min"]["jsonPath"] == ".status.appliedMinReplicas"
+    assert list(columns) == ["Target", "Mode", "Multiplier", "Desired Min", "Desired Max",
+                             "HPA Min", "HPA Max", "Frozen", "Next", "Ready", "Age"]
+    # the target as written (a name or a selector); what the HPA holds apart from the wish
+    assert columns["Target"]["jsonPath"] == ".status.target"
+    assert columns["HPA Min"]["jsonPath"] == ".status.appliedMinReplicas"
+    assert columns["Desired Min"]["jsonPath"] == ".status.desiredMinReplicas"
+    # no default: an invalid policy shows no Frozen value rather than a false one
+    frozen = structural(OptimizationPolicyStatus)["properties"]["frozen"]
+    assert "default" not in frozen
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     # a `date` column shows the age since then: "<invalid>" for a future instant
     assert columns["Next"]["type"] == "string"

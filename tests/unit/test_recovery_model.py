@@ -271,4 +271,5 @@ def test_printer_columns_read_fields_that_exist() -> None:
             assert key in node, f"{path}: no {key}"
             node = node[key].get("properties", node[key].get("items", {}).get("properties", {}))
     names = [c["name"] for c in recovery.PRINTER_COLUMNS]
-    assert names[:5] == ["Primary", "Last Full", "Last Incr", "Verified Point", "Ready"]
+    assert names == ["Serving", "Primary", "Standbys", "Backups", "Last Full", "Last Incr",
+                     "Verified Point", "Ready", "Age"]

@@ -384,16 +384,22 @@ class OptimizationPolicySpec(ApiModel):
 
 
 class TargetStatus(ApiModel):
-    """What the policy applied to one HPA, and what the HPA had before."""
+    """One HPA the policy holds (or, in DryRun, targets): what it holds now, and what it had
+    before the policy first wrote it."""
 
     name: str = Field(description="The HPA's name.")
-    min_replicas: int | None = Field(default=None, description="minReplicas applied now.")
-    max_replicas: int | None = Field(default=None, description="maxReplicas applied now.")
+    uid: str | None = Field(default=None, description="The HPA's uid (a recreated HPA of the "
+                            "same name is another object, with no recorded originals).")
+    min_replicas: int | None = Field(default=None, description="minReplicas the HPA holds now.")
+    max_replicas: int | None = Field(default=None, description="maxReplicas the HPA holds now.")
     original_min_replicas: int | None = Field(
-        default=None, description="The HPA's minReplicas before the policy; restored on delete."
+        default=None, description="The HPA's minReplicas before the policy first wrote it; "
+        "restored when the policy is deleted or stops targeting it. This record wins over the "
+        "HPA's original-bounds annotation. Absent: the policy does not hold the HPA."
     )
     original_max_replicas: int | None = Field(
-        default=None, description="The HPA's maxReplicas before the policy; restored on delete."
+        default=None, description="The HPA's maxReplicas before the policy first wrote it; "
+        "restored like originalMinReplicas."
     )
 
 
@@ -411,6 +417,10 @@ class OptimizationPolicyStatus(ApiModel):
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status was computed from."
     )
+    target: str | None = Field(
+        default=None, description="The target as `kubectl get` shows it: the HPA's name, or "
+        "the label selector."
+    )
     active_rules: list[str] = Field(
         default_factory=list,
         description="Rules active now, as kind/name, e.g. season/peak-season.",
@@ -425,18 +435,22 @@ class OptimizationPolicyStatus(ApiModel):
         default=None, description="ceil(baseline.maxReplicas * multiplier), capped."
     )
     applied_min_replicas: int | None = Field(
-        default=None, description="minReplicas written (differs from desired while frozen)."
+        default=None, description="minReplicas the (first) HPA holds now: what the policy "
+        "wrote (above desired while a freeze defers a scale-down), or in DryRun what the HPA "
+        "has, whoever wrote it."
     )
     applied_max_replicas: int | None = Field(
-        default=None, description="maxReplicas written (differs from desired while frozen)."
+        default=None, description="maxReplicas the (first) HPA holds now, as appliedMinReplicas."
     )
     targets: list[TargetStatus] = Field(
-        default_factory=list, description="Each HPA the policy drives."
+        default_factory=list, description="Each HPA the policy holds (and in DryRun, each it "
+        "targets)."
     )
     next_transition: NextTransition | None = Field(
         default=None, description="The next change of the outcome, if any within two years."
     )
-    frozen: bool = Field(default=False, description="Whether a freeze is active now.")
+    frozen: bool | None = Field(default=None, description="Whether a freeze is active now "
+                                "(absent while the spec is invalid).")
     frozen_until: datetime | None = Field(
         default=None, description="When the active freezes end (UTC)."
     )
@@ -448,10 +462,16 @@ class OptimizationPolicyStatus(ApiModel):
 #: `kubectl get dbopt` columns. `Next` is a string (RFC 3339): kubectl renders a `date`
 #: column as the age since then, which is "<invalid>" for a time in the future.
 PRINTER_COLUMNS: Final[list[dict[str, str]]] = [
-    {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+    {"name": "Target", "type": "string", "jsonPath": ".status.target",
+     "description": "The HPA's name, or the label selector."},
+    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
     {"name": "Multiplier", "type": "number", "jsonPath": ".status.effectiveMultiplier"},
-    {"name": "Min", "type": "integer", "jsonPath": ".status.appliedMinReplicas"},
-    {"name": "Max", "type": "integer", "jsonPath": ".status.appliedMaxReplicas"},
+    {"name": "Desired Min", "type": "integer", "jsonPath": ".status.desiredMinReplicas",
+     "description": "minReplicas the policy sets (would set, in DryRun)."},
+    {"name": "Desired Max", "type": "integer", "jsonPath": ".status.desiredMaxReplicas"},
+    {"name": "HPA Min", "type": "integer", "jsonPath": ".status.appliedMinReplicas",
+     "description": "minReplicas the HPA holds now."},
+    {"name": "HPA Max", "type": "integer", "jsonPath": ".status.appliedMaxReplicas"},
     {"name": "Frozen", "type": "boolean", "jsonPath": ".status.frozen"},
     {"name": "Next", "type": "string", "jsonPath": ".status.nextTransition.at"},
     {"name": "Ready", "type": "string",

@@ -553,9 +553,20 @@ class RecoveryPlanStatus(ApiModel):
                                         "BackupsHealthy, BackupStale, ... conditions.")
 
 
+#: `kubectl get drplan`: one line says whether the database is protected: the region serving
+#: writes, whether its primary answers, whether the standbys stream, and the backups.
 PRINTER_COLUMNS: list[dict[str, str]] = [
-    {"name": "Primary", "type": "string", "jsonPath": ".status.currentPrimary",
+    {"name": "Serving", "type": "string", "jsonPath": ".status.currentPrimary",
      "description": "Region currently serving writes."},
+    {"name": "Primary", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"PrimaryHealthy\")].status",
+     "description": "Whether the serving region's database answers (PrimaryHealthy)."},
+    {"name": "Standbys", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"StandbysReady\")].status",
+     "description": "Whether every standby streams within the lag limit (StandbysReady)."},
+    {"name": "Backups", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"BackupsHealthy\")].status",
+     "description": "Whether the last run of every backup job succeeded (BackupsHealthy)."},
     {"name": "Last Full", "type": "date", "jsonPath": ".status.backups.full.lastSuccess",
      "description": "Last successful full backup."},
     {"name": "Last Incr", "type": "date", "jsonPath": ".status.backups.incremental.lastSuccess",
@@ -563,7 +574,7 @@ PRINTER_COLUMNS: list[dict[str, str]] = [
     {"name": "Verified Point", "type": "date", "jsonPath": ".status.verifiedRestorablePoint",
      "description": "Latest point a restore drill proved restorable."},
     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")]"
-     ".status", "description": "Whether the plan is fully in force."},
+     ".status", "description": "Whether the backups' objects are in place."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
      "description": "Age of the plan."},
 ]
