@@ -27,8 +27,9 @@ crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and mani
 run: venv controlplane ## run the operator on a local control plane with the samples
 	$(PY) -m wedsync_testbed.run
 
-lint: venv ## ruff
+lint: venv ## ruff, and the import contract (.importlinter: layers import downwards only)
 	$(VENV)/bin/ruff check operator tools/testbed tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: venv ## mypy --strict on the package, the testbed, the tests and the benchmarks
 	$(VENV)/bin/mypy operator/wedsync_operator tools/testbed/wedsync_testbed tests bench
@@ -47,6 +48,6 @@ bench: venv controlplane ## benchmarks (1,000 policies; failover RTO); figures g
 	$(PY) bench/failover.py
 
 clean: ## remove the virtualenv and caches (not the control plane build cache)
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 
 .PHONY: help venv controlplane crds run lint typecheck test-unit test-integration test bench clean
