@@ -101,3 +101,27 @@ def test_unusable_settings_are_refused() -> None:
         Backoff(first=0)
     with pytest.raises(ValueError, match="failures counts from 1"):
         RECONCILE.delay(0, 0.5)
+
+
+def test_a_refused_request_is_said_on_the_object_and_the_rest_kept() -> None:
+    from datetime import UTC, datetime
+
+    from wedsync_operator.domain.conditions import refused_status
+    from wedsync_operator.handlers.common import refused
+
+    old = {"target": "pool", "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Applied", "message": "m",
+         "lastTransitionTime": "2026-06-01T00:00:00Z"},
+        {"type": "Frozen", "status": "False", "reason": "NoFreeze", "message": "n"}]}
+    status = refused_status(old, True, "policies is forbidden", datetime(2026, 6, 2, tzinfo=UTC),
+                            3)
+    assert status["target"] == "pool"
+    ready, frozen = status["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "Forbidden")
+    assert ready["message"] == ("the API server refused a request (policies is forbidden): the "
+                                "operator's RBAC lacks a permission; check the chart's roles")
+    assert frozen == old["conditions"][1]
+    assert refused(errors.ForbiddenError(403, "Forbidden", "no"))
+    assert refused(errors.InvalidError(422, "Invalid", "no"))
+    assert not refused(errors.ServerError(503, "Unavailable", "later"))
+    assert not refused(errors.ConflictError(409, "Conflict", "again"))

@@ -32,3 +32,17 @@ def was(old: Sequence[Mapping[str, Any]], kind: str, message: str,
     """Whether the old conditions already say this (so its Event was posted already)."""
     return any(c.get("type") == kind and c.get("message") == message
                and (status is None or c.get("status") == status) for c in old)
+
+
+def refused_status(old_status: Mapping[str, Any], forbidden: bool, words: str, now: datetime,
+                   generation: int | None) -> dict[str, Any]:
+    """The status after a request the API server refused (403, or another 4xx): Ready=False
+    with its words, everything else as it was."""
+    old_conditions = list(old_status.get("conditions") or [])
+    reason = "Forbidden" if forbidden else "ApiRefused"
+    hint = ": the operator's RBAC lacks a permission; check the chart's roles" if forbidden \
+        else ""
+    ready = condition("Ready", False, reason, f"the API server refused a request ({words}){hint}")
+    kept = [c for c in old_conditions if c.get("type") != "Ready"]
+    return {**old_status,
+            "conditions": merge_conditions(old_conditions, [ready], now, generation) + kept}

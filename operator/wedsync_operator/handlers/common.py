@@ -10,12 +10,16 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import kopf
 
 from wedsync_operator import metrics
+from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.domain.backoff import RECONCILE, Backoff
-from wedsync_operator.kube.errors import KubeError
+from wedsync_operator.domain.conditions import refused_status
+from wedsync_operator.kube.errors import ConflictError, ForbiddenError, KubeError, TransientError
+from wedsync_operator.kube.status import patch_status
 from wedsync_operator.services.events import Event
 
 
@@ -77,6 +81,24 @@ def error_reason(error: KubeError) -> str:
     """The `reason` label of wedsync_reconcile_errors_total: ApiError<status>, or
     Unreachable when nothing answered."""
     return f"ApiError{error.status}" if error.status else "Unreachable"
+
+
+async def say_refused(api: Any, plural: str, namespace: str, name: str, body: kopf.Body,
+                      error: KubeError) -> None:
+    """Best effort, for a request the API server refused (403, another 4xx): Ready=False on
+    the object with the server's words. When even that write fails, the log line and the
+    back-off of `failed` remain."""
+    status = refused_status(dict(body.status), isinstance(error, ForbiddenError),
+                            error.describe(), now(), body.metadata.get("generation"))
+    with contextlib.suppress(KubeError):
+        await patch_status(api, GROUP, VERSION, plural, namespace, name, dict(body.status),
+                           status)
+
+
+def refused(error: KubeError) -> bool:
+    """Whether the API server refused the request for good (as sent): not worth a quick retry
+    but worth a condition."""
+    return not isinstance(error, TransientError | ConflictError)
 
 
 def failed(kind: str, error: KubeError, retry: Retry, logger: kopf.Logger) -> datetime:

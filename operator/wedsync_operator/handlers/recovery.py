@@ -150,6 +150,8 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
                     runtime.expected = _without_nulls(result.status)
                     result.log.append(f"status: {', '.join(sorted(changed or {}))}")
             except errors.KubeError as error:
+                if common.refused(error):
+                    await common.say_refused(memo.api, PLURAL, namespace, name, body, error)
                 return common.failed(KIND, error, runtime.retry, logger)
             runtime.retry.succeeded()
         common.report(body, result.events, result.log, logger)
