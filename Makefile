@@ -43,9 +43,10 @@ test-integration: venv controlplane ## integration tests (real control plane, Po
 test: lint typecheck controlplane ## ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-bench: venv controlplane ## benchmarks (1,000 policies; failover RTO); figures go to bench/results/
+bench: venv controlplane ## benchmarks (1,000 policies; failover RTO; pgBackRest); figures go to bench/results/
 	$(PY) bench/policies.py
 	$(PY) bench/failover.py
+	$(PY) -m bench.pgbackrest
 
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
