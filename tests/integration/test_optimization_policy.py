@@ -422,10 +422,19 @@ def test_a_stale_claim_of_a_policy_that_no_longer_exists_is_taken_over(
 ) -> None:
     """An HPA left claimed by a policy that is gone (forced deletion, an older operator)
     would once give every later policy a Conflict naming a policy that does not exist."""
-    docs = workload("orphan", 12, 24)
-    docs[1]["metadata"]["annotations"] = {CLAIM: "gone", ORIGINAL: "2/10"}
-    docs[1]["metadata"]["labels"][CLAIM] = "gone"
-    apply(cluster, namespace, *docs)
+    deployment, hpa = workload("orphan", 2, 10)
+    apply(cluster, namespace, deployment)
+    # the HPA as a team applies it, then the claim as the operator leaves it (its own field
+    # manager); server-side both, so kubectl moves no client-side fields between managers
+    cluster.kubectl("apply", "--server-side", "--field-manager=team", "-n", namespace,
+                    "-f", "-", input=json.dumps(hpa))
+    left = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "orphan", "labels": {CLAIM: "gone"},
+                         "annotations": {CLAIM: "gone", ORIGINAL: "2/10"}},
+            "spec": {"minReplicas": 12, "maxReplicas": 24}}
+    cluster.kubectl("apply", "--server-side", "--field-manager=wedsync-operator",
+                    "--force-conflicts", "-n", namespace, "-f", "-", input=json.dumps(left))
+    assert hpa_bounds(cluster, namespace, "orphan") == (12, 24)
     apply(cluster, namespace, policy("heir", "orphan", weekly=[always(2)]))
     wait_for(lambda: hpa_bounds(cluster, namespace, "orphan") == (6, 12), 30,
              "the stale claim to be taken over")
