@@ -154,14 +154,18 @@ async def release(ref: PolicyRef, raw_spec: Mapping[str, Any], status: Mapping[s
     records = _records(status)
     candidates = {h.name: h for h in await hpas.list(ref.namespace,
                                                      f"{CLAIM_LABEL}={claim_label(ref.name)}")}
-    target = raw_spec.get("target") or {}
+    target = raw_spec.get("target")
+    target = target if isinstance(target, Mapping) else {}
     names = set(records) | ({str(target["name"])} if target.get("name") else set())
     for name in sorted(names - set(candidates)):
         got = await hpas.get(ref.namespace, name)
         if got is not None:
             candidates[name] = got
-    if target.get("selector"):
-        for hpa in await _read_targets(ref.namespace, target, hpas):
+    selector = None
+    with contextlib.suppress(KeyError, TypeError, AttributeError):  # a malformed spec
+        selector = label_selector(target["selector"]) if target.get("selector") else None
+    if selector:
+        for hpa in await hpas.list(ref.namespace, selector):
             candidates.setdefault(hpa.name, hpa)
     for hpa in sorted(candidates.values(), key=lambda h: h.name):
         found = decide_release(ref.name, hpa, _record(records, hpa), "the policy was deleted")
