@@ -1,8 +1,9 @@
 """DatabaseOptimizationPolicy handlers.
 
 One daemon per policy sleeps until the policy's next calendar boundary (or its resync), and is
-woken early when the policy's spec changes or an HPA it targets changes. The decisions live in
-`services.policies`; this module only schedules, writes the status and posts events.
+woken early when the policy's spec changes or an HPA it targets or holds changes. The decisions
+live in `services.policies`; this module only schedules, writes the status, posts events, logs
+the writes and restores the HPAs when the policy is deleted.
 """
 
 from __future__ import annotations
