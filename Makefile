@@ -27,8 +27,9 @@ crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and mani
 run: venv controlplane ## run the operator on a local control plane with the samples
 	$(PY) -m wedsync_testbed.run
 
-lint: venv ## ruff
+lint: venv ## ruff, and the import contract (.importlinter: layers import downwards only)
 	$(VENV)/bin/ruff check operator tools/testbed tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: venv ## mypy --strict on the package, the testbed, the tests and the benchmarks
 	$(VENV)/bin/mypy operator/wedsync_operator tools/testbed/wedsync_testbed tests bench
@@ -42,11 +43,12 @@ test-integration: venv controlplane ## integration tests (real control plane, Po
 test: lint typecheck controlplane ## ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-bench: venv controlplane ## benchmarks (1,000 policies; failover RTO); figures go to bench/results/
+bench: venv controlplane ## benchmarks (1,000 policies; failover RTO; pgBackRest); figures go to bench/results/
 	$(PY) bench/policies.py
 	$(PY) bench/failover.py
+	$(PY) -m bench.pgbackrest
 
 clean: ## remove the virtualenv and caches (not the control plane build cache)
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 
 .PHONY: help venv controlplane crds run lint typecheck test-unit test-integration test bench clean

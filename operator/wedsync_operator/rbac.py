@@ -100,10 +100,11 @@ RULES: tuple[Rule, ...] = (
     ),
     # ---- DatabaseOptimizationPolicy ----------------------------------------------------
     Rule(
-        GROUP, (POLICIES,), ("list", "watch", "patch"),
+        GROUP, (POLICIES,), ("get", "list", "watch", "patch"),
         "wedsync_operator.handlers.optimization",
         "kopf watches the policies (daemon, on.event, on.delete) and patches its finalizer "
-        "and progress annotations onto them",
+        "and progress annotations onto them; get: whether the policy an HPA's claim names "
+        "still exists (a stale claim is taken over)",
     ),
     Rule(
         GROUP, (f"{POLICIES}/status",), ("patch",), "wedsync_operator.kube.status",

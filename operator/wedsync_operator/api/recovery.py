@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from wedsync_operator.api import cron
 from wedsync_operator.api.base import ApiModel, Condition, validations
-from wedsync_operator.domain import cron
+
+# Freeze is re-exported: the failover code and its tests import it from here
+from wedsync_operator.api.times import Freeze as Freeze
+from wedsync_operator.api.times import TimeZone
 
 KIND = "DisasterRecoveryPlan"
 PLURAL = "disasterrecoveryplans"
@@ -32,19 +35,10 @@ _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
-_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-
-#: The five-field shape as a CEL (RE2) regex: spaces only and no backslashes, which CEL
-#: string literals would read as escapes. Ranges are checked by `domain.cron`.
-_CRON_FIELD = "([*?]|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
-_CRON_LIST = f"{_CRON_FIELD}(,{_CRON_FIELD})*"
-CRON_CEL_REGEX = "^ *" + " +".join([_CRON_LIST] * 5) + " *$"
-_CRON_MESSAGE = ("schedule must be five cron fields separated by spaces: "
-                 "'minute hour day-of-month month day-of-week', e.g. '0 2 * * *'")
 
 
 def _schedule_rule(field: str = "schedule") -> tuple[str, str]:
-    return (f"self.{field}.matches('{CRON_CEL_REGEX}')", _CRON_MESSAGE)
+    return (f"self.{field}.matches('{cron.CEL_REGEX}')", cron.CEL_MESSAGE)
 
 
 def _check_schedule(value: str) -> str:
@@ -54,7 +48,7 @@ def _check_schedule(value: str) -> str:
         raise ValueError(str(error)) from None
 
 
-#: A five-field cron schedule, checked field by field (ranges, names, steps).
+#: A cron schedule as the CronJob controller reads it (`api.cron`): checked field by field.
 CronSchedule = Annotated[str, Field(max_length=100),
                          AfterValidator(_check_schedule)]
 
@@ -341,50 +335,6 @@ class RestoreDrill(ApiModel):
         description="Repository to restore from; absent means the first regular repository.")
 
 
-Weekday = Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-_FREEZE_WHEN = ("has(self.days) != has(self.date)",
-                "freeze: set exactly one of days (weekly) or date (one day)")
-_FREEZE_TIMES = ("has(self.start) == has(self.end)",
-                 "freeze: set both start and end, or neither for the whole day")
-
-
-class Freeze(ApiModel):
-    """A freeze window (e.g. wedding days) in backups.timeZone: heavy jobs wait it out."""
-
-    model_config = _config(_FREEZE_WHEN, _FREEZE_TIMES)
-
-    name: str = Field(max_length=63, description="Name shown in conditions and events.")
-    days: list[Weekday] | None = Field(default=None, min_length=1, max_length=7,
-                                       description="Weekdays the freeze repeats on.")
-    date: str | None = Field(
-        default=None, max_length=10, pattern=r"^([0-9]{4}-)?[0-9]{2}-[0-9]{2}$",
-        description="`YYYY-MM-DD` for one day, or `MM-DD` for the same day every year.")
-    start: str | None = Field(default=None, max_length=5, pattern=_CLOCK,
-                              description="Local start time `HH:MM`; absent = all day.")
-    end: str | None = Field(
-        default=None, max_length=5, pattern=_CLOCK,
-        description="Local end time `HH:MM`; at or before start means it ends the next day.")
-
-    @field_validator("date")
-    @classmethod
-    def _real_date(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        text = value if len(value) == 10 else f"2000-{value}"  # a leap year allows 02-29
-        try:
-            datetime.strptime(text, "%Y-%m-%d")
-        except ValueError:
-            raise ValueError(f"freeze date {value!r} is not a calendar date: use YYYY-MM-DD "
-                             "or MM-DD") from None
-        return value
-
-    @model_validator(mode="after")
-    def _shape(self) -> Self:
-        _check((self.days is not None) != (self.date is not None), _FREEZE_WHEN)
-        _check((self.start is not None) == (self.end is not None), _FREEZE_TIMES)
-        return self
-
-
 class ResourceList(ApiModel):
     """CPU and memory quantities."""
 
@@ -450,24 +400,15 @@ class BackupsSpec(ApiModel):
         description="Suspend heavy jobs (full, long-term, verify, restore drill) while a "
         "freeze is active; WAL archiving and incremental backups go on.")
     freezes: list[Freeze] = Field(default_factory=list, max_length=32,
-                                  description="Freeze windows (e.g. wedding days).")
-    time_zone: str = Field(default="UTC", max_length=64,
-                           description="IANA time zone of the schedules and freezes, e.g. "
-                           "`Europe/London`.")
+                                  description="Freeze windows (e.g. wedding days), the same "
+                                  "as a DatabaseOptimizationPolicy's.")
+    time_zone: TimeZone = Field(default="UTC",
+                                description="IANA time zone of the schedules and freezes, e.g. "
+                                "`Europe/London`.")
     image: str = Field(default="ghcr.io/wedsync/wedsync-backup:0.1.0", max_length=512,
                        description="Image of the backup jobs (pgBackRest, psql, pg_ctl).")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements,
                                             description="Resources of the backup jobs.")
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as "
-                             "`Europe/London` or `UTC`") from None
-        return value
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -677,9 +618,20 @@ class RecoveryPlanStatus(ApiModel):
                                         "BackupsHealthy, BackupStale, ... conditions.")
 
 
+#: `kubectl get drplan`: one line says whether the database is protected: the region serving
+#: writes, whether its primary answers, whether the standbys stream, and the backups.
 PRINTER_COLUMNS: list[dict[str, str]] = [
-    {"name": "Primary", "type": "string", "jsonPath": ".status.currentPrimary",
+    {"name": "Serving", "type": "string", "jsonPath": ".status.currentPrimary",
      "description": "Region currently serving writes."},
+    {"name": "Primary", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"PrimaryHealthy\")].status",
+     "description": "Whether the serving region's database answers (PrimaryHealthy)."},
+    {"name": "Standbys", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"StandbysReady\")].status",
+     "description": "Whether every standby streams within the lag limit (StandbysReady)."},
+    {"name": "Backups", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"BackupsHealthy\")].status",
+     "description": "Whether the last run of every backup job succeeded (BackupsHealthy)."},
     {"name": "Last Full", "type": "date", "jsonPath": ".status.backups.full.lastSuccess",
      "description": "Last successful full backup."},
     {"name": "Last Incr", "type": "date", "jsonPath": ".status.backups.incremental.lastSuccess",
@@ -687,7 +639,7 @@ PRINTER_COLUMNS: list[dict[str, str]] = [
     {"name": "Verified Point", "type": "date", "jsonPath": ".status.verifiedRestorablePoint",
      "description": "Latest point a restore drill proved restorable."},
     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")]"
-     ".status", "description": "Whether the plan is fully in force."},
+     ".status", "description": "Whether the backups' objects are in place."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
      "description": "Age of the plan."},
 ]
