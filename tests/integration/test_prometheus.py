@@ -354,6 +354,10 @@ def test_every_dashboard_panel_shows_data_after_the_sample_ran(monitored: Monito
         "max_over_time(wedsync_policy_transition_lag_seconds_count[1h]) > 0"), TIMEOUT,
         "the policy's boundary to be crossed and scraped", interval=1)
 
+    # and the operator restarted since (an upgrade): what it exports is rebuilt from the
+    # objects, not only from what it wrote before
+    monitored.restart_operator()
+
     targets = [(panel["title"], target) for panel in board["panels"]
                for target in panel.get("targets", ())]
     assert len({title for title, _ in targets}) == \

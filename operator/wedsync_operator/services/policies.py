@@ -116,6 +116,7 @@ async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Map
         done.append(plan)
         if plan.outcome is Outcome.UNCHANGED:
             ledger[plan.hpa.name] = (plan.bounds.min_replicas, plan.bounds.max_replicas)
+            _export_bounds(plan)  # already held: after an operator restart, too
 
     conditions = _conditions(ref, spec, evaluation, done, missing, dry_run)
     # Problems and DryRun findings are posted once, when they first appear or change.
@@ -177,10 +178,7 @@ async def _apply(ref: PolicyRef, evaluation: Evaluation, plan: TargetPlan, hpas:
         try:
             await hpas.apply(plan.hpa, plan.bounds.min_replicas, plan.bounds.max_replicas,
                              plan.claim(ref.name))
-            metrics.HPA_MIN.labels(plan.hpa.namespace, plan.hpa.name).set(
-                plan.bounds.min_replicas)
-            metrics.HPA_MAX.labels(plan.hpa.namespace, plan.hpa.name).set(
-                plan.bounds.max_replicas)
+            _export_bounds(plan)
             return plan
         except ApiException as error:
             ledger.pop(plan.hpa.name, None)
@@ -193,6 +191,11 @@ async def _apply(ref: PolicyRef, evaluation: Evaluation, plan: TargetPlan, hpas:
             if plan.outcome is not Outcome.APPLY:
                 return plan
     raise RuntimeError(f"HPA {plan.hpa.name} kept changing while being written")
+
+
+def _export_bounds(plan: TargetPlan) -> None:
+    metrics.HPA_MIN.labels(plan.hpa.namespace, plan.hpa.name).set(plan.bounds.min_replicas)
+    metrics.HPA_MAX.labels(plan.hpa.namespace, plan.hpa.name).set(plan.bounds.max_replicas)
 
 
 def _why(evaluation: Evaluation) -> str:
