@@ -20,6 +20,9 @@ venv: $(VENV)/.installed ## create the virtualenv with the operator and its dev 
 controlplane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm (cached)
 	tools/controlplane/build.sh
 
+prometheus: ## build prometheus and promtool for the alert tests (cached)
+	tools/prometheus/build.sh
+
 crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and manifests/install.yaml
 	$(PY) -m wedsync_operator crds --write
 	tools/render_manifests.sh
@@ -37,10 +40,10 @@ typecheck: venv ## mypy --strict on the package, the testbed, the tests and the 
 test-unit: venv ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv controlplane ## integration tests (real control plane, PostgreSQL, pgBackRest)
+test-integration: venv controlplane prometheus ## integration tests (real control plane, PostgreSQL, pgBackRest, Prometheus)
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-test: lint typecheck controlplane ## ruff, mypy --strict, then every test tier
+test: lint typecheck controlplane prometheus ## ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 bench: venv controlplane ## benchmarks (1,000 policies; failover RTO; pgBackRest); figures go to bench/results/
@@ -51,4 +54,4 @@ bench: venv controlplane ## benchmarks (1,000 policies; failover RTO; pgBackRest
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 
-.PHONY: help venv controlplane crds run lint typecheck test-unit test-integration test bench clean
+.PHONY: help venv controlplane prometheus crds run lint typecheck test-unit test-integration test bench clean

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -29,10 +32,40 @@ WATCH_EVENT_AGE = Gauge(
 )
 
 
-def serve(port: int, version: str) -> None:
-    """Starts the metrics HTTP server in a background thread (prometheus_client's own)."""
+def serve(port: int, version: str, acting_within: float) -> None:
+    """Starts the metrics HTTP server in a background thread (prometheus_client's own),
+    serving `REGISTRY` as `_WhileActing` filters it."""
     OPERATOR_INFO.labels(version=version).set(1)
-    start_http_server(port, addr="0.0.0.0", registry=REGISTRY)
+    served = CollectorRegistry(auto_describe=False)
+    served.register(_WhileActing(acting_within))
+    start_http_server(port, addr="0.0.0.0", registry=served)
+
+
+class _WhileActing(Collector):
+    """The registry, less the gauges that describe objects (those with a `namespace` label)
+    while this replica does not act.
+
+    A replica that kopf's peering pauses (a replica with a higher priority came back) stops
+    its watches and daemons, so nothing updates those gauges any more: served as they are,
+    they would report a plan stale, a lag or a failover phase as of the moment it stopped
+    acting, for as long as it lives, and the alerts' `max by` would take them for the truth.
+    The heartbeat Lease tells: it comes back through the watch at every renewal (30 s) on the
+    replica that acts, and never on one that is paused. Counters and histograms (what this
+    process did) and the operator-level gauges are always served."""
+
+    def __init__(self, acting_within: float) -> None:
+        self.acting_within = acting_within
+
+    def acting(self) -> bool:
+        seen = next(iter(WATCH_EVENT_AGE.collect())).samples[0].value
+        return time.time() - seen <= self.acting_within
+
+    def collect(self) -> Iterator[Metric]:
+        acting = self.acting()
+        for family in REGISTRY.collect():
+            if acting or family.type != "gauge" or not any(
+                    "namespace" in sample.labels for sample in family.samples):
+                yield family
 
 # ---- DatabaseOptimizationPolicy ------------------------------------------------------------
 POLICY_MULTIPLIER = Gauge(

@@ -40,7 +40,7 @@ async def test_events_name_the_operator_as_their_source(pod_name: str | None,
     settings = kopf.OperatorSettings()
     memo = kopf.Memo()
     monkeypatch.setattr(lifecycle, "local_api_client", _no_client)
-    monkeypatch.setattr("wedsync_operator.metrics.serve", lambda port, version: None)
+    monkeypatch.setattr("wedsync_operator.metrics.serve", lambda *_: None)
     monkeypatch.setattr("wedsync_operator.kube.heartbeat.renew_forever", _idle)
     startup: Any = lifecycle.startup  # kopf's decorator types it as a kopf callback
     await startup(settings=settings, memo=memo)

@@ -47,7 +47,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.heartbeat = heartbeat.Heartbeat()
     memo.heartbeat_task = asyncio.create_task(heartbeat.renew_forever(
         memo.api, runtime.heartbeat_namespace, runtime.heartbeat_seconds))
-    metrics.serve(runtime.metrics_port, __version__)
+    # a replica whose heartbeat has not come back within the liveness limit does not act
+    # (kopf's peering paused it): it serves no gauges of objects
+    metrics.serve(runtime.metrics_port, __version__, runtime.watch_silence_seconds)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):

@@ -122,6 +122,7 @@ async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Map
         done.append(plan)
         if plan.outcome is Outcome.UNCHANGED:
             ledger[plan.hpa.name] = (plan.bounds.min_replicas, plan.bounds.max_replicas)
+            _export_bounds(plan)  # already held: after an operator restart, too
     kept: list[Release] = []
     for release in releases:
         if not await _release(ref, release, hpas, ledger, result):
@@ -265,8 +266,7 @@ async def _apply(ref: PolicyRef, evaluation: Evaluation, plan: TargetPlan, hpas:
         result.writes += 1
         result.written_at = result.written_at or clock()
         metrics.TRANSITIONS.labels(ref.namespace, ref.name).inc()
-        metrics.HPA_MIN.labels(plan.hpa.namespace, plan.hpa.name).set(plan.bounds.min_replicas)
-        metrics.HPA_MAX.labels(plan.hpa.namespace, plan.hpa.name).set(plan.bounds.max_replicas)
+        _export_bounds(plan)
         result.events.append(Event("Normal", "Scaled", plan.message + _why(evaluation)))
         result.log.append(f"HPA {ref.namespace}/{plan.hpa.name}: {plan.message}"
                           f"{_why(evaluation)}")
@@ -301,6 +301,11 @@ async def _write_release(ref: PolicyRef, release: Release, hpas: HpaClient,
     metrics.HPA_MAX.labels(hpa.namespace, hpa.name).set(bounds.max_replicas)
     result.events.append(Event("Normal", "Restored", release.message))
     result.log.append(f"HPA {ref.namespace}/{hpa.name}: {release.message}")
+
+
+def _export_bounds(plan: TargetPlan) -> None:
+    metrics.HPA_MIN.labels(plan.hpa.namespace, plan.hpa.name).set(plan.bounds.min_replicas)
+    metrics.HPA_MAX.labels(plan.hpa.namespace, plan.hpa.name).set(plan.bounds.max_replicas)
 
 
 def _why(evaluation: Evaluation) -> str:
