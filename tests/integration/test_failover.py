@@ -728,6 +728,10 @@ def test_a_standby_without_a_wal_receiver_is_not_reported_streaming(
     wait_condition(bed, "StandbysReady", "True", "Streaming")
     replay(bed.standby, "pause")
     bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(1, 200000) g")
+    written = bed.primary.execute("SELECT pg_current_wal_flush_lsn()")
+    wait_for(lambda: bed.standby.execute(
+        f"SELECT pg_last_wal_receive_lsn() >= '{written}'::pg_lsn") == "t",
+        30, "west to receive the rows it does not replay")
     bed.primary.kill()
     cond = wait_condition(bed, "StandbysReady", "False", "NotStreaming")
     assert "west does not stream" in cond["message"]

@@ -160,6 +160,17 @@ def test_a_standby_without_a_wal_receiver_is_not_streaming() -> None:
     assert "lastSeenLsn" not in status_fields(before, {})["lineage"]
 
 
+def test_a_standby_lags_at_least_the_wal_it_received_and_did_not_replay() -> None:
+    """The primary died before a probe saw its last position: what the standby received and
+    has not replayed is still lag, not zero."""
+    before = pair()
+    down = Answer("east", True, "Down", "127.0.0.1:5432: connection refused")
+    paused = server(True, PRIMARY_AT, received=PRIMARY_AT + 12 * 1024 * 1024)
+    after = judge([down, answer("west", False, paused)], MAX_LAG, before.known,
+                  {"east", "west"})
+    assert after.standbys[0].lag_bytes == 12 * 1024 * 1024
+
+
 def test_the_remembered_lineage_survives_a_restart_through_the_status() -> None:
     history = (Switch(1, 0x5000000),)
     primary = server(False, PRIMARY_AT, timeline=2, known=Lineage(2, history))

@@ -277,12 +277,12 @@ def _health(answer: Answer, lineage: Lineage | None, reference: int | None,
     if not server.in_recovery:
         return RegionHealth(name, False, "Up", f"is Diverged: {verdict.reason}", False,
                             verdict=verdict, server=server, fenced=fenced)
-    # a standby that replays must not lag what it received: measured against the primary's
-    # position (now, or the last seen), else the WAL it received and has not replayed yet
+    # a standby is behind the primary's position (now, or the last seen) and at least by the
+    # WAL it received and has not replayed yet, whichever is more
     position = server.lsn
-    behind = lag(reference, position)
-    if behind is None:
-        behind = lag(server.received_lsn, position)
+    known_lags = [b for b in (lag(reference, position), lag(server.received_lsn, position))
+                  if b is not None]
+    behind = max(known_lags) if known_lags else None
     return RegionHealth(name, False, "Up", verdict.reason, True, behind,
                         answer.seen.replay_age_seconds if verdict.state == "Streaming" else
                         None, verdict, server, fenced)
