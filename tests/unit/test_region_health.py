@@ -3,6 +3,7 @@ reads once a failover has moved the primary: pure, no cluster, no database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from wedsync_operator.api.recovery import RecoveryPlanSpec
@@ -165,7 +166,7 @@ def test_a_standby_lags_at_least_the_wal_it_received_and_did_not_replay() -> Non
     has not replayed is still lag, not zero."""
     before = pair()
     down = Answer("east", True, "Down", "127.0.0.1:5432: connection refused")
-    paused = server(True, PRIMARY_AT, received=PRIMARY_AT + 12 * 1024 * 1024)
+    paused = replace(server(True, PRIMARY_AT), received_lsn=PRIMARY_AT + 12 * 1024 * 1024)
     after = judge([down, answer("west", False, paused)], MAX_LAG, before.known,
                   {"east", "west"})
     assert after.standbys[0].lag_bytes == 12 * 1024 * 1024
