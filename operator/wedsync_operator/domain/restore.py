@@ -29,12 +29,18 @@ import math
 import posixpath
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from wedsync_operator.api.recovery import CloneTemplate, RecoveryPlanSpec, Repository
-from wedsync_operator.api.restore import RestoreSpec, RestoreTarget
+from wedsync_operator.api.restore import (
+    Phase,
+    RestoreSpec,
+    RestoreStatus,
+    RestoreStep,
+    RestoreTarget,
+)
 from wedsync_operator.domain import backups as builders
 from wedsync_operator.domain import pgbackrest as pb
 from wedsync_operator.domain.datajobs import DataVolume
@@ -428,7 +434,8 @@ def restore_script(
     """A POSIX shell script that restores `backup_set` from repository `repo` into the plan's
     data directory (``spec.database.dataDirectory``) and recovers to `target`.
 
-    `mode` ``clone``: the data directory must be empty; the clone never archives. ``in-place``:
+    `mode` ``clone``: the data directory is the clone's own (emptied first); the clone never
+    archives. ``in-place``:
     the directory holds the fenced primary's data (its server stopped: the workload is scaled
     to zero), restored over with ``--delta``; the new timeline is archived into every
     repository. Either way PostgreSQL runs inside the Job on a socket in `run_dir` only.
@@ -510,6 +517,8 @@ def restore_script(
     ]
     if mode == "in-place":
         lines.append('rm -f "$PGDATA/postmaster.pid"')
+    else:  # the clone's own volume: a restore started again begins from an empty directory
+        lines.append('find "$PGDATA" -mindepth 1 -delete')
     lines += [
         shlex.join(restore),
         "restored=$(now)",
@@ -761,18 +770,9 @@ def build_clone_service(restore: str, namespace: str, spec: RecoveryPlanSpec,
     }
 
 
-# ---- steps ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Transition:
-    """A change of phase, for the state machine in the status."""
-
-    phase: str
-    message: str
-    facts: dict[str, Any] = field(default_factory=dict)
-
-
+# ---- the run's state machine ---------------------------------------------------------------------
 #: the phase after each working phase, per mode
-NEXT_PHASE: dict[tuple[str, str], str] = {
+NEXT_PHASE: dict[tuple[str, str], Phase] = {
     ("Clone", "Checking"): "Restoring",
     ("InPlace", "Checking"): "Fencing",
     ("InPlace", "Fencing"): "Restoring",
@@ -783,5 +783,98 @@ NEXT_PHASE: dict[tuple[str, str], str] = {
     ("InPlace", "Verifying"): "Succeeded",
 }
 #: the step each working phase records in status.steps
-STEP_OF_PHASE = {"Checking": "Check", "Fencing": "Fence", "Restoring": "Restore",
-                 "Starting": "Start", "Verifying": "Verify"}
+STEP_OF_PHASE: dict[str, str] = {"Checking": "Check", "Fencing": "Fence",
+                                 "Restoring": "Restore", "Starting": "Start",
+                                 "Verifying": "Verify"}
+
+
+def _close_step(steps: Sequence[RestoreStep], now: datetime, outcome: Literal[
+        "Succeeded", "Failed"], message: str | None) -> list[RestoreStep]:
+    out = list(steps)
+    if out and out[-1].outcome == "Running":
+        update: dict[str, Any] = {"outcome": outcome, "finished_at": now}
+        if message is not None:
+            update["message"] = message[:4096]
+        out[-1] = out[-1].model_copy(update=update)
+    return out
+
+
+def enter(status: RestoreStatus, phase: Phase, now: datetime, message: str,
+          **facts: Any) -> RestoreStatus:
+    """The run moves to `phase`: the running step ends (Succeeded, keeping its message), the
+    new phase's step starts; `facts` are other status fields to set."""
+    steps = _close_step(status.steps, now, "Succeeded", None)
+    step = STEP_OF_PHASE.get(phase)
+    if step is not None:
+        steps.append(RestoreStep(name=step, started_at=now, message=message[:4096]))
+    update: dict[str, Any] = {"phase": phase, "steps": steps, "message": message[:4096],
+                              "job": None, **facts}
+    if phase == "Succeeded":
+        update["finished_at"] = now
+        if status.started_at is not None:
+            update["duration_seconds"] = round((now - status.started_at).total_seconds(), 3)
+    return status.model_copy(update=update)
+
+
+def note(status: RestoreStatus, message: str, **facts: Any) -> RestoreStatus:
+    """The run stays where it is; its step and the status say what it waits for."""
+    steps = list(status.steps)
+    if steps and steps[-1].outcome == "Running":
+        steps[-1] = steps[-1].model_copy(update={"message": message[:4096]})
+    return status.model_copy(update={"message": message[:4096], "steps": steps, **facts})
+
+
+def fail(status: RestoreStatus, now: datetime, message: str, **facts: Any) -> RestoreStatus:
+    """The run ends Failed; the running step says why."""
+    update: dict[str, Any] = {
+        "phase": "Failed", "steps": _close_step(status.steps, now, "Failed", message),
+        "message": message[:4096], "finished_at": now, **facts}
+    if status.started_at is not None:
+        update["duration_seconds"] = round((now - status.started_at).total_seconds(), 3)
+    return status.model_copy(update=update)
+
+
+ConditionDict = dict[str, str]
+
+
+def conditions(spec: RestoreSpec, status: RestoreStatus, reason: str = "") -> list[ConditionDict]:
+    """Ready (the run succeeded), Approved (in place), TargetInRange (once checked) and
+    StandbysRebuilt (in place, once succeeded): what holds and what to fix."""
+    def cond(kind: str, value: bool | None, why: str, message: str) -> ConditionDict:
+        text = "Unknown" if value is None else ("True" if value else "False")
+        return {"type": kind, "status": text, "reason": why, "message": message}
+
+    phase = status.phase
+    out = []
+    if phase == "Succeeded":
+        out.append(cond("Ready", True, "Succeeded", status.message))
+    elif phase == "Failed":
+        out.append(cond("Ready", False, reason or "Failed", status.message))
+    else:
+        out.append(cond("Ready", False, phase, status.message))
+    if spec.mode == "InPlace":
+        if spec.approved:
+            out.append(cond("Approved", True, "Approved", "spec.approved is true"))
+        else:
+            out.append(cond("Approved", False, "AwaitingApproval",
+                            "set spec.approved: true to restore in place"))
+    if status.backup_set is not None:
+        out.append(cond("TargetInRange", True, "InRange",
+                        f"{status.target} is restorable from backup {status.backup_set} in "
+                        f"repository {status.repository}"))
+    elif reason == "TargetOutOfRange":
+        out.append(cond("TargetInRange", False, "TargetOutOfRange", status.message))
+    if spec.mode == "InPlace" and phase == "Succeeded":
+        if status.standbys_to_rebuild:
+            out.append(cond("StandbysRebuilt", False, "RebuildRequired",
+                            rebuild_message(status.standbys_to_rebuild)))
+        else:
+            out.append(cond("StandbysRebuilt", True, "NoStandby", "the plan has no standby"))
+    return out
+
+
+def rebuild_message(regions: Sequence[str]) -> str:
+    return (f"standby {', '.join(regions)} followed the old primary past the restored point "
+            "and holds the data the restore discarded, on the old timeline: rebuild each as a "
+            "standby of the restored primary (pg_rewind, or a pgBackRest delta restore from "
+            "the repository, then streaming) and do not fail over to it before")

@@ -31,6 +31,7 @@ from wedsync_operator.handlers import common, recovery
 from wedsync_operator.kube.regions import RegionClients, get_or_none
 from wedsync_operator.kube.status import patch_status_guarded
 from wedsync_operator.services import failover, health
+from wedsync_operator.services import restore as restores
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 5.0
@@ -200,6 +201,13 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
 async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: RegionClients,
                       plan: RecoveryPlanSpec, primary: health.RegionHealth, failures: int,
                       failing_since: datetime, reported: str, logger: kopf.Logger) -> None:
+    # An in-place Restore owns the primary from its checks to its end (it fences it itself):
+    # no Failover may start meanwhile.
+    restoring = await restores.in_place_running(regions.local, namespace, name)
+    if restoring is not None:
+        logger.info(f"primary {primary.region} probe failed ({primary.message}): no failover "
+                    f"while the in-place Restore {restoring} runs")
+        return
     active, last = await failover.plan_runs(regions.local, namespace, name)
     decision = detect(plan.failover, failures, active, last, common.now())
     logger.warning(f"primary {primary.region} probe failed ({primary.message}): "
