@@ -3,9 +3,11 @@ clones, the CEL rules mirrored in Python, and the generated CRD's printer column
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from wedsync_operator.api import restore
@@ -114,3 +116,12 @@ def test_the_crd_shows_what_a_person_checks_first() -> None:
     time_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
         "target"]["properties"]["time"]
     assert time_schema["pattern"] == restore.TIME_PATTERN
+
+
+def test_the_samples_are_valid_restores() -> None:
+    path = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "30-restore.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert {d["spec"]["mode"] for d in docs} == {"Clone", "InPlace"}
+    for doc in docs:
+        assert doc["kind"] == restore.KIND
+        RestoreSpec.model_validate(doc["spec"])
