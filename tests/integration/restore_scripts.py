@@ -11,6 +11,7 @@ must be there and no row sent after it.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,6 @@ from wedsync_operator.domain import restore as rd
 from wedsync_testbed.postgres import (
     PG_BIN,
     PostgresInstance,
-    chown,
     free_port,
     owned_dir,
     run,
@@ -58,12 +58,18 @@ class ScriptRun:
     seconds: float
 
 
-def run_script(script: str, work: Path, timeout: float = 900) -> ScriptRun:
+def run_script(script: str, work: Path, timeout: float = 900, user: str = "postgres"
+               ) -> ScriptRun:
+    """Runs a Job's script in its scratch folder `work` (removed afterwards, as the pod's
+    /tmp goes with the pod); `user` is the Job's PGUSER (the region's connection user)."""
     started = time.perf_counter()
-    result = run(["/bin/sh", "-c", script], check=False, timeout=timeout,
-                 env={"PGUSER": "postgres"}, cwd=work)
-    path = work / "termination-log"
-    message = path.read_text() if path.exists() else (result.stdout + result.stderr)[-2048:]
+    try:
+        result = run(["/bin/sh", "-c", script], check=False, timeout=timeout,
+                     env={"PGUSER": user}, cwd=work)
+        path = work / "termination-log"
+        message = path.read_text() if path.exists() else (result.stdout + result.stderr)[-2048:]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return ScriptRun(result.returncode, result.stdout, result.stderr, message,
                      time.perf_counter() - started)
 
@@ -73,12 +79,13 @@ def job_dir(prefix: str) -> Path:
     return owned_dir(f"wedsync-{prefix}-")
 
 
-def inspect(bed: BackrestBed, target: RestoreTarget, repository: str
-            ) -> tuple[ScriptRun, rd.InspectReport | None]:
-    """The inspection Job's script; its report when it succeeded."""
+def inspect(bed: BackrestBed, target: RestoreTarget, repository: str,
+            config: Path | None = None) -> tuple[ScriptRun, rd.InspectReport | None]:
+    """The inspection Job's script; its report when it succeeded. `config`: another
+    rendering of the bed's configuration."""
     work = job_dir("inspect")
     script = rd.inspect_script(bed.spec, target, bed.number(repository),
-                               config=str(bed.config), work_dir=str(work / "inspect"),
+                               config=str(config or bed.config), work_dir=str(work / "inspect"),
                                result_path=str(work / "termination-log"), pg_bin=str(PG_BIN))
     done = run_script(script, work)
     report = rd.parse_report(done.message) if done.returncode == 0 else None
@@ -86,15 +93,17 @@ def inspect(bed: BackrestBed, target: RestoreTarget, repository: str
 
 
 def restore(bed: BackrestBed, target: RestoreTarget, repository: str, backup_set: str,
-            data_dir: Path, *, mode: rd.RestoreMode, checks: Sequence[str] = ()) -> ScriptRun:
+            data_dir: Path, *, mode: rd.RestoreMode, checks: Sequence[str] = (),
+            user: str = "postgres", config: Path | None = None) -> ScriptRun:
     """The restore Job's script with the data volume at `data_dir`."""
     work = job_dir("restore")
     script = rd.restore_script(at_data(bed.spec, data_dir), target, bed.number(repository),
-                               backup_set, mode=mode, checks=checks, config=str(bed.config),
+                               backup_set, mode=mode, checks=checks,
+                               config=str(config or bed.config),
                                run_dir=str(work), result_path=str(work / "termination-log"),
                                pg_bin=str(PG_BIN), port=free_port(),
                                recovery_timeout_seconds=600, archive_wait_seconds=120)
-    return run_script(script, work)
+    return run_script(script, work, user=user)
 
 
 @dataclass
@@ -107,10 +116,11 @@ class Clone:
 
 
 def clone(bed: BackrestBed, target: RestoreTarget, repository: str, *,
-          checks: Sequence[str] = (), logs: Path | None = None) -> Clone:
+          checks: Sequence[str] = (), logs: Path | None = None,
+          config: Path | None = None) -> Clone:
     """Inspect, judge, restore into a new data directory and start it as the clone's
     StatefulSet would (`postgres -D ...`, archiving as the restore left it: off)."""
-    ran, report = inspect(bed, target, repository)
+    ran, report = inspect(bed, target, repository, config)
     assert report is not None, ran.stdout + ran.stderr
     verdict = rd.judge(target, report, repository, in_place=False)
     assert verdict.ok, verdict.message
@@ -119,7 +129,7 @@ def clone(bed: BackrestBed, target: RestoreTarget, repository: str, *,
     instance.prepare()
     try:
         done = restore(bed, target, repository, verdict.backup.label, instance.data_dir,
-                       mode="clone", checks=checks)
+                       mode="clone", checks=checks, config=config)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         instance.start()
     except BaseException:
@@ -216,9 +226,3 @@ def fence(primary: PostgresInstance) -> None:
     (SIGINT in the PostgreSQL images: a fast shutdown), then it is gone; the data stays on
     the volume."""
     primary.stop(mode="fast", timeout=60)
-
-
-def prepare_owned(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    chown(path)
-    return path

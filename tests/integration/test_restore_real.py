@@ -25,7 +25,7 @@ from tests.integration.pg_fixtures import BackrestBed, posix, skip_reason, start
 from wedsync_operator.api.restore import RestoreTarget
 from wedsync_operator.domain import pgbackrest as pb
 from wedsync_operator.domain import restore as rd
-from wedsync_testbed.postgres import PostgresInstance, run
+from wedsync_testbed.postgres import PostgresInstance, chown, run
 
 _reason = skip_reason()
 pytestmark = [
@@ -165,7 +165,18 @@ def test_a_clone_to_a_named_restore_point_stops_at_it(history: History, tmp_path
 def test_a_clone_to_the_latest_point_has_every_acknowledged_row_from_the_other_repository(
     history: History, tmp_path: Path
 ) -> None:
-    made = rs.clone(history.bed, target(latest=True), "offsite", logs=tmp_path)
+    """From repository 2 alone: the Job of a clone mounts only the repository it restores
+    from, so the first one's volume is not there at all."""
+    bed = history.bed
+    folder = rs.job_dir("config")
+    alone = folder / "pgbackrest.conf"
+    alone.write_text(bed.config.read_text().replace(bed.repo_paths["repo1"],
+                                                    "/nonexistent/repo1"))
+    chown(alone)
+    try:
+        made = rs.clone(bed, target(latest=True), "offsite", logs=tmp_path, config=alone)
+    finally:
+        shutil.rmtree(folder)
     with made.instance as clone:
         # repository 2 holds the full backup only, and every WAL segment on its own
         assert made.verdict.backup is not None
@@ -279,6 +290,9 @@ def own_bed(tmp_path: Path) -> Iterator[BackrestBed]:
     bed = start_bed([posix("repo1", "eu-west"), posix("offsite", "eu-central")], logs=tmp_path)
     try:
         create_schema(bed.primary)
+        # the region's connection user: no superuser (the Job's checks run as it)
+        bed.primary.execute("CREATE ROLE app LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA "
+                            "public TO app", dbname=rs.DATABASE)
         bed.backup("repo1", "full")
         time.sleep(1.2)
         yield bed
@@ -290,7 +304,8 @@ def own_bed(tmp_path: Path) -> Iterator[BackrestBed]:
 
 def in_place(bed: BackrestBed, goal: RestoreTarget) -> tuple[rd.Verdict, rs.ScriptRun]:
     """What the Restore does in place: inspect while the primary serves, fence it, restore
-    into its data directory, start it again."""
+    into its data directory (the Job's PGUSER an application user, as a region's connection
+    Secret would give), start it again."""
     ran, report = rs.inspect(bed, goal, "repo1")
     assert report is not None, ran.stderr
     verdict = rd.judge(goal, report, "repo1", in_place=True)
@@ -298,8 +313,10 @@ def in_place(bed: BackrestBed, goal: RestoreTarget) -> tuple[rd.Verdict, rs.Scri
     assert verdict.backup is not None
     rs.fence(bed.primary)
     done = rs.restore(bed, goal, "repo1", verdict.backup.label, bed.primary.data_dir,
-                      mode="in-place",
-                      checks=[f"SELECT 1/(count(*) = {GUESTS})::int FROM guests"])
+                      mode="in-place", user="app",
+                      checks=[f"SELECT 1/(count(*) = {GUESTS})::int FROM guests",
+                              "SELECT 1/(NOT rolsuper)::int FROM pg_roles "
+                              "WHERE rolname = current_user"])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     bed.primary.start()
     bed.primary.wait_writable()

@@ -476,7 +476,20 @@ def restore_script(
         *_TIMING,
         f"log={q(log)}",
         f"printf 'local all all trust\\n' > {q(hba)}",
-        f"sql() {{ {psql} -X -A -t -q -v ON_ERROR_STOP=1 -d template1 -c \"$1\"; }}",
+        # The operator's own queries (pg_switch_wal() among them) run as the cluster's
+        # bootstrap superuser, whatever its name; the checks run as $PGUSER. Trust on the
+        # socket lets either in; the superuser's name is read as $PGUSER (or postgres).
+        "admin=''",
+        "find_admin() {",
+        '  for u in "$PGUSER" postgres; do',
+        f"    a=$({psql} -X -A -t -q -U \"$u\" -d template1 "
+        "-c 'SELECT rolname FROM pg_roles WHERE oid = 10' 2>/dev/null) || continue",
+        '    if [ -n "$a" ]; then admin=$a; return 0; fi',
+        "  done",
+        "  return 1",
+        "}",
+        f"sql() {{ {psql} -X -A -t -q -v ON_ERROR_STOP=1 -U \"$admin\" -d template1 "
+        "-c \"$1\"; }",
         f"stop() {{ {pg_ctl} -D \"$PGDATA\" -m fast -w -t 600 stop >/dev/null; }}",
         "fail() { echo \"$1\" >&2; tail -n 5 \"$log\" >&2 2>/dev/null || true; exit 1; }",
         f"start() {{ {pg_ctl} -D \"$PGDATA\" -w -t {recovery_timeout_seconds} -l \"$log\" "
@@ -494,7 +507,7 @@ def restore_script(
             # this data, whatever a leftover postmaster.pid says
             '  rm -f "$PGDATA/postmaster.pid"',
             f"  if start {q(options)}; then",
-            "    if [ \"$(sql 'SELECT pg_is_in_recovery()')\" = f ]; then",
+            "    if find_admin && [ \"$(sql 'SELECT pg_is_in_recovery()')\" = f ]; then",
             "      seg=$(sql 'SELECT pg_walfile_name(pg_switch_wal())')",
             f"      deadline=$(( $(date +%s) + {archive_wait_seconds} ))",
             "      until [ \"$(sql \"SELECT coalesce(last_archived_wal, '') >= '$seg' "
@@ -525,7 +538,7 @@ def restore_script(
         "trap '" + f"{pg_ctl} -D \"$PGDATA\" -m immediate stop >/dev/null 2>&1 || true" + "' EXIT",
         f"start {q(options)} || fail 'PostgreSQL did not start on the restored data'",
         f"deadline=$(( $(date +%s) + {recovery_timeout_seconds} ))",
-        "until state=$(sql 'SELECT pg_is_in_recovery()' 2>/dev/null) "
+        "until find_admin && state=$(sql 'SELECT pg_is_in_recovery()' 2>/dev/null) "
         '&& [ "$state" = f ]; do',
         f'  {pg_ctl} -D "$PGDATA" status >/dev/null || '
         "fail 'recovery stopped before the database was promoted:'",
