@@ -60,15 +60,18 @@ def secret(name: str, **values: str) -> dict[str, Any]:
 
 
 def statefulset(name: str, mounts: list[dict[str, Any]] | None = None,
-                claim_templates: bool = True) -> dict[str, Any]:
+                claim_templates: bool = True,
+                volumes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
         "spec": {"replicas": 1, "serviceName": name,
                  "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{
-                     "name": "postgres", "image": "postgres:15",
-                     "volumeMounts": mounts if mounts is not None else [
-                         {"name": "data", "mountPath": "/var/lib/postgresql"}]}]}}}}
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "volumes": volumes or [],
+                     "containers": [{
+                         "name": "postgres", "image": "postgres:15",
+                         "volumeMounts": mounts if mounts is not None else [
+                             {"name": "data", "mountPath": "/var/lib/postgresql"}]}]}}}}
     if claim_templates:
         body["spec"]["volumeClaimTemplates"] = [{
             "metadata": {"name": "data"},
@@ -149,12 +152,15 @@ def plan(namespace: str, port: int, **extra: Any) -> dict[str, Any]:
 @pytest.fixture
 def bed_factory(cluster: LocalCluster, east: LocalCluster, namespace: str,
                 primary: PostgresInstance) -> Iterator[Callable[..., Bed]]:
-    def make(east_workload: dict[str, Any] | None = None, **extra: Any) -> Bed:
+    def make(east_workload: dict[str, Any] | None = None,
+             east_claims: tuple[str, ...] = ("backups", "offsite"), **extra: Any) -> Bed:
+        """`east_claims`: the repositories' claims in east (an in-place restore there
+        archives into both repositories, so it mounts both)."""
         east.kubectl("create", "namespace", namespace)
         apply(east, namespace,
               secret("pg-conn", host="127.0.0.1", port=str(primary.port), user="postgres",
                      password="", dbname="postgres"),
-              east_workload or statefulset("pg-east"), claim("backups"),
+              east_workload or statefulset("pg-east"), *(claim(c) for c in east_claims),
               {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-endpoint"},
                "data": {"primary": f"127.0.0.1:{primary.port}"}})
         apply(cluster, namespace,
@@ -172,9 +178,12 @@ def bed_factory(cluster: LocalCluster, east: LocalCluster, namespace: str,
     east.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
-def job_of(bed: Bed, cluster: LocalCluster, name: str) -> dict[str, Any]:
-    return wait_for(lambda: get(cluster, "job", name, bed.namespace), TIMEOUT,
-                    f"Job {name} in {cluster.name}")
+def job_of(bed: Bed, cluster: LocalCluster, name: str, restore: str) -> dict[str, Any]:
+    try:
+        return wait_for(lambda: get(cluster, "job", name, bed.namespace), TIMEOUT,
+                        f"Job {name} in {cluster.name}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; the Restore: {bed.status(restore)}") from None
 
 
 def secret_text(obj: dict[str, Any], key: str) -> str:
@@ -251,7 +260,7 @@ def test_in_place_waits_for_approval_and_a_freeze_then_inspects_in_the_primarys_
                      json.dumps({"spec": {"allowDuringFreeze": True}}))
 
     # Checking: the inspection Job runs in the primary's own cluster, beside its claims
-    job = job_of(bed, bed.east, "undo-inspect")
+    job = job_of(bed, bed.east, "undo-inspect", "undo")
     status = bed.wait_phase("undo", "Checking")
     assert status["region"] == "east"
     assert status["repository"] == "repo1"  # the primary region's repository
@@ -274,7 +283,9 @@ def test_in_place_waits_for_approval_and_a_freeze_then_inspects_in_the_primarys_
     step = wait_for(inspecting, TIMEOUT, "the inspection to be waited for")
     assert step["name"] == "Check"
     assert "the serving primary archived its WAL up to" in step["message"]
-    assert "no node has taken it yet" in bed.status("undo")["message"]
+    waiting = wait_for(lambda: "no node has taken it yet" in (m := bed.status("undo").get(
+        "message", "")) and m, TIMEOUT, "the run to say why the inspection waits")
+    assert f"Job {bed.namespace}/undo-inspect Pending: Pod undo-inspect-" in waiting
     assert bed.east_replicas() == 1
     assert bed.primary.execute("SELECT count(*) FROM pg_stat_activity WHERE "
                                "backend_type = 'client backend'") >= "1"
@@ -297,7 +308,7 @@ def test_a_clone_inspects_in_its_own_region_from_the_repository_there(
     bed = bed_factory()
     bed.restore("look", mode="Clone", target={"time": "2026-06-13T14:02:00+01:00"},
                 clone={"region": "west"})
-    job = job_of(bed, bed.main, "look-inspect")  # west is the operator's own cluster
+    job = job_of(bed, bed.main, "look-inspect", "look")  # west: the operator's own cluster
     status = bed.wait_phase("look", "Checking")
     assert status["region"] == "west"
     assert status["repository"] == "offsite"
@@ -315,34 +326,37 @@ def test_a_clone_inspects_in_its_own_region_from_the_repository_there(
 
 
 # ---- what cannot work is said before anything is touched -----------------------------------------
-@pytest.mark.parametrize(("workload", "spec", "reason", "message"), [
+@pytest.mark.parametrize(("workload", "claims", "spec", "reason", "message"), [
     (statefulset("pg-east", mounts=[{"name": "scratch", "mountPath": "/var/lib/postgresql"}],
-                 claim_templates=False),
+                 claim_templates=False, volumes=[{"name": "scratch", "emptyDir": {}}]),
+     ("backups", "offsite"),
      {"mode": "InPlace", "approved": True, "target": {"latest": True}}, "DataVolumeNotFound",
-     "mounts a volume scratch that neither its volumes nor its volumeClaimTemplates define"),
-    (None, {"mode": "InPlace", "approved": True, "target": {"latest": True}},
+     "the data volume scratch of StatefulSet pg-east is not a PersistentVolumeClaim"),
+    (None, ("backups",), {"mode": "InPlace", "approved": True, "target": {"latest": True}},
      "MissingReference", "PersistentVolumeClaim {ns}/offsite (repository offsite) does not "
      "exist in region east"),
-    (None, {"mode": "Clone", "target": {"latest": True}, "repository": "nope"},
+    (None, ("backups", "offsite"),
+     {"mode": "Clone", "target": {"latest": True}, "repository": "nope"},
      "InvalidSpec", "the plan has no repository 'nope'"),
 ])
 def test_what_cannot_work_fails_the_run_before_anything_is_touched(
     bed_factory: Callable[..., Bed], operator: OperatorProcess, workload: dict[str, Any] | None,
-    spec: dict[str, Any], reason: str, message: str
+    claims: tuple[str, ...], spec: dict[str, Any], reason: str, message: str
 ) -> None:
-    bed = bed_factory(east_workload=workload)
+    bed = bed_factory(east_workload=workload, east_claims=claims)
     bed.restore("doomed", **spec)
     status = bed.wait_phase("doomed", "Failed")
     ready = condition({"status": status}, "Ready")
     assert ready is not None
-    assert ready["reason"] == reason
-    assert message.format(ns=bed.namespace) in status["message"]
+    assert ready["reason"] == reason, status
+    assert message.format(ns=bed.namespace) in status["message"], status
     assert bed.east_replicas() == 1
     assert bed.east_get("job", "doomed-inspect") is None
     assert get(bed.main, "job", "doomed-inspect", bed.namespace) is None
     warnings = [e for e in events_for(bed.main, bed.namespace, "doomed")
                 if e["type"] == "Warning"]
-    assert [e["reason"] for e in warnings] == [reason]
+    assert [e["reason"] for e in warnings] == [reason], [
+        (e["reason"], e["message"]) for e in warnings]
 
 
 # ---- no failover while an in-place restore owns the primary --------------------------------------

@@ -189,11 +189,14 @@ async def tick(run: Run) -> Tick:
 
 
 def _fenced_note(run: Run) -> str:
-    region = run.region()
+    try:
+        region = run.region()
+    except StepFailed:
+        return ""
     return (f". The primary's {region.fence.kind} {region.fence.name} in region {region.name} "
-            f"is left as the run left it (fenced at {run.status.fenced_replicas} replicas, "
-            "data possibly partly restored): create another Restore, or scale it back up "
-            "yourself; failover detection of the plan is active again")
+            f"is left as the run left it (it had {run.status.fenced_replicas} replicas before "
+            "it was scaled to zero; its data may be partly restored): create another Restore, "
+            "or scale it back up yourself; failover detection of the plan is active again")
 
 
 async def _load_plan(run: Run, now: datetime) -> Tick | None:
