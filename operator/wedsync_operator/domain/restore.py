@@ -815,7 +815,8 @@ def _close_step(steps: Sequence[RestoreStep], now: datetime, outcome: Literal[
 def enter(status: RestoreStatus, phase: Phase, now: datetime, message: str,
           **facts: Any) -> RestoreStatus:
     """The run moves to `phase`: the running step ends (Succeeded, keeping its message), the
-    new phase's step starts; `facts` are other status fields to set."""
+    new phase's step starts; `facts` are other status fields to set (`job` is cleared unless
+    given: a finished Job the next phase still has to delete)."""
     steps = _close_step(status.steps, now, "Succeeded", None)
     step = STEP_OF_PHASE.get(phase)
     if step is not None:

@@ -368,14 +368,15 @@ async def _checking(run: Run, now: datetime) -> Tick:
         report = machine.parse_report(outcome.message)
     except machine.ReportError as error:
         raise StepFailed(str(error), "InspectionFailed") from None
-    await regionjobs.remove(api, ns, name)
     verdict = machine.judge(run.spec.target, report, run.status.repository or "",
                             in_place=run.spec.mode == "InPlace")
     if not verdict.ok or verdict.backup is None:
         raise StepFailed(f"{run.spec.target.describe()} cannot be restored: "
                          f"{verdict.message}. Nothing was touched", "TargetOutOfRange")
     nxt = machine.NEXT_PHASE[(run.spec.mode, "Checking")]
-    tick = Tick(machine.enter(run.status, nxt, now, verdict.message,
+    # the finished Job goes in the next phase's first tick, once this is written: a restart
+    # in between finds it again instead of running it again
+    tick = Tick(machine.enter(run.status, nxt, now, verdict.message, job=name,
                               backup_set=verdict.backup.label,
                               backup_size_bytes=verdict.backup.size))
     tick.events.append(Event("Normal", "TargetInRange", verdict.message))
@@ -504,12 +505,21 @@ def _secret_for(run: Run, job: str, namespace: str, keys: Mapping[str, str]
     return build
 
 
+async def _drop_finished_job(run: Run, api: Any, namespace: str) -> None:
+    """Deletes the Job the previous phase finished with (kept until its result was
+    written) and forgets it."""
+    if run.status.job is not None:
+        await regionjobs.remove(api, namespace, run.status.job)
+        run.status = run.status.model_copy(update={"job": None})
+
+
 # ---- Fencing ----------------------------------------------------------------------------------
 async def _fencing(run: Run, now: datetime) -> Tick:
     await _no_failover_running(run)
     region = run.region()
     api = await run.clients.api_for(run.namespace, region.cluster)
     ns = run.region_namespace(region)
+    await _drop_finished_job(run, api, ns)
     workload = await _workload(run, api)
     what = f"{region.fence.kind} {ns}/{region.fence.name}"
     replicas = int((workload.get("spec") or {}).get("replicas", 1))
@@ -557,6 +567,8 @@ async def _restoring(run: Run, now: datetime) -> Tick:
     name = datajobs.job_name(run.name, "restore")
     in_place = run.spec.mode == "InPlace"
     owner = run.owner if run.local_to(region) else None
+    if run.status.job not in (None, name):  # the inspection's, finished
+        await _drop_finished_job(run, api, ns)
     if run.status.job is None:
         if in_place:
             data = await _data_volume(run, api)
@@ -596,7 +608,6 @@ async def _restoring(run: Run, now: datetime) -> Tick:
         result = machine.parse_result(outcome.message)
     except machine.ReportError as error:
         raise StepFailed(str(error), "RestoreFailed") from None
-    await regionjobs.remove(api, ns, name)
     ran = run.status.checks or ChecksRun()
     reached = ReachedPoint(time=result.point, lsn=result.lsn, timeline=result.timeline)
     message = (f"restored in {result.ready_seconds:.1f}s (files {result.restore_seconds:.1f}s)"
@@ -606,7 +617,7 @@ async def _restoring(run: Run, now: datetime) -> Tick:
     if result.tail_archived is False:
         message += ("; the old data's last unarchived WAL could not be saved: writes after "
                     "its last archived segment are not in the restored database")
-    status = machine.enter(run.status, "Starting", now, message, reached=reached,
+    status = machine.enter(run.status, "Starting", now, message, reached=reached, job=name,
                            restore_seconds=result.ready_seconds,
                            checks=ran.model_copy(update={"passed": result.checks}))
     return Tick(status, [Event("Normal", "Restored", message)])
@@ -639,6 +650,7 @@ async def _starting(run: Run, now: datetime) -> Tick:
     region = run.region()
     api = await run.clients.api_for(run.namespace, region.cluster)
     ns = run.region_namespace(region)
+    await _drop_finished_job(run, api, ns)
     if run.spec.mode == "Clone":
         return await _start_clone(run, api, ns, region, now)
     workload = await _workload(run, api)
