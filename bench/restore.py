@@ -162,6 +162,8 @@ def measure(scale: float, runs: int) -> dict[str, Any]:
         _load(bed, rows)
         size = int(bed.primary.execute("SELECT sum(pg_database_size(datname)) "
                                        "FROM pg_database"))
+        # the archiver catches up with the load first (a backup waits 60 s for its WAL)
+        bed.primary.wait_archived(bed.primary.switch_wal(), timeout=3600)
         print(f"loaded {size / 1e6:.0f} MB in {time.perf_counter() - loaded:.0f}s", flush=True)
         backup_started = time.perf_counter()
         bed.backup("repo1", "full")
