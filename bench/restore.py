@@ -199,6 +199,7 @@ def main() -> int:
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
+    load_before = os.getloadavg()[0]
     sizes = [measure(scale, opts.runs) for scale in opts.scales]
     for size in sizes:
         size["size_ratio"] = round(size["database_bytes"] / sizes[0]["database_bytes"], 1)
@@ -207,7 +208,10 @@ def main() -> int:
         "real PostgreSQL 15 and pgBackRest on loopback, posix repository on local disk; "
         "Kubernetes (Job and Pod start, the clone's StatefulSet) not included",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
+                 # a shared machine: how busy it was says how much noise is in the figures
+                 "load_average_1m": {"start": round(load_before, 1),
+                                     "end": round(os.getloadavg()[0], 1)}},
         "pgbackrest": run(["pgbackrest", "version"]).stdout.strip(),
         "sizes": sizes,
     }
