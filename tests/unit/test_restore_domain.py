@@ -57,7 +57,7 @@ def test_a_statefulsets_volume_claim_template_gives_its_first_replicas_claim() -
          {"name": "tmp", "mountPath": "/var/lib/postgresql/data/tmp-not-it"}],
         volumeClaimTemplates=[{"metadata": {"name": "data"}}]),
         "/var/lib/postgresql/data")
-    assert found == DataVolume("data-postgres-0", "/var/lib/postgresql", "pg")
+    assert found == DataVolume("data-postgres-0", "/var/lib/postgresql", "pg")  # uid unsaid
     assert found.mount() == {"name": "data", "mountPath": "/var/lib/postgresql",
                              "subPath": "pg"}
 
@@ -105,7 +105,11 @@ def test_a_data_job_runs_like_the_backup_jobs_with_the_data_volume_and_its_own_s
     backup_pod = builders.build_cronjobs("p", "db", spec, {
         "apiVersion": "v1", "kind": "X", "name": "p", "uid": "u"})[0]["spec"]["jobTemplate"][
         "spec"]["template"]["spec"]
-    assert pod["securityContext"] == backup_pod["securityContext"]
+    # as the backup jobs, but a database's own volume is mounted without an fsGroup (its
+    # data directory must not become group-writable)
+    assert pod["securityContext"] == {
+        **{k: v for k, v in backup_pod["securityContext"].items() if k != "fsGroup"},
+        "fsGroupChangePolicy": "OnRootMismatch", "supplementalGroups": [builders.RUN_AS]}
     container, backup_container = pod["containers"][0], backup_pod["containers"][0]
     for key in ("image", "securityContext", "resources", "terminationMessagePolicy"):
         assert container[key] == backup_container[key]
@@ -123,6 +127,31 @@ def test_a_data_job_runs_like_the_backup_jobs_with_the_data_volume_and_its_own_s
     assert env["PGBACKREST_REPO2_S3_KEY"] == {"name": "r1-restore-config",
                                               "key": "PGBACKREST_REPO2_S3_KEY"}
     assert env["PGUSER"] == {"name": "db", "key": "user", "optional": True}
+
+
+def test_the_job_runs_as_the_databases_user_and_a_clone_claim_gets_its_group_once() -> None:
+    found = datajobs.data_volume(statefulset(
+        [{"name": "data", "mountPath": "/var/lib/postgresql"}],
+        volumeClaimTemplates=[{"metadata": {"name": "data"}}],
+        pod={"securityContext": {"runAsUser": 26, "runAsGroup": 26}}),
+        "/var/lib/postgresql/data")
+    assert (found.run_as_user, found.run_as_group, found.fs_group) == (26, 26, None)
+    job = datajobs.build_data_job("j", "db", plan(), "true", labels={}, deadline_seconds=60,
+                                  data=found)
+    pod = job["spec"]["template"]["spec"]
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == \
+        (26, 26)
+    assert pod["containers"][0]["securityContext"]["runAsUser"] == 26
+    assert "fsGroup" not in pod["securityContext"]
+    clone = rd.clone_data_volume(plan(), "r1")
+    job = datajobs.build_data_job("j", "db", plan(), "true", labels={}, deadline_seconds=60,
+                                  data=clone)
+    identity = job["spec"]["template"]["spec"]["securityContext"]
+    assert (identity["fsGroup"], identity["fsGroupChangePolicy"]) == (builders.RUN_AS,
+                                                                      "OnRootMismatch")
+    inspect = datajobs.build_data_job("j", "db", plan(), "true", labels={},
+                                      deadline_seconds=60)
+    assert inspect["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == builders.RUN_AS
 
 
 def test_the_job_secret_is_owned_by_its_job_and_configures_a_local_postgresql() -> None:

@@ -18,7 +18,10 @@ image and the backup jobs' security context (`domain.backups`). This module buil
   in the same cluster and namespace, so the garbage collector deletes it with the Job.
 - `build_data_job` is the Job: one try (``backoffLimit: 0``), a deadline, deleted a day after
   it finished if nobody did before; its script's last words come back as the container's
-  termination message (a JSON line on success, the log's tail on failure).
+  termination message (a JSON line on success, the log's tail on failure). It runs as the
+  user that owns the data (the database container's, else uid 999), and mounts a database's
+  existing volume without an fsGroup: Kubernetes would make the data directory writable by
+  its group, which PostgreSQL refuses to start on.
 
 Posix repositories are mounted from claims of the same name in the region's namespace.
 """
@@ -46,11 +49,20 @@ class DataVolumeError(ValueError):
 
 @dataclass(frozen=True)
 class DataVolume:
-    """The claim holding the data directory and where the database pod mounts it."""
+    """The claim holding the data directory and where the database pod mounts it.
+
+    `run_as_user`/`run_as_group`: who owns the data (the database container's user, when
+    its pod says); the Job runs as them. `fs_group`: set only for a volume the operator
+    made itself (a clone's): Kubernetes changes the group and permissions of everything on
+    a volume mounted with an fsGroup, and PostgreSQL refuses a data directory its group can
+    write to, so a database's existing volume is mounted without one."""
 
     claim_name: str
     mount_path: str
     sub_path: str | None = None
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    fs_group: int | None = None
 
     def mount(self) -> dict[str, Any]:
         mount: dict[str, Any] = {"name": "data", "mountPath": self.mount_path}
@@ -82,12 +94,13 @@ def data_volume(workload: Mapping[str, Any], data_directory: str) -> DataVolume:
     pod = (spec.get("template") or {}).get("spec") or {}
     what = f"{kind} {name}"
     best: dict[str, Any] | None = None
+    holder: Mapping[str, Any] = {}
     for container in pod.get("containers") or ():
         for mount in container.get("volumeMounts") or ():
             path = str(mount.get("mountPath") or "")
             if path and _holds(path, data_directory) and (
                     best is None or len(path) > len(str(best["mountPath"]))):
-                best = mount
+                best, holder = mount, container
     if best is None:
         raise DataVolumeError(
             f"no container of {what} mounts a volume holding the data directory "
@@ -98,19 +111,34 @@ def data_volume(workload: Mapping[str, Any], data_directory: str) -> DataVolume:
     if best.get("subPathExpr"):
         raise DataVolumeError(f"{what} mounts the data volume {volume_name} with a "
                               "subPathExpr, which a Job cannot reproduce: use subPath")
+    user, group = _owner(pod, holder)
     for template in spec.get("volumeClaimTemplates") or ():
         if (template.get("metadata") or {}).get("name") == volume_name:
-            return DataVolume(f"{volume_name}-{name}-0", str(best["mountPath"]), sub_path)
+            return DataVolume(f"{volume_name}-{name}-0", str(best["mountPath"]), sub_path,
+                              user, group)
     for volume in pod.get("volumes") or ():
         if volume.get("name") == volume_name:
             claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
             if claim:
-                return DataVolume(str(claim), str(best["mountPath"]), sub_path)
+                return DataVolume(str(claim), str(best["mountPath"]), sub_path, user, group)
             raise DataVolumeError(
                 f"the data volume {volume_name} of {what} is not a PersistentVolumeClaim: "
                 "the data must live on a claim for a Job to reach it")
     raise DataVolumeError(f"{what} mounts a volume {volume_name} that neither its volumes "
                           "nor its volumeClaimTemplates define")
+
+
+def _owner(pod: Mapping[str, Any], container: Mapping[str, Any]
+           ) -> tuple[int | None, int | None]:
+    """The user and group the database container runs as (its own securityContext first,
+    then the pod's), where they are given."""
+    found: list[int | None] = []
+    for key in ("runAsUser", "runAsGroup"):
+        value = ((container.get("securityContext") or {}).get(key)
+                 if (container.get("securityContext") or {}).get(key) is not None
+                 else (pod.get("securityContext") or {}).get(key))
+        found.append(int(value) if value is not None else None)
+    return found[0], found[1]
 
 
 def job_config(spec: RecoveryPlanSpec) -> str:
@@ -199,6 +227,22 @@ def build_data_job(
     all_labels = {**labels, "app.kubernetes.io/managed-by": builders.MANAGED_BY,
                   "app.kubernetes.io/part-of": "wedsync-operator"}
     container = builders.job_container(spec, ["/bin/sh", "-c", script], env, mounts)
+    pod = builders.job_pod_spec(container, volumes)
+    identity = pod["securityContext"]
+    # only the group of what the Job mounts changes, once (a repository's files stay as they
+    # are when its root already belongs to the group)
+    identity["fsGroupChangePolicy"] = "OnRootMismatch"
+    if data is not None:
+        user = data.run_as_user if data.run_as_user is not None else builders.RUN_AS
+        group = data.run_as_group if data.run_as_group is not None else user
+        for context in (identity, container["securityContext"]):
+            context["runAsUser"], context["runAsGroup"] = user, group
+        # the repositories written by the backup jobs (group RUN_AS) stay reachable
+        identity["supplementalGroups"] = [builders.RUN_AS]
+        if data.fs_group is None:
+            del identity["fsGroup"]
+        else:
+            identity["fsGroup"] = data.fs_group
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -209,7 +253,7 @@ def build_data_job(
             "ttlSecondsAfterFinished": FINISHED_TTL_SECONDS,
             "template": {
                 "metadata": {"labels": all_labels},
-                "spec": builders.job_pod_spec(container, volumes),
+                "spec": pod,
             },
         },
     }

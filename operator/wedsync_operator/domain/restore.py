@@ -679,7 +679,7 @@ def clone_data_volume(spec: RecoveryPlanSpec, restore: str) -> DataVolume:
         raise ValueError(f"spec.database.dataDirectory {spec.database.data_directory} sits at "
                          "the root: a clone mounts its volume at the data directory's parent, "
                          "so use a deeper path such as /var/lib/postgresql/data")
-    return DataVolume(clone_names(restore)["claim"], parent)
+    return DataVolume(clone_names(restore)["claim"], parent, fs_group=builders.RUN_AS)
 
 
 def clone_size(template: CloneTemplate, backup_size: int | None) -> str:
@@ -758,9 +758,12 @@ def build_clone_statefulset(restore: str, namespace: str, spec: RecoveryPlanSpec
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
+                    # the claim's group was set when the restore Job mounted it: not again
+                    # (PostgreSQL refuses a data directory its group can write to)
                     "securityContext": {"runAsNonRoot": True, "runAsUser": builders.RUN_AS,
                                         "runAsGroup": builders.RUN_AS,
                                         "fsGroup": builders.RUN_AS,
+                                        "fsGroupChangePolicy": "OnRootMismatch",
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
                     "volumes": [data.volume(), {"name": "tmp", "emptyDir": {}}],
