@@ -142,7 +142,8 @@ RULES: tuple[Rule, ...] = (
         "the plan's pgBackRest configuration Secret (server-side apply: create, then "
         "patch); get the Secrets the plan refers to, to say which key is missing; the "
         "failover reads regions' kubeconfig and connection Secrets and patches a traffic "
-        "Secret key. Never list or watch: the operator reads no Secret it is not pointed at",
+        "Secret key; a region Job gets a Secret of its own (create, owned by the Job). Never "
+        "list, watch or delete: the operator reads no Secret it is not pointed at",
     ),
     Rule(
         "", ("persistentvolumeclaims",), ("get",), "wedsync_operator.services.backups",
@@ -195,18 +196,15 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "batch", ("jobs",), ("get", "create", "delete"), "wedsync_operator.services.regionjobs",
         "the Jobs that run next to a region's data (inspection and restore), in a region "
-        "that is the operator's own cluster: created, followed (get) and deleted with their "
-        "Pod and Secret. Regions in other clusters use their kubeconfig's rights",
+        "that is the operator's own cluster: created, followed (get) and deleted; the "
+        "garbage collector deletes their Pod and their Secret (created under the secrets "
+        "rule, owned by the Job) with them. Regions in other clusters use their "
+        "kubeconfig's rights",
     ),
     Rule(
         "", ("pods",), ("list",), "wedsync_operator.services.regionjobs",
         "a region Job's Pod: why it waits, and its container's termination message (the "
         "result); the Pods of a fenced workload, until they are gone",
-    ),
-    Rule(
-        "", ("secrets",), ("delete",), "wedsync_operator.services.regionjobs",
-        "a region Job's own Secret (pgbackrest.conf, S3 keys) left by an earlier Job of the "
-        "same name: deleted only when it carries the operator's label, by uid",
     ),
     Rule(
         "", ("persistentvolumeclaims",), ("create", "delete"),

@@ -96,7 +96,7 @@ def test_a_job_starts_once_with_its_own_secret_and_goes_with_it(
                                                                  "r1-inspect"))
 
 
-def test_a_name_taken_by_someone_else_is_refused_and_a_stale_secret_replaced(
+def test_a_name_taken_by_someone_else_is_refused_and_a_stale_secret_waited_out(
     cluster: LocalCluster, namespace: str
 ) -> None:
     apply(cluster, namespace, {
@@ -106,18 +106,31 @@ def test_a_name_taken_by_someone_else_is_refused_and_a_stale_secret_replaced(
     with pytest.raises(regionjobs.RegionJobError, match="the operator did not create"):
         in_cluster(cluster, lambda api: regionjobs.start(api, job(namespace, "theirs")))
 
-    # a Secret an earlier Job of the same name left (its owner gone, not yet collected)
+    # a Secret an earlier Job of the same name left, its owner gone: the operator deletes no
+    # Secret; the cluster's garbage collector deletes it, and the new Job gets its own
     stale = datajobs.build_job_secret(datajobs.secret_name("r2-restore"), namespace, PLAN,
-                                      {"OLD": "x"}, {"metadata": {"name": "r2-restore",
-                                                                  "uid": "gone"}}, {})
-    stale["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "wedsync-operator"}
-    del stale["metadata"]["ownerReferences"]
+                                      {"OLD": "x"}, {"metadata": {
+                                          "name": "r2-restore",
+                                          "uid": "00000000-0000-0000-0000-000000000000"}},
+                                      {"app.kubernetes.io/managed-by": "wedsync-operator"})
     apply(cluster, namespace, stale)
-    stored = in_cluster(cluster, lambda api: regionjobs.start(
-        api, job(namespace, "r2-restore"), secret_for(namespace, "r2-restore")))
+
+    refusals: list[str] = []
+
+    def started() -> dict[str, Any] | None:
+        try:
+            return in_cluster(cluster, lambda api: regionjobs.start(
+                api, job(namespace, "r2-restore"), secret_for(namespace, "r2-restore")))
+        except regionjobs.RegionJobError as error:
+            refusals.append(str(error))
+            return None
+
+    stored = wait_for(started, TIMEOUT, "the stale Secret to be collected and the Job's own "
+                      "created")
     secret = must_get(cluster, "secret", "r2-restore-config", namespace)
     assert secret["metadata"]["ownerReferences"][0]["uid"] == stored["metadata"]["uid"]
     assert "OLD" not in secret["data"]
+    assert all("of an earlier Job is still there" in r for r in refusals), refusals
 
 
 def test_run_gives_up_at_its_deadline_and_says_why_the_job_waits(

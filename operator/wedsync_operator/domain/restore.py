@@ -453,8 +453,11 @@ def restore_script(
     hba = f"{run_dir}/restore_hba.conf"
     log = f"{run_dir}/restore-postgres.log"
     push = shlex.join([*pb.base_command(db.stanza, config=config), "archive-push"]) + " %p"
+    # hot_standby off: nobody reads before the promotion, and a server whose settings were
+    # given on its command line (max_connections, ...) is not held up by a replay that would
+    # want them at least as high here
     base_options = (f"-c port={port} -c listen_addresses='' -c unix_socket_directories={run_dir}"
-                    f" -c hba_file={hba} -c ssl=off -c shared_buffers=128MB")
+                    f" -c hba_file={hba} -c ssl=off -c shared_buffers=128MB -c hot_standby=off")
     archive = (f" -c archive_mode=on -c {q('archive_command=' + push)}"
                if mode == "in-place" else " -c archive_mode=off")
     options = base_options + archive
@@ -491,7 +494,10 @@ def restore_script(
         f"sql() {{ {psql} -X -A -t -q -v ON_ERROR_STOP=1 -U \"$admin\" -d template1 "
         "-c \"$1\"; }",
         f"stop() {{ {pg_ctl} -D \"$PGDATA\" -m fast -w -t 600 stop >/dev/null; }}",
-        "fail() { echo \"$1\" >&2; tail -n 5 \"$log\" >&2 2>/dev/null || true; exit 1; }",
+        # the server's own errors go into the termination message (the log's last lines are
+        # mostly its shutdown)
+        "fail() { echo \"$1\" >&2; grep -E 'FATAL|PANIC|ERROR' \"$log\" 2>/dev/null "
+        "| tail -n 5 >&2 || true; exit 1; }",
         f"start() {{ {pg_ctl} -D \"$PGDATA\" -w -t {recovery_timeout_seconds} -l \"$log\" "
         f"-o \"$1\" start >/dev/null; }}",
         "tail_archived=none",

@@ -8,7 +8,9 @@ the Secret; a Job nobody deleted goes a day after it finished (``ttlSecondsAfter
 
 - `start` creates the Job, then its Secret (built from the Job as stored, to own it). Both are
   idempotent: a Job of that name the operator made is taken as it is (a restarted operator
-  goes on following it); one it did not make is refused.
+  goes on following it); one it did not make is refused. A Secret an earlier Job of the same
+  name left is not deleted by the operator (it deletes no Secret): the garbage collector
+  removes it with that Job, and `start` says to try again until it has.
 - `follow` says where the Job is: Pending (with the reason its Pod waits), Running,
   Succeeded or Failed, with the container's termination message once it ended.
 - `remove` deletes the Job, its Pod and its Secret.
@@ -104,25 +106,23 @@ async def start(api: client.ApiClient, job: Mapping[str, Any],
 async def _ensure_secret(api: client.ApiClient, secret: dict[str, Any], job_uid: str) -> None:
     meta = secret["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    for _ in range(3):
-        try:
-            await call(api, "POST", collection_path("v1", "Secret", namespace), body=secret)
-            _count("secrets", "create")
-            return
-        except ApiException as error:
-            if error.status != 409:
-                raise
-        found = await get_or_none(api, object_path("v1", "Secret", namespace, name))
-        if found is None:
-            continue
-        if controller_uid(found) == job_uid:
-            return
-        if not _ours(found):
-            raise RegionJobError(f"a Secret {namespace}/{name} exists that the operator did "
-                                 "not create: delete or rename it")
-        # left by an earlier Job of the same name: it goes, this Job gets its own
-        await _delete(api, "v1", "Secret", namespace, name, found["metadata"]["uid"])
-    raise RegionJobError(f"Secret {namespace}/{name} could not be created")
+    try:
+        await call(api, "POST", collection_path("v1", "Secret", namespace), body=secret)
+        _count("secrets", "create")
+        return
+    except ApiException as error:
+        if error.status != 409:
+            raise
+    found = await get_or_none(api, object_path("v1", "Secret", namespace, name))
+    if found is not None and controller_uid(found) == job_uid:
+        return
+    if found is not None and not _ours(found):
+        raise RegionJobError(f"a Secret {namespace}/{name} exists that the operator did not "
+                             "create: delete or rename it")
+    # left by an earlier Job of the same name: the garbage collector deletes it with that
+    # Job (the operator deletes no Secret itself); the Pod waits for the new one meanwhile
+    raise RegionJobError(f"Secret {namespace}/{name} of an earlier Job is still there; it "
+                         "goes with that Job: trying again")
 
 
 async def follow(api: client.ApiClient, namespace: str, name: str) -> JobOutcome | None:
