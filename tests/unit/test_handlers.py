@@ -12,12 +12,12 @@ import wedsync_operator.handlers  # noqa: F401 - registers the handlers
 from wedsync_operator.handlers import lifecycle
 
 
-def test_the_only_changing_handler_is_on_delete() -> None:
+def test_the_only_changing_handlers_are_on_delete() -> None:
     """NoDiffBase keeps no last-handled configuration, so kopf could never tell a creation
     from an update: a create, update, resume or field handler would silently never fire."""
     changing = kopf.get_default_registry()._changing.get_all_handlers()
-    assert [(h.id, h.reason, h.field) for h in changing] == [
-        ("restore", kopf.Reason.DELETE, None)]
+    assert sorted((h.id, h.reason, h.field) for h in changing) == [
+        ("restore", kopf.Reason.DELETE, None), ("restore-cleanup", kopf.Reason.DELETE, None)]
 
 
 def test_no_last_handled_configuration_is_stored() -> None:

@@ -479,6 +479,47 @@ class FailoverSpec(ApiModel):
         "primary gets its writers back (a switchover never loses a write).")
 
 
+# ---- restore (the Restore resource's defaults for this plan) -----------------------------------
+class CloneStorage(ApiModel):
+    """The volume of a clone made by a Restore."""
+
+    size: str | None = Field(
+        default=None, max_length=32, pattern=_QUANTITY,
+        description="Requested size, e.g. `20Gi`; absent: one and a half times the size of "
+        "the backup restored, at least 1Gi.")
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, pattern=_DNS_SUBDOMAIN,
+        description="StorageClass of the clone's PersistentVolumeClaim; absent: the "
+        "cluster's default.")
+
+
+class CloneTemplate(ApiModel):
+    """How a Restore of mode Clone runs the restored database: a StatefulSet of one replica
+    with its own PersistentVolumeClaim and a Service, beside the untouched primary."""
+
+    image: str | None = Field(
+        default=None, max_length=512,
+        description="Image of the clone's PostgreSQL server; absent: backups.image (which "
+        "holds the PostgreSQL server of database.pgVersion).")
+    command: list[Annotated[str, Field(max_length=1024)]] | None = Field(
+        default=None, max_length=32,
+        description="Command of the clone's container; absent: `postgres -D "
+        "<database.dataDirectory>` listening on database.port, with archiving off.")
+    storage: CloneStorage = Field(default_factory=CloneStorage,
+                                  description="The clone's volume.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the clone's container; absent: "
+        "backups.resources.")
+
+
+class RestoreSettings(ApiModel):
+    """Defaults of the Restores of this plan."""
+
+    clone_template: CloneTemplate = Field(
+        default_factory=CloneTemplate,
+        description="How clones are run, unless a Restore brings its own template.")
+
+
 # ---- spec ----------------------------------------------------------------------------------
 _ONE_PRIMARY = ("self.regions.exists_one(r, r.role == 'Primary')",
                 "regions: exactly one region must have role Primary")
@@ -501,6 +542,8 @@ class RecoveryPlanSpec(ApiModel):
     backups: BackupsSpec = Field(description="Backups with pgBackRest.")
     failover: FailoverSpec = Field(default_factory=FailoverSpec,
                                    description="Failover settings.")
+    restore: RestoreSettings = Field(default_factory=RestoreSettings,
+                                     description="Defaults of the Restores of this plan.")
 
     @model_validator(mode="after")
     def _topology(self) -> Self:

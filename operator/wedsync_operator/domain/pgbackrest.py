@@ -213,6 +213,11 @@ def _base(stanza: str, config: str | None) -> list[str]:
     return ["pgbackrest", *_config_arg(config), f"--stanza={stanza}"]
 
 
+def base_command(stanza: str, *, config: str | None = None) -> list[str]:
+    """``pgbackrest [--config=...] --stanza=...``: the start of every command line."""
+    return _base(stanza, config)
+
+
 def stanza_create_command(stanza: str, *, config: str | None = None) -> list[str]:
     """Creates the stanza in every repository (idempotent when it matches)."""
     return [*_base(stanza, config), "stanza-create"]

@@ -31,6 +31,7 @@ from wedsync_operator.handlers import common, recovery
 from wedsync_operator.kube.regions import RegionClients, get_or_none
 from wedsync_operator.kube.status import patch_status_guarded
 from wedsync_operator.services import failover, health
+from wedsync_operator.services import restore as restores
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 5.0
@@ -206,6 +207,13 @@ async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: Regio
     """Acts on a failed probe of the serving primary; returns what the plan's events have
     said about it (a lost primary is told once, not at every probe)."""
     primary = found.primary
+    # An in-place Restore owns the primary from its checks to its end (it fences it itself):
+    # no Failover may start meanwhile.
+    restoring = await restores.in_place_running(regions.local, namespace, name)
+    if restoring is not None:
+        logger.info(f"primary {primary.region} probe failed ({primary.message}): no failover "
+                    f"while the in-place Restore {restoring} runs")
+        return reported
     active, last = await failover.plan_runs(regions.local, namespace, name)
     decision = detect(plan.failover, failures, active, last, common.now(),
                       found.promotable(), health.why_not_promotable(found))
