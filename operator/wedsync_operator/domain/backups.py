@@ -15,7 +15,10 @@ certificate comes from the Secret ``<plan>-pgbackrest-tls`` (keys ``ca.crt``, ``
 Posix repositories are mounted from their PersistentVolumeClaims at ``/pgbackrest/<name>``;
 a claim in another region must be
 reachable from the cluster that runs the jobs (e.g. an NFS-backed ReadWriteMany volume), which
-is why an S3 repository is the usual second copy.
+is why an S3 repository is the usual second copy. An S3 repository's keys reach the jobs as
+environment variables from its credentials Secret, and its CA bundle (``s3.caSecret``, for a
+store with a private CA) is projected beside ``pgbackrest.conf`` at
+``/etc/pgbackrest/s3-ca/<name>.crt``.
 
 Every object carries the labels below and a controller owner reference to the plan, so the
 garbage collector deletes them with it. Names longer than Kubernetes allows are shortened with a
@@ -268,6 +271,12 @@ def _pod_spec(plan_name: str, namespace: str, spec: RecoveryPlanSpec, job_type: 
             "items": [{"key": k, "path": f"tls/{k}", "mode": 0o400}
                       for k in ("ca.crt", "tls.crt", "tls.key")],
         }})
+    for repo in backups.repositories:
+        if repo.s3 is not None and repo.s3.ca_secret is not None:
+            ca = repo.s3.ca_secret
+            config_sources.append({"secret": {"name": ca.name, "items": [{
+                "key": ca.key,
+                "path": pb.s3_ca_file(repo.name).removeprefix(f"{pb.CONFIG_DIR}/")}]}})
     volumes: list[dict[str, Any]] = [
         {"name": "pgbackrest-config", "projected": {"sources": config_sources,
                                                     "defaultMode": 0o440}},
