@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ controlplane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, h
 
 prometheus: ## build prometheus and promtool for the alert tests (cached)
 	tools/prometheus/build.sh
+
+s3server: ## build SeaweedFS, the S3 server the S3 repository tests run against (cached)
+	tools/s3server/build.sh
 
 crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and manifests/install.yaml
 	$(PY) -m wedsync_operator crds --write
@@ -40,10 +43,10 @@ typecheck: venv ## mypy --strict on the package, the testbed, the tests and the 
 test-unit: venv ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv controlplane prometheus ## integration tests (real control plane, PostgreSQL, pgBackRest, Prometheus)
+test-integration: venv controlplane prometheus s3server ## integration tests (real control plane, PostgreSQL, pgBackRest, Prometheus, S3)
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-test: lint typecheck controlplane prometheus ## ruff, mypy --strict, then every test tier
+test: lint typecheck controlplane prometheus s3server ## ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 bench: venv controlplane ## benchmarks (1,000 policies; failover RTO; pgBackRest); figures go to bench/results/
@@ -54,4 +57,4 @@ bench: venv controlplane ## benchmarks (1,000 policies; failover RTO; pgBackRest
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 
-.PHONY: help venv controlplane prometheus crds run lint typecheck test-unit test-integration test bench clean
+.PHONY: help venv controlplane prometheus s3server crds run lint typecheck test-unit test-integration test bench clean

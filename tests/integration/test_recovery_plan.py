@@ -445,6 +445,12 @@ def test_bad_input_is_refused_by_the_api_server_or_reported(
     assert "Unsupported value: \"gcs\"" in message
     assert "posix" in message
 
+    url_endpoint = plan("bad-endpoint")
+    url_endpoint["spec"]["backups"]["repositories"][1]["s3"]["endpoint"] = "https://minio:9000"
+    accepted, message = try_apply(cluster, namespace, url_endpoint)
+    assert not accepted
+    assert "s3.endpoint must be a host name only" in message
+
     # What CEL cannot check (minute 61, an unknown time zone) the operator reports.
     apply(cluster, namespace, *references("late"))
     apply(cluster, namespace, plan("late", full={"schedule": "61 2 * * *"}))

@@ -424,6 +424,18 @@ def test_the_secrets_and_claims_the_jobs_need() -> None:
         "kubeconfig of primary region eu-west's cluster"))
 
 
+def test_an_s3_ca_bundle_secret_is_a_reference_the_jobs_need() -> None:
+    private = {**S3, "s3": {**S3["s3"], "caSecret": {"name": "store-ca"}}}  # type: ignore[dict-item]
+    spec = RecoveryPlanSpec.model_validate({**plan().wire(), "backups": {
+        **plan().wire()["backups"], "repositories": [POSIX, private]}})
+    needs = references.secrets_needed(spec, "weddings", "bookings")
+    assert references.SecretNeed("weddings", "store-ca", ("ca.crt",),
+                          "CA bundle of S3 repository offsite") in needs
+    assert references.reference_problems(needs[2:3], {}, [], "weddings", {}) == [
+        "Secret weddings/store-ca (CA bundle of S3 repository offsite) does not exist: "
+        "create it with keys ca.crt"]
+
+
 def test_reference_problems_say_what_to_create() -> None:
     needs = references.secrets_needed(plan(), "weddings", "bookings")
     found: dict[tuple[str, str], frozenset[str] | None] = {

@@ -26,6 +26,12 @@ def repo(name: str, region_name: str = "eu-west", **extra: Any) -> dict[str, Any
             "posix": {"claimName": f"{name}-claim"}, **extra}
 
 
+def s3_repo(**s3: Any) -> dict[str, Any]:
+    return {"name": "offsite", "type": "s3", "region": "eu-west",
+            "s3": {"bucket": "wedsync-dr", "endpoint": "minio.storage.svc", "region": "eu",
+                   "credentialsSecret": {"name": "s3-keys"}, **s3}}
+
+
 MINIMAL: dict[str, Any] = {
     "database": {"name": "wedsync", "stanza": "main"},
     "regions": [region("eu-west", "Primary")],
@@ -152,6 +158,12 @@ INVALID: dict[str, tuple[Any, str]] = {
     "drill from an unknown repository": (
         lambda b: b["backups"].update(restoreDrill={"repository": "vault"}),
         "backups.restoreDrill.repository must name one of backups.repositories"),
+    "s3 endpoint written as a URL": (
+        lambda b: b["backups"]["repositories"].append(s3_repo(endpoint="https://minio:9000")),
+        "s3.endpoint must be a host name only"),
+    "s3 endpoint with a port": (
+        lambda b: b["backups"]["repositories"].append(s3_repo(endpoint="minio.storage:9000")),
+        "set s3.port for a port other than 443"),
     "no traffic target": (lambda b: b["regions"][0].update(traffic={}),
                           "set at least one of service, configMapKey or secretKey"),
     "freeze with days and date": (
@@ -200,6 +212,9 @@ FIELD_ERRORS: dict[str, tuple[Any, str]] = {
     "impossible freeze date": (
         lambda b: b["backups"].update(freezes=[{"name": "w", "date": "02-30"}]),
         "'02-30': that day does not exist in that month"),
+    "s3 port out of range": (
+        lambda b: b["backups"]["repositories"].append(s3_repo(port=70000)),
+        "less than or equal to 65535"),
     "relative data directory": (lambda b: b["database"].update(dataDirectory="data"),
                                 "should match pattern"),
     "stanza with a space": (lambda b: b["database"].update(stanza="my stanza"),
@@ -238,6 +253,24 @@ def test_a_full_featured_plan_is_accepted() -> None:
     ))
     spec = RecoveryPlanSpec.model_validate(body)
     assert [r.name for r in spec.backups.regular_repositories] == ["repo1", "offsite"]
+
+
+def test_an_s3_repository_with_a_private_ca_and_port() -> None:
+    spec = RecoveryPlanSpec.model_validate(spec_with(lambda b: b["backups"][
+        "repositories"].append(s3_repo(endpoint="10.0.0.7", port=8333,
+                                       caSecret={"name": "store-ca"}))))
+    s3 = spec.backups.repositories[1].s3
+    assert s3 is not None
+    assert s3.ca_secret is not None
+    assert (s3.port, s3.ca_secret.name, s3.ca_secret.key) == (8333, "store-ca", "ca.crt")
+    plain = RecoveryPlanSpec.model_validate(spec_with(
+        lambda b: b["backups"]["repositories"].append(s3_repo())))
+    assert plain.backups.repositories[1].s3 is not None
+    assert plain.backups.repositories[1].wire()["s3"] == {
+        "bucket": "wedsync-dr", "endpoint": "minio.storage.svc", "region": "eu",
+        "uriStyle": "host", "path": "/pgbackrest",
+        "credentialsSecret": {"name": "s3-keys", "accessKeyIdKey": "AWS_ACCESS_KEY_ID",
+                              "secretAccessKeyKey": "AWS_SECRET_ACCESS_KEY"}}
 
 
 # ---- the schema: bounded for the CEL cost budget, documented -------------------------------

@@ -9,6 +9,7 @@ operator gives the same answer for objects that were stored before a rule existe
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -200,12 +201,34 @@ class S3Credentials(ApiModel):
                                        description="Key of the secret access key.")
 
 
+class S3CaSecret(ApiModel):
+    """A Secret holding the PEM bundle of the CA that signed an S3 endpoint's certificate."""
+
+    name: str = Field(max_length=253, pattern=_DNS_SUBDOMAIN, description="Secret name.")
+    key: str = Field(default="ca.crt", max_length=253, pattern=_SECRET_KEY,
+                     description="Key holding the PEM bundle.")
+
+
+#: A host name or IPv4 address: no scheme, path or port (RE2 without backslashes, for CEL).
+_HOST_REGEX = "^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
+_S3_ENDPOINT_HOST = (
+    f"self.endpoint.matches('{_HOST_REGEX}')",
+    "s3.endpoint must be a host name only, e.g. s3.eu-central-1.amazonaws.com (no "
+    "https://, path or port: set s3.port for a port other than 443)")
+
+
 class S3Repository(ApiModel):
-    """A repository in an S3-compatible bucket."""
+    """A repository in an S3-compatible bucket, reached over HTTPS with signature v4. The
+    endpoint's certificate is always verified: against the backup image's system CAs, or
+    against `caSecret` for a store with a private CA."""
+
+    model_config = _config(_S3_ENDPOINT_HOST)
 
     bucket: str = Field(max_length=63, description="Bucket name.")
     endpoint: str = Field(max_length=253, description="S3 endpoint host, e.g. "
-                          "`s3.eu-central-1.amazonaws.com`.")
+                          "`s3.eu-central-1.amazonaws.com` or `minio.storage.svc`.")
+    port: int | None = Field(default=None, ge=1, le=65535,
+                             description="HTTPS port of the endpoint; absent: 443.")
     region: str = Field(max_length=63, description="S3 region of the bucket.")
     uri_style: Literal["host", "path"] = Field(
         default="host", description="`host` (bucket.endpoint) or `path` (endpoint/bucket), as "
@@ -213,6 +236,16 @@ class S3Repository(ApiModel):
     path: str = Field(default="/pgbackrest", max_length=255, pattern=r"^/",
                       description="Path of the repository inside the bucket.")
     credentials_secret: S3Credentials = Field(description="Secret with the access keys.")
+    ca_secret: S3CaSecret | None = Field(
+        default=None,
+        description="Secret (in the plan's namespace) with the PEM bundle of the CA that "
+        "signed the endpoint's certificate, for a store with a private CA; mounted into the "
+        "backup jobs as pgBackRest's `repoN-storage-ca-file`. Absent: the image's system CAs.")
+
+    @model_validator(mode="after")
+    def _endpoint_is_a_host(self) -> Self:
+        _check(re.fullmatch(_HOST_REGEX, self.endpoint) is not None, _S3_ENDPOINT_HOST)
+        return self
 
 
 class RepositoryRetention(ApiModel):

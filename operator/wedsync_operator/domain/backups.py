@@ -15,7 +15,10 @@ certificate comes from the Secret ``<plan>-pgbackrest-tls`` (keys ``ca.crt``, ``
 Posix repositories are mounted from their PersistentVolumeClaims at ``/pgbackrest/<name>``;
 a claim in another region must be
 reachable from the cluster that runs the jobs (e.g. an NFS-backed ReadWriteMany volume), which
-is why an S3 repository is the usual second copy.
+is why an S3 repository is the usual second copy. An S3 repository's keys reach the jobs as
+environment variables from its credentials Secret, and its CA bundle (``s3.caSecret``, for a
+store with a private CA) is projected beside ``pgbackrest.conf`` at
+``/etc/pgbackrest/s3-ca/<name>.crt``.
 
 Every object carries the labels below and a controller owner reference to the plan, so the
 garbage collector deletes them with it. Names longer than Kubernetes allows are shortened with a
@@ -267,6 +270,7 @@ def _pod_spec(plan_name: str, namespace: str, spec: RecoveryPlanSpec, job_type: 
             "items": [{"key": k, "path": f"tls/{k}", "mode": 0o400}
                       for k in ("ca.crt", "tls.crt", "tls.key")],
         }})
+    config_sources += s3_ca_sources(spec)
     volumes, mounts = config_volume(config_sources)
     repo_volumes, repo_mounts = repository_volumes(spec)
     volumes += repo_volumes
@@ -280,6 +284,23 @@ def _pod_spec(plan_name: str, namespace: str, spec: RecoveryPlanSpec, job_type: 
 
 
 # ---- pod pieces shared by every Job the operator runs (backups, restores, rebuilds) ----------
+def s3_ca_sources(spec: RecoveryPlanSpec) -> list[dict[str, Any]]:
+    """Projected-volume sources that put each S3 repository's private CA bundle (its
+    ``s3.caSecret``) beside ``pgbackrest.conf``, where the configuration names it."""
+    sources: list[dict[str, Any]] = []
+    for repo in spec.backups.repositories:
+        if repo.s3 is not None and repo.s3.ca_secret is not None:
+            ca = repo.s3.ca_secret
+            sources.append({"secret": {"name": ca.name, "items": [{
+                "key": ca.key, "path": s3_ca_path(repo.name)}]}})
+    return sources
+
+
+def s3_ca_path(repository: str) -> str:
+    """The CA bundle's path inside the configuration volume."""
+    return pb.s3_ca_file(repository).removeprefix(f"{pb.CONFIG_DIR}/")
+
+
 def config_volume(sources: list[dict[str, Any]]
                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The pgBackRest configuration (projected from `sources`) at ``/etc/pgbackrest`` and a

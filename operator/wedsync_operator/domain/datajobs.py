@@ -161,6 +161,17 @@ def s3_key_names(spec: RecoveryPlanSpec) -> list[tuple[str, str, str]]:
     return out
 
 
+def s3_ca_names(spec: RecoveryPlanSpec) -> list[tuple[str, str, str, str]]:
+    """(key in the Job's Secret, CA Secret, key in it, path in the configuration volume) of
+    every S3 repository with a private CA: copied into the Job's Secret like the keys."""
+    out = []
+    for repo in spec.backups.repositories:
+        if repo.s3 is not None and repo.s3.ca_secret is not None:
+            ca = repo.s3.ca_secret
+            out.append((f"s3-ca-{repo.name}", ca.name, ca.key, builders.s3_ca_path(repo.name)))
+    return out
+
+
 def build_job_secret(name: str, namespace: str, spec: RecoveryPlanSpec,
                      s3_keys: Mapping[str, str], job: Mapping[str, Any],
                      labels: Mapping[str, str]) -> dict[str, Any]:
@@ -208,7 +219,8 @@ def build_data_job(
     the PostgreSQL it starts as that user (postgres otherwise)."""
     volumes, mounts = builders.config_volume([{"secret": {
         "name": secret_name(name),
-        "items": [{"key": builders.CONFIG_KEY, "path": builders.CONFIG_KEY}],
+        "items": [{"key": builders.CONFIG_KEY, "path": builders.CONFIG_KEY},
+                  *({"key": key, "path": path} for key, _s, _k, path in s3_ca_names(spec))],
     }}])
     repo_volumes, repo_mounts = builders.repository_volumes(spec, repositories)
     volumes += repo_volumes

@@ -40,6 +40,10 @@ def secrets_needed(spec: RecoveryPlanSpec, namespace: str, plan_name: str) -> li
             needs.append(SecretNeed(namespace, creds.name,
                                     (creds.access_key_id_key, creds.secret_access_key_key),
                                     f"S3 credentials of repository {repo.name}"))
+            ca = repo.s3.ca_secret
+            if ca is not None:
+                needs.append(SecretNeed(namespace, ca.name, (ca.key,),
+                                        f"CA bundle of S3 repository {repo.name}"))
     if builders.pg_access_for(spec, namespace).host is not None:
         needs.append(SecretNeed(namespace, builders.tls_secret_name(plan_name), TLS_KEYS,
                                 "client certificate of the backup jobs for the database "
