@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from wedsync_operator.api.failover import Phase as FailoverPhase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -188,8 +191,7 @@ REPLICATION_LAG_BYTES = Gauge(
     "WAL bytes the primary has flushed that a standby region has not replayed yet.",
     ["namespace", "plan", "region"], registry=REGISTRY,
 )
-FAILOVER_PHASES = ("Pending", "AwaitingApproval", "Fencing", "Promoting", "Redirecting",
-                   "Verifying", "Succeeded", "Failed")
+FAILOVER_PHASES: tuple[str, ...] = get_args(FailoverPhase)
 FAILOVER_PHASE = Gauge(
     "wedsync_failover_phase",
     "1 for the phase a Failover run is in, 0 for the others.",

@@ -510,6 +510,16 @@ class FailoverSpec(ApiModel):
         description="Longest a Switchover waits, after fencing, for the standby to replay "
         "everything the old primary wrote; then it fails without promoting and the old "
         "primary gets its writers back (a switchover never loses a write).")
+    rebuild: Literal["Automatic", "Manual"] = Field(
+        default="Manual",
+        description="Re-protection after a failover: once the former primary (or a Diverged "
+        "region) can be reached, the operator creates a Failover of type Rebuild for it. "
+        "Manual: the run waits for `spec.approved: true` (a rebuild discards the writes the "
+        "old primary holds that the new one never received). Automatic: it goes ahead.")
+    rebuild_timeout_seconds: int = Field(
+        default=3600, ge=60, le=86400,
+        description="Longest the rebuild Job (pg_rewind, else a pgBackRest delta restore) may "
+        "run before the Rebuild fails.")
 
 
 # ---- restore (the Restore resource's defaults for this plan) -----------------------------------
