@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -24,11 +25,12 @@ import psycopg
 import pytest
 
 from tests.integration.conftest import OPERATOR_NAMESPACE
-from tests.integration.kube import apply, must_get, wait_for
+from tests.integration.kube import apply, must_get, pending_pod, terminate_pod, wait_for
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
-from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
+from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries, owned_dir
+from wedsync_testbed.postgres import run as pg_run
 
 _reason = missing_binaries()
 pytestmark = [
@@ -801,3 +803,109 @@ def test_a_former_primary_that_returns_writable_is_fenced_and_its_lost_writes_co
 
     plan = wait_for(east_diverged, 30, "east Diverged in the plan's status")
     assert plan["status"]["currentPrimary"] == "west"
+
+
+# ---- re-protection ---------------------------------------------------------------------------
+def run_rebuild_job(bed: Bed, region: str, pg: PostgresInstance, run: str) -> dict[str, Any]:
+    """Acts as the node for the rebuild Job of `run`: the exact script its Pod carries runs
+    here on `pg`'s data directory (the pod's /tmp and termination log moved into a scratch
+    folder), with the environment its Secret holds; then its Pod ends as the kubelet would
+    report it. Returns what the script wrote as its termination message."""
+    cluster = bed.regions[region]
+    job = f"{run}-rebuild"
+    pod = wait_for(lambda: pending_pod(cluster, bed.namespace, job), RUN_TIMEOUT,
+                   f"a Pod of the rebuild Job {job}")
+    spec = must_get(cluster, "pod", pod, bed.namespace)["spec"]
+    [container] = spec["containers"]
+    script = container["command"][-1]
+    data = next(m for m in container["volumeMounts"] if m["name"] == "data")
+    assert data["mountPath"] == topology.DATA_DIRECTORY
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName")
+              for v in spec["volumes"]}
+    assert claims["data"] == f"pg-{region}-data"  # the workload's own claim
+    secret_name = container["env"][-1]["valueFrom"]["secretKeyRef"]["name"]
+    secret = must_get(cluster, "secret", secret_name, bed.namespace)
+    env = {e["name"]: base64.b64decode(secret["data"][e["valueFrom"]["secretKeyRef"]["key"]])
+           .decode() for e in container["env"] if e["valueFrom"].get("secretKeyRef", {})
+           .get("name") == secret_name}
+    work = owned_dir("wedsync-rebuild-")
+    script = (script.replace("/tmp/", f"{work}/")
+              .replace(topology.DATA_DIRECTORY, str(pg.data_dir))
+              .replace("/dev/termination-log", str(work / "termination-log")))
+    try:
+        done = pg_run(["/bin/sh", "-c", script], check=False, timeout=600, env=env, cwd=work)
+        message = (work / "termination-log").read_text() if (
+            work / "termination-log").exists() else done.stderr[-2000:]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    terminate_pod(cluster, bed.namespace, pod, done.returncode, message)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(message.strip().splitlines()[-1])
+    return result
+
+
+def rebuild_run(bed: Bed, region: str) -> str:
+    def created() -> str | None:
+        listing = json.loads(bed.main.kubectl("get", "failover", "-n", bed.namespace,
+                                              "-o", "json"))["items"]
+        return next((r["metadata"]["name"] for r in listing if r["spec"]["type"] == "Rebuild"
+                     and r["spec"].get("toRegion") == region), None)
+
+    return wait_for(created, RUN_TIMEOUT, f"a Rebuild run of {region}")
+
+
+def test_after_a_switchover_the_old_primary_is_rewound_and_a_switch_back_loses_nothing(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """Re-protection: after a Switchover east → west, east (fenced, and holding writes on
+    its old timeline that west never received) gets a Rebuild run from the detector. Acting
+    as the node (stopping east when its workload is at zero, running the Job's script,
+    starting east when the workload is back), east is rewound from west, streams from it,
+    the plan is protected again and records for how long it was not; the writes only east
+    held are gone, every write west acknowledged is on east, and a Switchover back to east
+    with a writer running loses nothing."""
+    bed = bed_factory(rebuild="Automatic",
+                      probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3})
+    wait_condition(bed, "StandbysReady", "True", "Streaming")
+    writer = Writer((bed.primary, bed.standby))
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acked) > 50, 30, "the writer to get going")
+        bed.failover("away", "Switchover")
+        bed.wait_phase("away", "Succeeded")
+        # east is fenced; a superuser still writes there: WAL west never receives (a
+        # diverged old primary that the rewind must undo)
+        bed.primary.psql("-c", "BEGIN READ WRITE",
+                         "-c", "INSERT INTO writes SELECT -g FROM generate_series(1, 100) g",
+                         "-c", "COMMIT")
+        run = rebuild_run(bed, "east")
+        assert bed.run(run)["spec"]["approved"] is True  # failover.rebuild: Automatic
+        # the Stop step waits until east's database no longer answers: the kubelet stops it
+        wait_for(lambda: "still answers" in bed.status(run).get("message", ""), RUN_TIMEOUT,
+                 "the run to wait for east to stop")
+        assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 0
+        bed.primary.stop()
+        result = run_rebuild_job(bed, "east", bed.primary, run)
+        assert result["method"] == "rewind", result
+        wait_for(lambda: bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"]
+                 == 1, RUN_TIMEOUT, "the workload scaled back")
+        bed.primary.start()
+        status = bed.wait_phase(run, "Succeeded")
+        assert status["rebuildMethod"] == "rewind"
+        assert status["rebuildSeconds"] >= 0
+        assert [s["name"] for s in status["steps"]] == ["Stop", "Rewind", "Start", "Rejoin"]
+        wait_condition(bed, "StandbysReady", "True", "Streaming")
+        plan = must_get(bed.main, "drplan", "orders", bed.namespace)
+        assert plan["status"]["protection"]["lastUnprotectedSeconds"] > 0
+        assert "unprotectedSince" not in plan["status"]["protection"]
+        assert bed.primary.in_recovery()
+        assert not rows(bed.primary, "id < 0")  # what only the old timeline held is gone
+        # switch back: an ordinary Switchover, with the writer still running
+        acked = len(writer.acked)
+        bed.failover("back", "Switchover")
+        back = bed.wait_phase("back", "Succeeded")
+        wait_for(lambda: len(writer.acked) > acked + 50, 30, "writes on east again")
+    finally:
+        writer.finish()
+    assert back["toRegion"] == "east"
+    assert back["dataLossBytes"] == 0
+    assert missing(bed.primary, writer.acked) == []

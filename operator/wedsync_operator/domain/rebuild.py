@@ -9,7 +9,9 @@ workload scaled to zero, so nothing else holds the volume). The Job's script:
    parted and copies what changed since (a server that was killed is first recovered in
    single-user mode by pg_rewind itself). Needs data checksums or ``wal_log_hints`` on the
    old primary, its WAL back to the switch point, and a source role allowed to read files
-   (superuser, or EXECUTE on ``pg_ls_dir``, ``pg_stat_file``, ``pg_read_binary_file``).
+   (superuser, or EXECUTE on ``pg_ls_dir``, ``pg_stat_file``, ``pg_read_binary_file``, and
+   ``pg_checkpoint``: the source is checkpointed first, else a just-promoted primary's
+   control file still names its old timeline and pg_rewind finds nothing to do).
 2. Else (no data left, no checksums, WAL recycled, any failure of the rewind) a pgBackRest
    ``--delta --type=standby`` restore from the plan's repository nearest the region.
 3. Either way: ``standby.signal``, ``primary_conninfo`` pointing at the serving primary
@@ -81,6 +83,14 @@ def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = No
         'if [ ! -s "$PGDATA/PG_VERSION" ]; then',
         "  method=restore",
         "  rewind_error='the data directory holds no cluster'",
+        # a just-promoted source's control file still names its old timeline until its
+        # next checkpoint, and pg_rewind would find "no rewind required"
+        f"elif ! {q(binaries + '/psql')} \"${SOURCE_ENV}\" -X -q -c CHECKPOINT "
+        "> /tmp/rewind.log 2>&1; then",
+        "  cat /tmp/rewind.log >&2",
+        "  rewind_error=\"CHECKPOINT on the source failed: $(tail -n 2 /tmp/rewind.log "
+        "| oneline)\"",
+        "  method=restore",
         "else",
         f"  if ! {q(binaries + '/pg_rewind')} --target-pgdata=\"$PGDATA\" "
         f"--source-server=\"${SOURCE_ENV}\" --progress > /tmp/rewind.log 2>&1; then",
