@@ -829,7 +829,7 @@ def run_rebuild_job(bed: Bed, region: str, pg: PostgresInstance, run: str) -> di
            .decode() for e in container["env"] if e["valueFrom"].get("secretKeyRef", {})
            .get("name") == secret_name}
     work = owned_dir("wedsync-rebuild-")
-    script = (script.replace("/tmp/", f"{work}/")
+    script = (script.replace("work=/tmp", f"work={work}")
               .replace(topology.DATA_DIRECTORY, str(pg.data_dir))
               .replace("/dev/termination-log", str(work / "termination-log")))
     try:

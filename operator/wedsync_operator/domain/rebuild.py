@@ -50,11 +50,12 @@ def primary_conninfo_line(conninfo: str) -> str:
 
 def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = None,
                    result_path: str = "/dev/termination-log", pg_bin: str | None = None,
-                   data_directory: str | None = None) -> str:
+                   data_directory: str | None = None, work_dir: str = "/tmp") -> str:
     """A POSIX shell script that makes the data directory (``spec.database.dataDirectory``,
     or `data_directory`) a standby of the server in ``$WEDSYNC_REWIND_SOURCE``: pg_rewind,
     else a pgBackRest delta restore from repository number `repo`; then the standby's
-    settings from ``$WEDSYNC_PRIMARY_CONNINFO`` (a whole ``postgresql.auto.conf`` line)."""
+    settings from ``$WEDSYNC_PRIMARY_CONNINFO`` (a whole ``postgresql.auto.conf`` line).
+    Its logs go to `work_dir` (the pod's /tmp)."""
     db = spec.database
     q = shlex.quote
     binaries = pg_bin or f"/usr/lib/postgresql/{db.pg_version}/bin"
@@ -67,6 +68,7 @@ def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = No
         "set -eu",
         f"PGDATA={q(data_directory or db.data_directory)}",
         f"result={q(result_path)}",
+        f"work={q(work_dir)}",
         "now() { date +%s.%N; }",
         "elapsed() { awk -v a=\"$1\" -v b=\"$2\" 'BEGIN { printf \"%.3f\", b - a }'; }",
         # one line, no quote or backslash: safe inside the JSON string
@@ -86,29 +88,29 @@ def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = No
         # a just-promoted source's control file still names its old timeline until its
         # next checkpoint, and pg_rewind would find "no rewind required"
         f"elif ! {q(binaries + '/psql')} \"${SOURCE_ENV}\" -X -q -c CHECKPOINT "
-        "> /tmp/rewind.log 2>&1; then",
-        "  cat /tmp/rewind.log >&2",
-        "  rewind_error=\"CHECKPOINT on the source failed: $(tail -n 2 /tmp/rewind.log "
+        "> $work/rewind.log 2>&1; then",
+        "  cat $work/rewind.log >&2",
+        "  rewind_error=\"CHECKPOINT on the source failed: $(tail -n 2 $work/rewind.log "
         "| oneline)\"",
         "  method=restore",
         "else",
         f"  if ! {q(binaries + '/pg_rewind')} --target-pgdata=\"$PGDATA\" "
-        f"--source-server=\"${SOURCE_ENV}\" --progress > /tmp/rewind.log 2>&1; then",
-        "    cat /tmp/rewind.log >&2",
+        f"--source-server=\"${SOURCE_ENV}\" --progress > $work/rewind.log 2>&1; then",
+        "    cat $work/rewind.log >&2",
         "    rewind_error=$(grep -v -E '^(pg_rewind: )?(connected|servers diverged|"
         "rewinding|reading|need to copy|creating|syncing|Done|[0-9]+/[0-9]+ kB)' "
-        "/tmp/rewind.log | tail -n 3 | oneline)",
+        "$work/rewind.log | tail -n 3 | oneline)",
         "    method=restore",
         "  else",
-        "    cat /tmp/rewind.log",
+        "    cat $work/rewind.log",
         "  fi",
         "fi",
         'if [ "$method" = restore ]; then',
         '  mkdir -p "$PGDATA"',
         '  chmod 700 "$PGDATA"',
-        f"  {restore} > /tmp/restore.log 2>&1 || {{ cat /tmp/restore.log >&2; "
+        f"  {restore} > $work/restore.log 2>&1 || {{ cat $work/restore.log >&2; "
         "fail \"pg_rewind failed ($rewind_error) and so did the pgBackRest restore: "
-        "$(grep -E 'ERROR|error' /tmp/restore.log | tail -n 2 | oneline)\"; }",
+        "$(grep -E 'ERROR|error' $work/restore.log | tail -n 2 | oneline)\"; }",
         "fi",
         'conf="$PGDATA/postgresql.auto.conf"',
         'touch "$conf"',
