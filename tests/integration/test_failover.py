@@ -26,6 +26,7 @@ import pytest
 
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.kube import apply, must_get, pending_pod, terminate_pod, wait_for
+from tests.integration.metrics import wait_probes
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
@@ -345,7 +346,7 @@ def test_manual_mode_and_freeze_hold_the_run_until_approved(
     status = bed.wait_phase("gated", "AwaitingApproval")
     assert "Manual" in status["message"]
     assert "wedding-season" in status["message"]
-    time.sleep(8)  # several ticks: still held, nothing touched
+    wait_probes(operator, bed.namespace, "orders", "east", 3)  # still held, nothing touched
     assert bed.status("gated")["phase"] == "AwaitingApproval"
     assert bed.standby.in_recovery()
     assert accepts_writes(bed.primary)
@@ -389,7 +390,7 @@ def test_operator_killed_mid_run_resumes_with_exactly_one_promotion(
 def test_a_lost_primary_is_detected_fenced_and_replaced(
         bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
     bed = bed_factory(probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3})
-    time.sleep(3)  # a few healthy probes first
+    wait_probes(operator, bed.namespace, "orders", "east", 3)  # a few healthy probes first
     assert bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name") == ""
     lost = time.monotonic()
     bed.primary.kill()
@@ -413,9 +414,15 @@ def test_a_lost_primary_is_detected_fenced_and_replaced(
     plan = must_get(bed.main, "drplan", "orders", bed.namespace)
     assert plan["status"]["currentPrimary"] == "west"
     assert promotions(bed.standby) == 1
-    time.sleep(5)  # the new primary is probed now: no second run
-    assert len(bed.main.kubectl("get", "failover", "-n", bed.namespace,
-                                "-o", "name").split()) == 1
+    wait_probes(operator, bed.namespace, "orders", "west", 5)  # the new primary: no 2nd run
+    runs = json.loads(bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o",
+                                       "json"))["items"]
+    assert [r["metadata"]["name"] for r in runs if r["spec"]["type"] != "Rebuild"] == [run]
+    # re-protection is proposed: a Rebuild of east, waiting for approval (rebuild: Manual)
+    rebuilds = [r["metadata"]["name"] for r in runs if r["spec"]["type"] == "Rebuild"]
+    assert rebuilds == [rebuild_run(bed, "east")]
+    assert bed.wait_phase(rebuilds[0], "AwaitingApproval")["message"].startswith(
+        "awaiting approval")
     # The plan says who serves now, and that the old primary is no standby to fall back on.
     healthy = wait_condition(bed, "PrimaryHealthy", "True")
     assert "primary west" in healthy["message"]
@@ -505,7 +512,7 @@ def test_a_wrong_kubeconfig_or_a_silent_region_api_is_a_condition_never_a_failov
     held = wait_for(lambda: "no standby can be promoted now" in (m := bed.status("blocked").get(
         "message", "")) and m, 60, "the run to say why it waits")
     assert "kubeconfig-west" in held
-    time.sleep(3)
+    wait_probes(operator, bed.namespace, "orders", "east", 3)
     assert bed.status("blocked").get("phase") == "Pending"
     assert accepts_writes(bed.primary), "the primary was fenced with no standby to promote"
 
@@ -515,12 +522,12 @@ def test_a_wrong_kubeconfig_or_a_silent_region_api_is_a_condition_never_a_failov
     assert nowhere != good["east"]
     secret(bed.main, bed.namespace, "kubeconfig-east", {"kubeconfig": nowhere})
     # ... and the primary's kubeconfig Secret is garbage too: unknown, never "lost"
-    time.sleep(5)
+    wait_probes(operator, bed.namespace, "orders", "east", 3)
     assert plan_condition(bed, "PrimaryHealthy")["status"] == "True"
     secret(bed.main, bed.namespace, "kubeconfig-east", {"kubeconfig": "[]"})
     cond = wait_condition(bed, "PrimaryHealthy", "Unknown", "Misconfigured")
     assert "kubeconfig-east" in cond["message"]
-    time.sleep(4)  # several probes over the failure threshold
+    wait_probes(operator, bed.namespace, "orders", "east", 5)  # over the failure threshold
     runs = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name").split()
     assert runs == ["failover.dbopt.wedsync.io/blocked"], "a misconfiguration started a run"
     assert operator.healthy()
@@ -551,7 +558,9 @@ def test_two_operators_driving_one_run_at_once_still_promote_once(
         with SplitBrainWatch((bed.primary, bed.standby)) as watch:
             bed.failover("contested", "Switchover")
             status = bed.wait_phase("contested", "Succeeded")
-            time.sleep(2)  # the slower driver, if any, has caught up by now
+            # the slower driver, if any, has seen the run end: its daemon has exited
+            wait_for(lambda: all(f"/contested] Daemon 'failover-run' succeeded" in p.output()
+                                 for p in (operator, second)), 60, "both drivers to finish")
         refused = sum(p.output().count("written meanwhile") for p in (operator, second))
     finally:
         second.stop()
