@@ -559,7 +559,7 @@ def test_two_operators_driving_one_run_at_once_still_promote_once(
             bed.failover("contested", "Switchover")
             status = bed.wait_phase("contested", "Succeeded")
             # the slower driver, if any, has seen the run end: its daemon has exited
-            wait_for(lambda: all(f"/contested] Daemon 'failover-run' succeeded" in p.output()
+            wait_for(lambda: all("/contested] Daemon 'failover-run' succeeded" in p.output()
                                  for p in (operator, second)), 60, "both drivers to finish")
         refused = sum(p.output().count("written meanwhile") for p in (operator, second))
     finally:
