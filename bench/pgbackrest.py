@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.integration.pg_fixtures import posix, skip_reason, start_bed
+from tests.integration.pg_fixtures import create_bookings, posix, skip_reason, start_bed
 
 from wedsync_operator.domain import pgbackrest as pb
 from wedsync_testbed.controlplane import REPO_ROOT
@@ -49,12 +49,7 @@ def one_run(rows: int, logs: Path) -> tuple[dict[str, float], dict[str, Any]]:
     bed = start_bed(REPOSITORIES, logs=logs)
     try:
         pg = bed.primary
-        pg.execute("CREATE DATABASE wedsync")
-        pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
-                   "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
-        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
-                   "'couple-' || g, repeat(md5(g::text), 4) "
-                   f"FROM generate_series(1, {rows}) g", dbname="wedsync")
+        create_bookings(pg, rows)
         facts: dict[str, Any] = {
             "database_size_bytes": int(pg.execute(
                 "SELECT sum(pg_database_size(datname)) FROM pg_database")),
