@@ -32,6 +32,7 @@ from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries, owned_dir
 from wedsync_testbed.postgres import run as pg_run
+from wedsync_testbed.writes import Writer, connect, missing
 
 _reason = missing_binaries()
 pytestmark = [
@@ -120,11 +121,6 @@ def bed_factory(cluster: LocalCluster, regions: dict[str, LocalCluster], namespa
 
 
 # ---- database checks ------------------------------------------------------------------------
-def connect(pg: PostgresInstance) -> psycopg.Connection[Any]:
-    return psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres",
-                           dbname="postgres", autocommit=True, connect_timeout=3)
-
-
 def replay(pg: PostgresInstance, action: str) -> None:
     """Pauses or resumes a standby's replay. A statement on a standby can be cancelled by a
     recovery conflict (the replay of the fence's catalog changes): it is sent again."""
@@ -149,47 +145,6 @@ def accepts_writes(pg: PostgresInstance) -> bool:
 
 
 promotions = topology.promotions
-
-
-@dataclass
-class Writer:
-    """Writes numbered rows into whichever server accepts them, all the time (trying the
-    targets in turn); remembers every write that was acknowledged (committed)."""
-
-    targets: tuple[PostgresInstance, ...]
-    acked: list[int] = field(default_factory=list)
-    failed: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        n, current = 0, 0
-        db: psycopg.Connection[Any] | None = None
-        while not self.stop.is_set():
-            n += 1
-            try:
-                if db is None:
-                    db = connect(self.targets[current])
-                db.execute("INSERT INTO writes VALUES (%s)", (n,))
-                self.acked.append(n)
-            except psycopg.Error:
-                self.failed += 1
-                if db is not None:
-                    db.close()
-                    db = None
-                current = (current + 1) % len(self.targets)
-                time.sleep(0.02)
-        if db is not None:
-            db.close()
-
-    def finish(self) -> None:
-        self.stop.set()
-        assert self.thread is not None
-        self.thread.join(30)
 
 
 @dataclass
@@ -268,12 +223,6 @@ def wait_condition(bed: Bed, kind: str, status: str, reason: str | None = None,
         return cond if ok else None
 
     return wait_for(reached, timeout, f"plan condition {kind}={status} ({reason}) {saying}")
-
-
-def missing(pg: PostgresInstance, ids: list[int]) -> list[int]:
-    with connect(pg) as db:
-        present = {row[0] for row in db.execute("SELECT id FROM writes WHERE id > 0")}
-    return [i for i in ids if i not in present]
 
 
 def assert_switched(bed: Bed, status: dict[str, Any]) -> None:
