@@ -472,26 +472,27 @@ def duplicates(indexes: Sequence[ExistingIndex]) -> list[tuple[ExistingIndex, Ex
     plain btree whose columns lead another btree's; the redundant one never enforces
     anything."""
     found: list[tuple[ExistingIndex, ExistingIndex, str]] = []
-    seen: set[str] = set()
-    ordered = sorted(indexes, key=lambda i: (i.protected, i.qualified), reverse=True)
-    for index in ordered:  # protected ones first: they cover, they are never redundant
-        if index.protected or not index.valid or index.qualified in seen:
+    redundant: set[str] = set()
+    for index in sorted(indexes, key=lambda i: i.qualified):
+        if index.protected or not index.valid:
             continue
-        for other in ordered:
-            if other is index or not other.valid or other.table_qualified != \
-                    index.table_qualified or other.qualified in seen:
-                continue
-            if other.signature == index.signature and _keeps_over(other, index):
-                found.append((index, other, "Identical"))
-                seen.add(index.qualified)
-                break
-            if (index.method == other.method == "btree" and not index.partial
-                    and not other.partial and None not in index.columns
-                    and len(index.columns) < len(other.columns)
-                    and other.columns[:len(index.columns)] == index.columns):
-                found.append((index, other, "Prefix"))
-                seen.add(index.qualified)
-                break
+        others = [o for o in indexes if o is not index and o.valid
+                  and o.table_qualified == index.table_qualified
+                  and o.qualified not in redundant]
+        same = [o for o in others if o.signature == index.signature and _keeps_over(o, index)]
+        longer = [o for o in others if index.method == o.method == "btree"
+                  and not index.partial and not o.partial and None not in index.columns
+                  and len(index.columns) < len(o.columns)
+                  and o.columns[:len(index.columns)] == index.columns]
+        if same:
+            found.append((index, same[0], "Identical"))
+        elif longer:
+            found.append((index, min(longer, key=lambda o: (None in o.columns, len(o.columns),
+                                                            o.qualified)),
+                          "Prefix"))
+        else:
+            continue
+        redundant.add(index.qualified)
     return found
 
 
