@@ -120,7 +120,7 @@ class QueryClass(ApiModel):
                       description="Class name, e.g. booking or vendor-search.")
     match: ClassMatch = Field(description="Which statements belong to the class.")
     target_milliseconds: float = Field(
-        gt=0, le=3_600_000,
+        ge=0.001, le=3_600_000,
         description="Target for the class's mean execution time over one interval.")
 
 
@@ -130,7 +130,7 @@ class Advice(ApiModel):
 
     enabled: bool = Field(default=True, description="Compute index advice.")
     cost_drop_ratio: float = Field(
-        default=0.3, gt=0, lt=1,
+        default=0.3, ge=0.01, le=0.99,
         description="A candidate is kept only when the planner's cost of the statements it "
         "serves (weighted by their calls) drops by at least this fraction, e.g. 0.3: to 70% "
         "or less.")
