@@ -3,8 +3,8 @@ reading pg_stat_statements, pg_qualstats and the catalogs, planning statements w
 without hypothetical indexes (hypopg), building an index concurrently and dropping its invalid
 leftovers. Callers get `domain.tuning`'s types and `database.DatabaseError`.
 
-The role needs (docs/tuning.md): `pg_read_all_stats` (every role's statements in
-pg_stat_statements), SELECT on the tables whose statements are examined (EXPLAIN checks it),
+The role needs (docs/tuning.md): `pg_monitor` (`pg_read_all_stats`: every role's statements in
+pg_stat_statements; `pg_read_all_settings`: shared_preload_libraries), SELECT on the tables whose statements are examined (EXPLAIN checks it),
 EXECUTE on the hypopg and pg_qualstats functions (granted to PUBLIC by the extensions), and,
 to build indexes, ownership of the tables (CREATE INDEX needs it). Nothing here needs a
 superuser.
@@ -36,17 +36,20 @@ DatabaseError = database.DatabaseError
 _PREPARED = "wedsync_tuning_probe"
 
 _PREREQUISITES_SQL = """
-SELECT current_setting('shared_preload_libraries'),
+SELECT CASE WHEN pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')
+            THEN current_setting('shared_preload_libraries') END,
        (SELECT coalesce(array_agg(extname::text), '{}') FROM pg_extension),
        current_user::text,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
+         AND pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')
 """
 
 
 async def prerequisites(db: database.Session) -> Prerequisites:
     preload, extensions, role, superuser, stats = await db.row(_PREREQUISITES_SQL)
-    libraries = frozenset(p.strip().strip('"') for p in str(preload).split(",") if p.strip())
+    libraries = None if preload is None else frozenset(
+        p.strip().strip('"') for p in str(preload).split(",") if p.strip())
     return Prerequisites(preloaded=libraries, extensions=frozenset(extensions), role=str(role),
                          superuser=bool(superuser), reads_all_stats=bool(stats))
 

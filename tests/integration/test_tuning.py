@@ -14,7 +14,7 @@ import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from tests.integration.kube import apply, condition, events_for, must_get, wait_for
-from wedsync_operator.api.tuning import TuningPolicySpec
+from wedsync_operator.api.tuning import TuningPolicySpec, TuningPolicyStatus
 from wedsync_operator.kube.regions import RegionClients
 from wedsync_operator.services import tuning
 from wedsync_testbed import regions as topology
@@ -327,3 +327,59 @@ def test_a_policy_on_a_plan_follows_its_serving_primary(
         cluster.kubectl("patch", "drplan", "orders", "-n", namespace, "--subresource=status",
                         "--type=merge", "-p", '{"status": {"currentPrimary": "west"}}')
         assert asyncio.run(where()) == f"west 127.0.0.1:{west.port}/postgres"
+
+
+def test_a_least_privilege_role_is_enough_to_advise_and_is_told_what_building_needs(
+        cluster: LocalCluster, namespace: str, database: PostgresInstance,
+        workload: Workload) -> None:
+    """A role with pg_monitor and SELECT on the tables (no superuser) reads every role's
+    statements and proves advice; building needs the tables' owner, which the Privileges
+    condition says. Without pg_monitor, the condition says to grant it. The service runs
+    here directly, interval by interval, against the real database and API server."""
+    database.execute("CREATE ROLE tuner LOGIN; CREATE ROLE watcher LOGIN; "
+                     "GRANT pg_monitor TO tuner; "
+                     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO tuner, watcher")
+
+    def run(role: str) -> tuning.Outcome:
+        topology.secret(cluster, namespace, "bookings-db", {
+            "host": "127.0.0.1", "port": str(database.port), "user": role,
+            "dbname": "postgres"})
+        spec = TuningPolicySpec.model_validate(policy("x", apply={"mode": "Approved"})["spec"])
+
+        async def intervals() -> tuning.Outcome:
+            configuration = client.Configuration()
+            await config.load_kube_config(config_file=str(cluster.kubeconfig),
+                                          client_configuration=configuration)
+            api = client.ApiClient(configuration=configuration)
+            memory = tuning.Memory()
+            try:
+                outcome = await tuning.tick(RegionClients(api), namespace, spec,
+                                            TuningPolicyStatus(), memory, _now)
+                calls = workload.calls
+                await asyncio.to_thread(wait_for, lambda: workload.calls >= calls + 20, 60.0,
+                                        "the workload to run between the intervals")
+                return await tuning.tick(RegionClients(api), namespace, spec, outcome.status,
+                                         memory, _now)
+            finally:
+                await api.close()
+
+        return asyncio.run(intervals())
+
+    outcome = run("tuner")
+    conditions = {c["type"]: c for c in outcome.conditions}
+    assert conditions["Ready"]["status"] == "True"
+    assert [r.columns for r in outcome.status.recommendations] == [["vendor_id",
+                                                                     "wedding_date"]]
+    assert conditions["Privileges"]["status"] == "False"
+    assert "must own (or be a member of the owner of) public.bookings" in \
+        conditions["Privileges"]["message"]
+
+    outcome = run("watcher")
+    conditions = {c["type"]: c for c in outcome.conditions}
+    assert "GRANT pg_monitor TO watcher" in conditions["Privileges"]["message"]
+    # the other roles' statements are hidden from it: nothing to report, nothing advised
+    assert outcome.status.recommendations == []
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -311,11 +311,19 @@ def test_missing_libraries_and_grants_say_what_to_run() -> None:
     assert "CREATE EXTENSION pg_qualstats in database app" in qual
     assert "CREATE EXTENSION hypopg" in conds["HypopgAvailable"]["message"]
     privileges = conds["Privileges"]["message"]
-    assert "GRANT pg_read_all_stats TO tuner" in privileges
+    assert "GRANT pg_monitor TO tuner" in privileges
     assert "GRANT SELECT ON public.bookings TO tuner" in privileges
     assert "own" in privileges
     never = {c["type"]: c for c in t.prerequisite_conditions(prereq, "app", "Never")}
     assert "own" not in never["Privileges"]["message"]
+
+
+def test_a_role_that_may_not_read_the_setting_is_told_to_get_pg_monitor() -> None:
+    prereq = t.Prerequisites(preloaded=None, extensions=frozenset({"pg_stat_statements"}),
+                             role="tuner", superuser=False, reads_all_stats=False)
+    conds = {c["type"]: c for c in t.prerequisite_conditions(prereq, "app", "Never")}
+    assert conds["StatementsAvailable"]["status"] == "True"
+    assert "GRANT pg_monitor TO tuner" in conds["Privileges"]["message"]
 
 
 # ---- the API -------------------------------------------------------------------------------
@@ -336,3 +344,16 @@ def test_a_class_needs_a_way_to_match_and_unique_names() -> None:
     with pytest.raises(ValidationError):
         spec(classes=[{"name": "a", "match": {"statement": {"tables": ["a b"]}},
                        "targetMilliseconds": 1}])
+
+
+def test_the_sample_is_a_valid_policy() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "manifests" / "samples" / \
+        "40-databasetuningpolicy.yaml"
+    [doc] = list(yaml.safe_load_all(path.read_text()))
+    sample = TuningPolicySpec.model_validate(doc["spec"])
+    assert sample.database.plan == "bookings"
+    assert [c.name for c in sample.classes] == ["booking", "vendor-search"]

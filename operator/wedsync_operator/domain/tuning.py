@@ -582,10 +582,12 @@ def mean_of(interval: Sequence[Delta], statements: Iterable[int]) -> float | Non
 class Prerequisites:
     """What the server has and what the role may do."""
 
-    preloaded: frozenset[str]
+    #: shared_preload_libraries; None when the role may not read it
+    preloaded: frozenset[str] | None
     extensions: frozenset[str]
     role: str
     superuser: bool
+    #: member of pg_read_all_stats and pg_read_all_settings (pg_monitor has both)
     reads_all_stats: bool
     #: tables (schema.table) of advised statements the role may not SELECT (EXPLAIN needs it)
     unreadable: tuple[str, ...] = ()
@@ -593,14 +595,18 @@ class Prerequisites:
     not_owned: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    def loaded(self, name: str) -> bool:
+        """Preloaded and installed (installed alone when the role may not read the
+        setting: reading the extension's views then tells)."""
+        return (self.preloaded is None or name in self.preloaded) and name in self.extensions
+
     @property
     def statements(self) -> bool:
-        return "pg_stat_statements" in self.preloaded and \
-            "pg_stat_statements" in self.extensions
+        return self.loaded("pg_stat_statements")
 
     @property
     def qualstats(self) -> bool:
-        return "pg_qualstats" in self.preloaded and "pg_qualstats" in self.extensions
+        return self.loaded("pg_qualstats")
 
     @property
     def hypopg(self) -> bool:
@@ -609,7 +615,7 @@ class Prerequisites:
 
 def _library(name: str, prereq: Prerequisites, dbname: str) -> tuple[bool, str, str]:
     fixes = []
-    if name not in prereq.preloaded:
+    if prereq.preloaded is not None and name not in prereq.preloaded:
         fixes.append(f"add {name} to shared_preload_libraries (ALTER SYSTEM SET "
                      f"shared_preload_libraries = '{_preload_with(prereq.preloaded, name)}') "
                      "and restart PostgreSQL")
@@ -644,8 +650,8 @@ def prerequisite_conditions(prereq: Prerequisites, dbname: str, mode: str
         f"and run CREATE EXTENSION hypopg in database {dbname}"))
     problems = []
     if not (prereq.superuser or prereq.reads_all_stats):
-        problems.append(f"GRANT pg_read_all_stats TO {quote_ident(prereq.role)} (to read "
-                        "every role's statements)")
+        problems.append(f"GRANT pg_monitor TO {quote_ident(prereq.role)} (to read every "
+                        "role's statements and shared_preload_libraries)")
     if prereq.unreadable:
         problems.append(f"GRANT SELECT ON {', '.join(prereq.unreadable)} TO "
                         f"{quote_ident(prereq.role)} (EXPLAIN needs it)")

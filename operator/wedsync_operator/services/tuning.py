@@ -176,6 +176,7 @@ async def _observe(conn: Connection, where: str, spec: TuningPolicySpec,
         interval: list[decide.Delta] | None = None
         reports = list(old.classes)
         seconds = None
+        started = memory.taken
         if memory.snapshot is not None and memory.taken is not None:
             interval = decide.deltas(memory.snapshot, stats)
             seconds = max(0.001, (now - memory.taken).total_seconds())
@@ -202,7 +203,7 @@ async def _observe(conn: Connection, where: str, spec: TuningPolicySpec,
                             duplicate_of=b.qualified, kind=kind,
                             size_bytes=a.size_bytes)
              for a, b, kind in decide.duplicates(existing)]
-    applied = _measure(list(old.applied), interval, spec.apply.verify_intervals, events)
+    applied = _measure(list(old.applied), interval, started, spec.apply.verify_intervals, events)
     status = replace_status(
         old, database=where, sampled_at=now if interval is not None else old.sampled_at,
         interval_seconds=round(seconds, 3) if seconds is not None else old.interval_seconds,
@@ -295,13 +296,16 @@ def _carry(old: Sequence[Recommendation], fresh: Sequence[Recommendation]
 
 
 def _measure(applied: list[AppliedIndex], interval: Sequence[decide.Delta] | None,
-             intervals: int, events: list[Event]) -> list[AppliedIndex]:
-    """The helped statements' mean over the intervals after each build, until measured."""
-    if interval is None:
+             started: datetime | None, intervals: int, events: list[Event]
+             ) -> list[AppliedIndex]:
+    """The helped statements' mean over the intervals after each build, until measured; an
+    interval that began before the build finished (statements ran without the index during
+    it) does not count."""
+    if interval is None or started is None:
         return applied
     out = []
     for index in applied:
-        if index.intervals_measured >= intervals:
+        if index.intervals_measured >= intervals or index.built_at > started:
             out.append(index)
             continue
         mean = decide.mean_of(interval, index.statements)
