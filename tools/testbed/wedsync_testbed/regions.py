@@ -33,12 +33,22 @@ def secret(cluster: LocalCluster, namespace: str, name: str, values: dict[str, s
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}})
 
 
+#: where the workloads mount their data (the plan's default spec.database.dataDirectory)
+DATA_DIRECTORY = "/var/lib/postgresql/data"
+
+
 def deployment(name: str) -> dict[str, Any]:
+    """The workload a region's database stands for: no Pod of it runs (there is no kubelet),
+    but it has what a rebuild Job reads from it: the claim its data lives on."""
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "pg", "image": "postgres:15"}]}}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
+                     "containers": [{"name": "pg", "image": "postgres:15", "volumeMounts": [
+                         {"name": "data", "mountPath": DATA_DIRECTORY}]}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {
+                         "claimName": f"{name}-data"}}]}}},
     }
 
 
