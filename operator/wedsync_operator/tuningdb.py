@@ -3,13 +3,13 @@ reading pg_stat_statements, pg_qualstats and the catalogs, planning statements w
 without hypothetical indexes (hypopg), building an index concurrently and dropping its invalid
 leftovers. Callers get `domain.tuning`'s types and `database.DatabaseError`.
 
-The role needs (docs/tuning.md): `pg_monitor` (`pg_read_all_stats`: every role's statements in
-pg_stat_statements; `pg_read_all_settings`: shared_preload_libraries), SELECT on the tables whose statements are examined (EXPLAIN checks it),
-EXECUTE on the hypopg and pg_qualstats functions (granted to PUBLIC by the extensions), and,
-to build indexes, ownership of the tables (CREATE INDEX needs it). Nothing here needs a
-superuser.
+The role needs (docs/tuning.md): `pg_monitor` (its `pg_read_all_stats`: every role's
+statements in pg_stat_statements; its `pg_read_all_settings`: shared_preload_libraries),
+SELECT on the tables whose statements are examined (EXPLAIN checks it), EXECUTE on the hypopg
+and pg_qualstats functions (granted to PUBLIC by the extensions), and, to build indexes,
+ownership of the tables (CREATE INDEX needs it). Nothing here needs a superuser.
 
-Statements are planned in a session of their own with `plan_cache_mode =
+Statements are planned in the operator's session (after `begin_planning`) with `plan_cache_mode =
 force_generic_plan`: a normalized statement (``$1`` for each constant) is prepared and its
 generic plan explained with NULL parameters, so nothing is executed and no constant is
 guessed; a statement pg_qualstats kept an example of with real constants is explained as
