@@ -146,7 +146,7 @@ async def tick(regions: RegionClients, namespace: str, spec: TuningPolicySpec,
     if memory.where != where:
         memory.where, memory.snapshot, memory.taken = where, None, None
     try:
-        return await _observe(conn, where, spec, old, memory, clock)
+        return await observe(conn, where, spec, old, memory, clock)
     except DB_ERRORS as error:
         text = conn.scrub(str(error).strip().splitlines()[0] if str(error).strip()
                           else type(error).__name__)
@@ -159,9 +159,11 @@ def replace_status(status: TuningPolicyStatus, **changes: Any) -> TuningPolicySt
     return status.model_copy(update=changes)
 
 
-async def _observe(conn: Connection, where: str, spec: TuningPolicySpec,
-                   old: TuningPolicyStatus, memory: Memory, clock: Callable[[], datetime]
-                   ) -> Outcome:
+async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
+                  old: TuningPolicyStatus, memory: Memory, clock: Callable[[], datetime]
+                  ) -> Outcome:
+    """One interval on a database already found (`tick` without the Kubernetes half; the
+    benchmark calls it directly). Database errors are raised."""
     events: list[Event] = []
     async with _session(conn) as db:
         prereq = await tuningdb.prerequisites(db)
