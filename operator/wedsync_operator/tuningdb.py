@@ -7,7 +7,8 @@ The role needs (docs/tuning.md): `pg_monitor` (its `pg_read_all_stats`: every ro
 statements in pg_stat_statements; its `pg_read_all_settings`: shared_preload_libraries),
 SELECT on the tables whose statements are examined (EXPLAIN checks it), EXECUTE on the hypopg
 and pg_qualstats functions (granted to PUBLIC by the extensions), and, to build indexes,
-ownership of the tables (CREATE INDEX needs it). Nothing here needs a superuser.
+ownership of the tables and CREATE on their schema (CREATE INDEX needs both). Nothing
+here needs a superuser.
 
 Statements are planned in the operator's session (after `begin_planning`) with `plan_cache_mode =
 force_generic_plan`: a normalized statement (``$1`` for each constant) is prepared and its
@@ -135,17 +136,21 @@ async def counted_since(db: database.Session) -> datetime | None:
     return found if isinstance(found, datetime) else None
 
 
-async def privileges(db: database.Session, tables: Sequence[str]) -> tuple[list[str],
-                                                                            list[str]]:
-    """(tables the role may not SELECT, tables whose owner the role is not a member of)."""
+async def privileges(db: database.Session, tables: Sequence[str]
+                     ) -> tuple[list[str], list[str], list[str]]:
+    """(tables the role may not SELECT, tables whose owner the role is not a member of,
+    schemas of those tables it may not CREATE in)."""
     if not tables:
-        return [], []
+        return [], [], []
     rows = await db.rows(
         "SELECT t, has_table_privilege(t::regclass, 'SELECT'), "
-        "pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE') "
+        "pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE'), "
+        "split_part(t, '.', 1), has_schema_privilege((SELECT relnamespace FROM pg_class "
+        "WHERE oid = t::regclass), 'CREATE') "
         "FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NOT NULL", (list(tables),))
-    return ([str(t) for t, select, _own in rows if not select],
-            [str(t) for t, _select, own in rows if not own])
+    return ([str(t) for t, select, *_ in rows if not select],
+            [str(t) for t, _select, own, *_ in rows if not own],
+            sorted({str(schema) for *_, schema, create in rows if not create}))
 
 
 # ---- planning -----------------------------------------------------------------------------

@@ -280,12 +280,23 @@ def rec(name: str, state: str = "Open") -> Recommendation:
                           state=state)
 
 
+NOW = datetime(2026, 6, 10, 2, 0, tzinfo=UTC)
+
+
 def test_the_apply_mode_decides_what_is_built() -> None:
     recs = [rec("done", "Applied"), rec("first"), rec("second")]
-    assert t.next_build(spec(), recs) is None
+    assert t.next_build(spec(), recs, NOW) is None
     approved = spec(apply={"mode": "Approved", "approved": ["second"]})
-    assert t.next_build(approved, recs) == recs[2]
-    assert t.next_build(spec(apply={"mode": "Automatic"}), recs) == recs[1]
+    assert t.next_build(approved, recs, NOW) == recs[2]
+    assert t.next_build(spec(apply={"mode": "Automatic"}), recs, NOW) == recs[1]
+
+
+def test_a_failed_build_waits_before_it_is_tried_again() -> None:
+    failed = rec("first", "Failed").model_copy(update={"failed_at": NOW})
+    automatic = spec(apply={"mode": "Automatic", "retryAfterMinutes": 60})
+    assert t.next_build(automatic, [failed, rec("second")], NOW) == rec("second")
+    assert t.next_build(automatic, [failed], NOW + timedelta(minutes=59)) is None
+    assert t.next_build(automatic, [failed], NOW + timedelta(minutes=60)) == failed
 
 
 def test_measured_gain_flags_an_index_that_did_not_help() -> None:
@@ -302,7 +313,8 @@ def test_missing_libraries_and_grants_say_what_to_run() -> None:
     prereq = t.Prerequisites(preloaded=frozenset({"pg_stat_statements"}),
                              extensions=frozenset({"pg_stat_statements"}), role="tuner",
                              superuser=False, reads_all_stats=False,
-                             unreadable=("public.bookings",), not_owned=("public.bookings",))
+                             unreadable=("public.bookings",), not_owned=("public.bookings",),
+                             no_create=("public",))
     conds = {c["type"]: c for c in t.prerequisite_conditions(prereq, "app", "Automatic")}
     assert conds["StatementsAvailable"]["status"] == "True"
     qual = conds["QualstatsAvailable"]["message"]
@@ -314,6 +326,7 @@ def test_missing_libraries_and_grants_say_what_to_run() -> None:
     assert "GRANT pg_monitor TO tuner" in privileges
     assert "GRANT SELECT ON public.bookings TO tuner" in privileges
     assert "own" in privileges
+    assert "GRANT CREATE ON SCHEMA public TO tuner" in privileges
     never = {c["type"]: c for c in t.prerequisite_conditions(prereq, "app", "Never")}
     assert "own" not in never["Privileges"]["message"]
 

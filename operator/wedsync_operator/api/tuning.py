@@ -161,6 +161,10 @@ class Apply(ApiModel):
         default=5, ge=1, le=600,
         description="lock_timeout of the CREATE INDEX CONCURRENTLY session: a build that waits "
         "this long for a lock gives up (and its invalid leftover is dropped).")
+    retry_after_minutes: int = Field(
+        default=60, ge=1, le=10_080,
+        description="A failed build (lock timeout, window end, an error) is tried again after "
+        "this long, inside a window.")
     verify_intervals: int = Field(
         default=3, ge=1, le=100,
         description="Intervals after a build over which the helped statements' mean time is "
@@ -241,6 +245,8 @@ class Recommendation(ApiModel):
         default="Open", description="Open, Approved (waiting for a window), Building, Applied, "
         "Failed.")
     message: str = Field(default="", description="Why it is in its state.")
+    failed_at: datetime | None = Field(default=None,
+                                       description="When its last build failed.")
 
 
 class AppliedIndex(ApiModel):

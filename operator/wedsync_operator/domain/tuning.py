@@ -544,12 +544,16 @@ def _stamp(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at is not None else "never"
 
 
-def next_build(spec: TuningPolicySpec, recommendations: Sequence[Recommendation]
-               ) -> Recommendation | None:
-    """The recommendation the apply mode lets be built now (one at a time), if any."""
+def next_build(spec: TuningPolicySpec, recommendations: Sequence[Recommendation],
+               now: datetime) -> Recommendation | None:
+    """The recommendation the apply mode lets be built now (one at a time), if any; one
+    whose build failed waits `apply.retryAfterMinutes`."""
     mode = spec.apply.mode
+    retry = timedelta(minutes=spec.apply.retry_after_minutes)
     for rec in recommendations:
         if rec.state in ("Applied", "Building"):
+            continue
+        if rec.state == "Failed" and rec.failed_at is not None and now - rec.failed_at < retry:
             continue
         if mode == "Automatic" or (mode == "Approved" and rec.name in spec.apply.approved):
             return rec
@@ -593,6 +597,8 @@ class Prerequisites:
     unreadable: tuple[str, ...] = ()
     #: tables of recommendations the role does not own (CREATE INDEX needs ownership)
     not_owned: tuple[str, ...] = ()
+    #: schemas of those tables the role may not CREATE in (CREATE INDEX needs it too)
+    no_create: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def loaded(self, name: str) -> bool:
@@ -658,6 +664,10 @@ def prerequisite_conditions(prereq: Prerequisites, dbname: str, mode: str
     if mode != "Never" and prereq.not_owned:
         problems.append(f"the role must own (or be a member of the owner of) "
                         f"{', '.join(prereq.not_owned)} to build indexes on them")
+    if mode != "Never" and prereq.no_create:
+        problems.append(f"GRANT CREATE ON SCHEMA {', '.join(prereq.no_create)} TO "
+                        f"{quote_ident(prereq.role)} (or to the tables' owner it is a member "
+                        "of): CREATE INDEX needs it")
     out.append(condition(
         "Privileges", not problems, "Granted" if not problems else "Missing",
         f"role {prereq.role} has what the policy needs" if not problems else

@@ -195,8 +195,9 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
             recommendations = await _advise(db, spec, stats, interval, reports, existing, old)
             advised_at = now
         tables = sorted({r.table for r in recommendations})
-        unreadable, not_owned = await tuningdb.privileges(db, tables)
-        prereq = replace(prereq, unreadable=tuple(unreadable), not_owned=tuple(not_owned))
+        unreadable, not_owned, no_create = await tuningdb.privileges(db, tables)
+        prereq = replace(prereq, unreadable=tuple(unreadable), not_owned=tuple(not_owned),
+                         no_create=tuple(no_create))
         conds = decide.prerequisite_conditions(prereq, conn.dbname, spec.apply.mode)
     unused = [UnusedIndex(name=i.qualified, table=i.table_qualified, size_bytes=i.size_bytes,
                           since=since)
@@ -292,7 +293,8 @@ def _carry(old: Sequence[Recommendation], fresh: Sequence[Recommendation]
     for rec in fresh:
         before = states.get(rec.name)
         if before is not None and before.state == "Failed":
-            rec = rec.model_copy(update={"state": before.state, "message": before.message})
+            rec = rec.model_copy(update={"state": before.state, "message": before.message,
+                                         "failed_at": before.failed_at})
         out.append(rec)
     return out
 
@@ -338,7 +340,7 @@ async def _apply(conn: Connection, spec: TuningPolicySpec, status: TuningPolicyS
                  ) -> tuple[TuningPolicyStatus, tuple[str, str] | None]:
     recs = [_waiting(spec, r, gate) for r in status.recommendations]
     status = replace_status(status, recommendations=recs)
-    chosen = decide.next_build(spec, recs)
+    chosen = decide.next_build(spec, recs, clock())
     if chosen is None or not gate.allowed:
         return status, None
     dropped = list(status.dropped_invalid)
@@ -376,7 +378,7 @@ async def _apply(conn: Connection, spec: TuningPolicySpec, status: TuningPolicyS
             *[a for a in status.applied if a.name != chosen.name], applied],
             last_maintenance=done, dropped_invalid=dropped[-20:]), (chosen.name, "built")
     events.append(Event("Warning", "IndexBuildFailed", f"{chosen.name}: {message}"))
-    recs = [r.model_copy(update={"state": "Failed", "message": message})
+    recs = [r.model_copy(update={"state": "Failed", "message": message, "failed_at": done})
             if r.name == chosen.name else r for r in recs]
     return replace_status(status, recommendations=recs, dropped_invalid=dropped[-20:]), \
         (chosen.name, "failed")
@@ -389,7 +391,7 @@ def _round(value: float | None) -> float | None:
 def _waiting(spec: TuningPolicySpec, rec: Recommendation, gate: decide.BuildGate
              ) -> Recommendation:
     """The state a recommendation shows while nothing is built."""
-    if rec.state in ("Applied", "Failed"):
+    if rec.state == "Applied" or (rec.state == "Failed" and not gate.allowed):
         return rec
     approved = spec.apply.mode == "Automatic" or (
         spec.apply.mode == "Approved" and rec.name in spec.apply.approved)
