@@ -383,3 +383,62 @@ def test_a_least_privilege_role_is_enough_to_advise_and_is_told_what_building_ne
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def test_a_build_gives_up_at_its_lock_timeout_and_invalid_leftovers_are_dropped(
+        cluster: LocalCluster, namespace: str, database: PostgresInstance,
+        workload: Workload) -> None:
+    """An invalid index an earlier build left (a failed CREATE INDEX CONCURRENTLY) is dropped
+    before the next build; a build that cannot get its lock within lock_timeout fails, is
+    reported, leaves nothing behind and is not retried at once."""
+    with pytest.raises(Exception, match="could not create unique index"):
+        database.execute("CREATE UNIQUE INDEX CONCURRENTLY wedsync_leftover ON vendors (city)")
+    assert database.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                            "'wedsync_leftover'::regclass") == "f"
+    connection_secret(cluster, namespace, database)
+    every_day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    spec = TuningPolicySpec.model_validate(policy(
+        "x", apply={"mode": "Automatic", "lockTimeoutSeconds": 1},
+        maintenanceWindows=[{"name": "always", "days": every_day}])["spec"])
+    with psycopg.connect(host="127.0.0.1", port=database.port, user="postgres",
+                         dbname="postgres") as holder:
+        # what CREATE INDEX CONCURRENTLY needs, held by another session
+        holder.execute("LOCK TABLE bookings IN SHARE UPDATE EXCLUSIVE MODE")
+
+        async def intervals() -> tuning.Outcome:
+            configuration = client.Configuration()
+            await config.load_kube_config(config_file=str(cluster.kubeconfig),
+                                          client_configuration=configuration)
+            api = client.ApiClient(configuration=configuration)
+            memory = tuning.Memory()
+            try:
+                outcome = await tuning.tick(RegionClients(api), namespace, spec,
+                                            TuningPolicyStatus(), memory, _now)
+                calls = workload.calls
+                await asyncio.to_thread(wait_for, lambda: workload.calls >= calls + 20, 60.0,
+                                        "the workload to run between the intervals")
+                failed = await tuning.tick(RegionClients(api), namespace, spec,
+                                           outcome.status, memory, _now)
+                calls = workload.calls
+                await asyncio.to_thread(wait_for, lambda: workload.calls >= calls + 5, 60.0,
+                                        "the workload to run between the intervals")
+                again = await tuning.tick(RegionClients(api), namespace, spec, failed.status,
+                                          memory, _now)
+                assert again.built is None  # not retried before retryAfterMinutes
+                return failed
+            finally:
+                await api.close()
+
+        outcome = asyncio.run(intervals())
+        holder.rollback()
+    assert outcome.status.dropped_invalid == ["public.wedsync_leftover"]
+    assert "wedsync_leftover" not in database.execute("SELECT string_agg(relname, ',') FROM "
+                                                      "pg_class WHERE relkind = 'i'")
+    [rec] = [r for r in outcome.status.recommendations if r.table == "public.bookings"]
+    assert rec.state == "Failed"
+    assert "lock timeout" in rec.message
+    assert rec.failed_at is not None
+    assert outcome.built == (rec.name, "failed")
+    assert {e.reason for e in outcome.events} >= {"InvalidIndexDropped", "IndexBuildFailed"}
+    assert rec.name not in indexes(database)  # nothing left behind
+    assert not outcome.status.applied

@@ -346,7 +346,12 @@ async def _apply(conn: Connection, spec: TuningPolicySpec, status: TuningPolicyS
     dropped = list(status.dropped_invalid)
     async with _session(conn) as admin:
         for leftover in await tuningdb.invalid_leftovers(admin):
-            await tuningdb.drop_index(admin, leftover, spec.apply.lock_timeout_seconds)
+            try:
+                await tuningdb.drop_index(admin, leftover, spec.apply.lock_timeout_seconds)
+            except database.DatabaseError as error:
+                events.append(Event("Warning", "InvalidIndexLeft", f"could not drop {leftover}, "
+                                    f"an invalid leftover of an earlier build: {error}"))
+                continue
             dropped.append(leftover)
             events.append(Event("Warning", "InvalidIndexDropped",
                                 f"dropped {leftover}, an invalid leftover of an earlier build"))
@@ -391,8 +396,8 @@ def _round(value: float | None) -> float | None:
 def _waiting(spec: TuningPolicySpec, rec: Recommendation, gate: decide.BuildGate
              ) -> Recommendation:
     """The state a recommendation shows while nothing is built."""
-    if rec.state == "Applied" or (rec.state == "Failed" and not gate.allowed):
-        return rec
+    if rec.state in ("Applied", "Failed"):
+        return rec  # a Failed one is tried again by next_build once its wait is over
     approved = spec.apply.mode == "Automatic" or (
         spec.apply.mode == "Approved" and rec.name in spec.apply.approved)
     if not approved:
