@@ -11,6 +11,7 @@ promoted one (primary_conninfo), follow its new timeline and catch up.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -89,8 +90,10 @@ class Four:
         return wait_for(reached, RUN_TIMEOUT, f"failover {name} in {phases}", interval=0.3)
 
     def runs(self) -> list[str]:
-        return [n.split("/")[-1] for n in self.main.kubectl(
-            "get", "failover", "-n", self.namespace, "-o", "name").split()]
+        """The plan's promotion runs (not the Rebuild runs re-protection adds after them)."""
+        items = json.loads(self.main.kubectl("get", "failover", "-n", self.namespace, "-o",
+                                             "json"))["items"]
+        return [r["metadata"]["name"] for r in items if r["spec"]["type"] != "Rebuild"]
 
 
 @pytest.fixture
