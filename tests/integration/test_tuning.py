@@ -442,3 +442,58 @@ def test_a_build_gives_up_at_its_lock_timeout_and_invalid_leftovers_are_dropped(
     assert {e.reason for e in outcome.events} >= {"InvalidIndexDropped", "IndexBuildFailed"}
     assert rec.name not in indexes(database)  # nothing left behind
     assert not outcome.status.applied
+
+
+def test_a_build_still_running_when_a_freeze_begins_is_cancelled_and_its_leftover_dropped(
+        cluster: LocalCluster, namespace: str, database: PostgresInstance,
+        workload: Workload) -> None:
+    """The build must end by the next freeze's start. A transaction holding an old snapshot
+    keeps CREATE INDEX CONCURRENTLY waiting after it created its (invalid) index; when the
+    freeze begins the operator cancels the build and drops the invalid index."""
+    now = datetime.now(UTC)
+    start = (now + timedelta(minutes=2 if now.second > 30 else 1)).replace(second=0,
+                                                                           microsecond=0)
+    freeze = {"name": "wedding-day", "days": [start.strftime("%a")],
+              "start": start.strftime("%H:%M"),
+              "end": (start + timedelta(minutes=10)).strftime("%H:%M")}
+    every_day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    connection_secret(cluster, namespace, database)
+    spec = TuningPolicySpec.model_validate(policy(
+        "x", apply={"mode": "Automatic", "lockTimeoutSeconds": 600},
+        maintenanceWindows=[{"name": "always", "days": every_day}],
+        freezes=[freeze])["spec"])
+    with psycopg.connect(host="127.0.0.1", port=database.port, user="postgres",
+                         dbname="postgres") as holder:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM vendors")  # a snapshot older than the build
+
+        async def intervals() -> tuning.Outcome:
+            configuration = client.Configuration()
+            await config.load_kube_config(config_file=str(cluster.kubeconfig),
+                                          client_configuration=configuration)
+            api = client.ApiClient(configuration=configuration)
+            memory = tuning.Memory()
+            try:
+                outcome = await tuning.tick(RegionClients(api), namespace, spec,
+                                            TuningPolicyStatus(), memory, _now)
+                calls = workload.calls
+                await asyncio.to_thread(wait_for, lambda: workload.calls >= calls + 20, 60.0,
+                                        "the workload to run between the intervals")
+                return await tuning.tick(RegionClients(api), namespace, spec, outcome.status,
+                                         memory, _now)
+            finally:
+                await api.close()
+
+        outcome = asyncio.run(intervals())
+        ended = datetime.now(UTC)
+        holder.rollback()
+    assert ended >= start  # it ran until the freeze began
+    [rec] = [r for r in outcome.status.recommendations if r.table == "public.bookings"]
+    assert rec.state == "Failed"
+    assert "cancelled" in rec.message
+    assert "invalid leftover public.wedsync_bookings_vendor_id_wedding_date_idx was dropped" \
+        in rec.message
+    assert outcome.status.dropped_invalid == [
+        "public.wedsync_bookings_vendor_id_wedding_date_idx"]
+    assert rec.name not in indexes(database)
+    assert not outcome.status.applied
