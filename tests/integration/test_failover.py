@@ -558,8 +558,8 @@ def test_two_operators_driving_one_run_at_once_still_promote_once(
         with SplitBrainWatch((bed.primary, bed.standby)) as watch:
             bed.failover("contested", "Switchover")
             status = bed.wait_phase("contested", "Succeeded")
-            # the slower driver, if any, has seen the run end: its daemon has exited
-            wait_for(lambda: all("/contested] Daemon 'failover-run' succeeded" in p.output()
+            # the slower driver, if any, has seen the run end: no run is driven any more
+            wait_for(lambda: all(sample(p.metrics(), "wedsync_failover_runs_in_progress") == 0
                                  for p in (operator, second)), 60, "both drivers to finish")
         refused = sum(p.output().count("written meanwhile") for p in (operator, second))
     finally:
