@@ -11,12 +11,13 @@ these figures.
 
 For each size (the 90 MB database of the pgBackRest tests, and one about ten times larger:
 14.5 times the rows, as in bench/restore.py): a primary with a full backup and a streaming
-standby. Each run, first by rewind, then by restore (the full backup and all WAL since):
+standby (the table vacuumed and frozen before the backup, as autovacuum would after the
+load). Each run, first by rewind, then by restore (the full backup and all WAL since):
 
 1. a CHECKPOINT on the primary, then the standby is promoted (the new primary); the old
    primary, still writable, takes `TAIL_ROWS` rows the new one never gets (a diverged tail),
-   the new one as many of its own; the old primary is stopped (the fence) — for a restore,
-   its data directory emptied;
+   the new one as many of its own; the old primary archives its tail and is stopped (the
+   fence) — for a restore, its data directory emptied;
 2. **script**: the rebuild script on the old primary's data directory (wall time, and the
    seconds it reports itself);
 3. **start → caught up**: the old primary started; the clock stops when the new primary's
@@ -28,7 +29,8 @@ fails a check stops the benchmark. The two servers swap roles for the next run.
 
 Before a restore the new primary's current WAL segment is switched and archived: the
 repository then holds the new timeline's segment where it forked. Without that
-(``--unarchived-fork``), the restored standby finds only the old timeline's copy of that
+(``--unarchived-fork``, which also promotes at the start of a segment, so that the new
+primary's writes do not fill it), the restored standby finds only the old timeline's copy of that
 segment — archived by the old primary, with its diverged tail — replays it past the fork,
 then streams from the new primary on the new timeline but cannot replay ("record with
 incorrect prev-link"): it holds the tail the rebuild was to discard and misses the new
@@ -133,10 +135,16 @@ def one_run(bed: BackrestBed, old: PostgresInstance, new: PostgresInstance,
     # a primary that has served a while has checkpointed since it became one; without a
     # checkpoint the target lacks WAL pg_rewind needs (see the module's notes)
     old.execute("CHECKPOINT")
+    if not archived_fork:
+        old.switch_wal()  # the fork at the start of a segment the new primary does not fill
+    _wait(lambda: _caught_up(old, new), CATCH_UP_TIMEOUT, f"{new.name} caught up")
     new.promote(timeout=600)
     tail = f"diverged-{run_no}"
     add_bookings(old, TAIL_ROWS, phase=tail)
     add_bookings(new, TAIL_ROWS, phase=f"run-{run_no}")
+    # its tail in the repository, as from a primary cut off from its standby but not from
+    # its repository
+    old.wait_archived(old.switch_wal(), timeout=600)
     old.stop(mode="fast", timeout=600)
     if method == "restore":  # the region's disk was lost
         shutil.rmtree(old.data_dir)
@@ -183,6 +191,11 @@ def measure(scale: float, runs: int, *, archived_fork: bool = True) -> dict[str,
         primary.name = "east"
         loaded = time.perf_counter()
         create_bookings(primary, rows)
+        # what autovacuum does to a freshly loaded table (hint bits, freezing: a full-page
+        # image of every page with checksums on) done before the backup, so that the runs
+        # time their own changes, not that one-off rewrite
+        primary.psql("-c", "VACUUM (FREEZE, ANALYZE) bookings", dbname=rs.DATABASE,
+                     timeout=3600)
         size = int(primary.execute("SELECT sum(pg_database_size(datname)) FROM pg_database"))
         # the archiver catches up with the load first (a backup waits 60 s for its WAL)
         primary.wait_archived(primary.switch_wal(), timeout=3600)
@@ -223,9 +236,9 @@ def measure(scale: float, runs: int, *, archived_fork: bool = True) -> dict[str,
 def main() -> int:
     args = size_arguments(__doc__.splitlines()[0], 3, "runs per method and size")
     args.add_argument("--unarchived-fork", action="store_true",
-                      help="restore without waiting for the new timeline's first segment "
-                      "to be archived (shows the rebuilt standby replaying the old "
-                      "primary's diverged WAL)")
+                      help="promote at the start of a WAL segment and restore without "
+                      "waiting for the new timeline's copy of it to be archived (shows the "
+                      "rebuilt standby replaying the old primary's diverged WAL)")
     opts = args.parse_args()
     reason = skip_reason()
     if reason is not None:
