@@ -27,7 +27,6 @@ WAL to replay). Each run:
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -42,14 +41,12 @@ sys.path.insert(0, str(REPO_ROOT))  # the test helpers run the scripts as the Jo
 from tests.integration import restore_scripts as rs  # noqa: E402
 from tests.integration.pg_fixtures import BackrestBed, posix, skip_reason, start_bed  # noqa: E402
 
-from bench.figures import host, write  # noqa: E402
+from bench.figures import BASE_ROWS, document, size_arguments, write  # noqa: E402
 from wedsync_operator.api.restore import RestoreTarget  # noqa: E402
 from wedsync_operator.domain import restore as rd  # noqa: E402
 from wedsync_testbed.postgres import PostgresInstance, run  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results" / "restore.json"
-#: rows of the 90 MB database (the pgBackRest tests' base)
-BASE_ROWS = 300_000
 GUESTS = 20_000
 
 
@@ -189,11 +186,7 @@ def measure(scale: float, runs: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    args.add_argument("--runs", type=int, default=2, help="runs per database size")
-    args.add_argument("--scales", type=float, nargs="+", default=[1, 14.5],
-                      help="database sizes, as multiples of the 90 MB one's rows")
-    opts = args.parse_args()
+    opts = size_arguments(__doc__.splitlines()[0], 2, "runs per database size").parse_args()
     reason = skip_reason()
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -202,16 +195,12 @@ def main() -> int:
     sizes = [measure(scale, opts.runs) for scale in opts.scales]
     for size in sizes:
         size["size_ratio"] = round(size["database_bytes"] / sizes[0]["database_bytes"], 1)
-    document = {
-        "what": "Restore scripts of wedsync_operator.domain.restore run as the Jobs run them, "
+    results = document(
+        "Restore scripts of wedsync_operator.domain.restore run as the Jobs run them, "
         "real PostgreSQL 15 and pgBackRest on loopback, posix repository on local disk; "
         "Kubernetes (Job and Pod start, the clone's StatefulSet) not included",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": host(load_before),
-        "pgbackrest": run(["pgbackrest", "version"]).stdout.strip(),
-        "sizes": sizes,
-    }
-    write(RESULTS, document)
+        load_before, pgbackrest=run(["pgbackrest", "version"]).stdout.strip(), sizes=sizes)
+    write(RESULTS, results)
     for size in sizes:
         print(f"{size['database_bytes'] / 1e6:.0f} MB: PITR clone p50 "
               f"{size['pitr_clone']['total_seconds']['p50']}s; dropped → rows back p50 "

@@ -165,13 +165,7 @@ def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None, 
     bed = BackrestBed(spec=spec, primary=primary, work=work, repo_paths=paths,
                       env=dict(env or {}))
     try:
-        bed.config.write_text(pb.render_config(
-            spec, repo_paths=paths, s3_ca_files=s3_ca_files,
-            pg=pb.PgAccess(socket_path=str(primary.socket_dir)),
-            lock_path=str(work / "lock"), log_path=str(work / "log"),
-        ))
-        chown(bed.config)
-        primary.settings.update(pb.postgres_settings(spec, config=str(bed.config)))
+        configure_server(bed, primary, bed.config, s3_ca_files=s3_ca_files)
         primary.start()
         bed.pgbackrest(pb.stanza_create_command(bed.stanza, config=str(bed.config)))
         bed.pgbackrest(pb.check_command(bed.stanza, config=str(bed.config)))
@@ -181,15 +175,42 @@ def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None, 
     return bed
 
 
-def create_bookings(pg: PostgresInstance, rows: int) -> None:
-    """Database ``wedsync`` with a ``bookings`` table of `rows` rows of phase ``base`` (about
-    300 bytes each); later steps add rows of their own phase."""
+def configure_server(bed: BackrestBed, server: PostgresInstance, path: Path, *,
+                     s3_ca_files: dict[str, str] | None = None) -> None:
+    """Writes to `path` the plan's ``pgbackrest.conf`` as the database pod of `server` gets
+    it (``pg1-path`` its data directory, its socket) and gives the server the archiving
+    settings that use it: any server of the plan that may become its primary archives into
+    the same repositories (not started or restarted here)."""
+    spec = bed.spec.model_copy(update={"database": bed.spec.database.model_copy(update={
+        "data_directory": str(server.data_dir), "port": server.port})})
+    path.write_text(pb.render_config(
+        spec, repo_paths=bed.repo_paths, s3_ca_files=s3_ca_files,
+        pg=pb.PgAccess(socket_path=str(server.socket_dir)),
+        lock_path=str(bed.work / "lock"), log_path=str(bed.work / "log"),
+    ))
+    chown(path)
+    server.settings.update(pb.postgres_settings(spec, config=str(path)))
+
+
+def create_bookings(pg: PostgresInstance, rows: int, *, phase: str = "base",
+                    batch: int = 500_000) -> None:
+    """Database ``wedsync`` with a ``bookings`` table of `rows` rows of phase `phase`
+    (about 300 bytes each), inserted `batch` rows a statement; later steps add rows of
+    their own phase (`add_bookings`)."""
     pg.execute("CREATE DATABASE wedsync")
     pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
                "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
-    pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
-               "'couple-' || g, repeat(md5(g::text), 4) "
-               f"FROM generate_series(1, {rows}) g", dbname="wedsync")
+    add_bookings(pg, rows, phase=phase, batch=batch)
+
+
+def add_bookings(pg: PostgresInstance, rows: int, *, phase: str, batch: int = 500_000
+                 ) -> None:
+    """`rows` more ``bookings`` rows of phase `phase` (about 300 bytes each)."""
+    for first in range(1, rows + 1, batch):
+        last = min(rows, first + batch - 1)
+        pg.psql("-c", "INSERT INTO bookings (phase, couple, notes) SELECT "
+                f"'{phase}', 'couple-' || g, repeat(md5(g::text), 4) "
+                f"FROM generate_series({first}, {last}) g", dbname="wedsync", timeout=1800)
 
 
 # ---- the database host's pgBackRest TLS server, as the backup jobs reach it -------------------

@@ -14,7 +14,7 @@ import contextlib
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,14 +58,15 @@ class ScriptRun:
     seconds: float
 
 
-def run_script(script: str, work: Path, timeout: float = 900, user: str = "postgres"
-               ) -> ScriptRun:
+def run_script(script: str, work: Path, timeout: float = 900, user: str = "postgres",
+               env: Mapping[str, str] | None = None) -> ScriptRun:
     """Runs a Job's script in its scratch folder `work` (removed afterwards, as the pod's
-    /tmp goes with the pod); `user` is the Job's PGUSER (the region's connection user)."""
+    /tmp goes with the pod); `user` is the Job's PGUSER (the region's connection user),
+    `env` the rest of its environment (what its Secret gives it)."""
     started = time.perf_counter()
     try:
         result = run(["/bin/sh", "-c", script], check=False, timeout=timeout,
-                     env={"PGUSER": user}, cwd=work)
+                     env={"PGUSER": user, **(env or {})}, cwd=work)
         path = work / "termination-log"
         message = path.read_text() if path.exists() else (result.stdout + result.stderr)[-2048:]
     finally:
