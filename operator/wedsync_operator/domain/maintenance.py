@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from wedsync_operator.api.tuning import Maintenance, MaintenanceRun, MaintenanceTask
 from wedsync_operator.domain.tuning import SYSTEM_SCHEMAS, quote_ident
@@ -89,7 +89,7 @@ def vacuum_due(tables: Sequence[TableStats], settings: Maintenance) -> list[Main
         mods = table.modified_since_analyze
         if mods >= settings.min_tuples and mods >= settings.stale_statistics_ratio * live:
             since = "never analyzed" if table.analyzed is None else \
-                f"last analyzed {table.analyzed:%Y-%m-%dT%H:%M:%SZ}"
+                f"last analyzed {table.analyzed.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
             reasons.append(f"statistics stale: {_n(mods)} rows modified since the last "
                            f"analyze ({since}) ≥ {settings.stale_statistics_ratio:g} × "
                            f"{_n(table.live)} live")
