@@ -518,16 +518,18 @@ class BuildGate:
 
 
 def build_gate(spec: TuningPolicySpec, now: datetime) -> BuildGate:
-    """A build needs a maintenance window and no freeze; `until` bounds the build."""
+    """A build, a VACUUM or a REINDEX needs a maintenance window and no freeze; `until`
+    bounds it."""
     zone = ZoneInfo(spec.time_zone)
     frozen = freeze_state(spec.freezes, zone, now)
     if frozen.frozen:
         return BuildGate(False, "Frozen", f"freeze {', '.join(frozen.active)} is active "
-                         f"until {_stamp(frozen.until)}: nothing is built", frozen=frozen.active)
+                         f"until {_stamp(frozen.until)}: nothing is built, vacuumed or "
+                         "reindexed", frozen=frozen.active)
     windows = active_freezes(spec.maintenance_windows, zone, now)
     if not spec.maintenance_windows:
         return BuildGate(False, "NoMaintenanceWindow", "no maintenance window is declared "
-                         "(spec.maintenanceWindows): nothing is built")
+                         "(spec.maintenanceWindows): nothing is built, vacuumed or reindexed")
     if not windows:
         upcoming = freeze_state(spec.maintenance_windows, zone, now).next_change
         return BuildGate(False, "OutsideMaintenanceWindow",
