@@ -256,14 +256,14 @@ async def table_stats(db: database.Session) -> list[TableStats]:
     rows = await db.rows("""
         SELECT s.schemaname::text, s.relname::text, s.n_live_tup, s.n_dead_tup,
                s.n_mod_since_analyze, greatest(s.last_analyze, s.last_autoanalyze),
-               pg_table_size(s.relid)
+               pg_table_size(s.relid), pg_has_role(c.relowner, 'USAGE')
         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
         WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 't'""")
     return [TableStats(schema=str(schema), name=str(name), live=int(live or 0),
                        dead=int(dead or 0), modified_since_analyze=int(mods or 0),
                        analyzed=analyzed if isinstance(analyzed, datetime) else None,
-                       size_bytes=int(size or 0))
-            for schema, name, live, dead, mods, analyzed, size in rows]
+                       size_bytes=int(size or 0), owned=bool(owned))
+            for schema, name, live, dead, mods, analyzed, size, owned in rows]
 
 
 async def index_bloat(db: database.Session, min_bytes: int) -> list[IndexBloat]:

@@ -173,3 +173,13 @@ def test_pgstattuple_and_its_grant_are_prerequisites_of_maintenance() -> None:
                                                              "Automatic")}
     assert "must own (or be a member of the owner of) public.bookings to VACUUM or " \
         "REINDEX them" in conds["Privileges"]["message"]
+
+
+def test_due_tables_the_role_does_not_own_are_named() -> None:
+    theirs = m.TableStats(schema="public", name="vendors", live=10, dead=9_000,
+                          modified_since_analyze=0, analyzed=NOW, size_bytes=1, owned=False)
+    tables = [table(dead=9_000), theirs]
+    due = m.due(m.vacuum_due(tables, settings()),
+                m.reindex_due([index("v_city", 20.0, on="vendors")], settings()))
+    assert m.not_owned(due, tables) == ["public.vendors"]
+    assert m.not_owned(due, [table(dead=9_000)]) == ["public.vendors"]  # gone: not ours

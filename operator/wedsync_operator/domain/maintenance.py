@@ -48,6 +48,8 @@ class TableStats:
     #: the later of last_analyze and last_autoanalyze; None: never analyzed
     analyzed: datetime | None
     size_bytes: int
+    #: the role is the owner or a member of it (VACUUM and REINDEX need it)
+    owned: bool = True
 
     @property
     def qualified(self) -> str:
@@ -142,6 +144,12 @@ def due(vacuums: Sequence[MaintenanceTask], reindexes: Sequence[MaintenanceTask]
         ) -> list[MaintenanceTask]:
     """Every task in the order it would run: VACUUMs, then REINDEXes."""
     return [*vacuums, *reindexes]
+
+
+def not_owned(tasks: Sequence[MaintenanceTask], tables: Sequence[TableStats]) -> list[str]:
+    """Tables of due tasks the role does not own (nor is a member of the owner of)."""
+    owned = {t.qualified for t in tables if t.owned}
+    return sorted({t.table for t in tasks} - owned)
 
 
 def next_operation(settings: Maintenance, tasks: Sequence[MaintenanceTask],

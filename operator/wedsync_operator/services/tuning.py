@@ -202,10 +202,9 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
         if interval is not None and spec.advice.enabled and prereq.qualstats and prereq.hypopg:
             recommendations = await _advise(db, spec, stats, interval, reports, existing, old)
             advised_at = now
-        due, checked_at = await _maintenance_due(db, spec, prereq, old, now)
+        due, checked_at, not_maintainable = await _maintenance_due(db, spec, prereq, old, now)
         tables = sorted({r.table for r in recommendations})
         unreadable, not_owned, no_create = await tuningdb.privileges(db, tables)
-        _, not_maintainable, _ = await tuningdb.privileges(db, sorted({t.table for t in due}))
         prereq = replace(prereq, unreadable=tuple(unreadable), not_owned=tuple(not_owned),
                          no_create=tuple(no_create), not_maintainable=tuple(not_maintainable))
         conds = decide.prerequisite_conditions(prereq, conn.dbname, spec.apply.mode,
@@ -245,14 +244,17 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
 
 async def _maintenance_due(db: database.Session, spec: TuningPolicySpec,
                            prereq: decide.Prerequisites, old: TuningPolicyStatus,
-                           now: datetime) -> tuple[list[MaintenanceTask], datetime | None]:
-    """What is due for maintenance, and when index bloat was last measured: the tables'
-    counters every interval, index bloat (pgstatindex reads whole indexes) every
-    `measureEveryMinutes`; between two measurements the REINDEXes found last stay due."""
+                           now: datetime
+                           ) -> tuple[list[MaintenanceTask], datetime | None, list[str]]:
+    """What is due for maintenance, when index bloat was last measured, and the due tables
+    the role does not own: the tables' counters every interval, index bloat (pgstatindex
+    reads whole indexes) every `measureEveryMinutes`; between two measurements the REINDEXes
+    found last stay due."""
     settings = spec.maintenance
     if settings.mode == "Off":
-        return [], old.maintenance_checked_at
-    vacuums = upkeep.vacuum_due(await tuningdb.table_stats(db), settings)
+        return [], old.maintenance_checked_at, []
+    tables = await tuningdb.table_stats(db)
+    vacuums = upkeep.vacuum_due(tables, settings)
     checked_at = old.maintenance_checked_at
     reindexes = [t for t in old.maintenance_due if t.operation == "Reindex"]
     may_measure = prereq.pgstattuple and (prereq.superuser or prereq.scans_tables)
@@ -261,7 +263,8 @@ async def _maintenance_due(db: database.Session, spec: TuningPolicySpec,
     elif upkeep.measure_indexes(settings, checked_at, now):
         bloat = await tuningdb.index_bloat(db, settings.min_index_bytes)
         reindexes, checked_at = upkeep.reindex_due(bloat, settings), now
-    return upkeep.due(vacuums, reindexes), checked_at
+    due = upkeep.due(vacuums, reindexes)
+    return due, checked_at, upkeep.not_owned(due, tables)
 
 async def _advise(db: database.Session, spec: TuningPolicySpec,
                   stats: Sequence[decide.StatementStats], interval: Sequence[decide.Delta],
@@ -498,11 +501,18 @@ async def _maintain(conn: Connection, spec: TuningPolicySpec, status: TuningPoli
             return status, None  # another session maintains this database: next interval
         dead_before = density_before = None
         siblings: set[str] = set()
-        if vacuum:
-            size_before, dead_before = await tuningdb.table_figures(admin, target)
-        else:
-            size_before, density_before = await tuningdb.index_figures(admin, target)
-            siblings = await tuningdb.invalid_siblings(admin, target)
+        try:
+            if vacuum:
+                size_before, dead_before = await tuningdb.table_figures(admin, target)
+            else:
+                size_before, density_before = await tuningdb.index_figures(admin, target)
+                siblings = await tuningdb.invalid_siblings(admin, target)
+        except database.DatabaseError as error:
+            # dropped or renamed since it was measured: no longer due
+            events.append(Event("Warning", "MaintenanceSkipped", f"{task.statement}: "
+                                f"{str(error).strip().splitlines()[0]}"))
+            return replace_status(status, maintenance_due=upkeep.without(
+                status.maintenance_due, task.target)), None
         started = clock()
         budget = None if gate.until is None else (gate.until - started).total_seconds()
         outcome, message, seconds = await _bounded(
