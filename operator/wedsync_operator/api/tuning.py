@@ -1,10 +1,12 @@
 """DatabaseTuningPolicy: query classes with latency targets read from `pg_stat_statements`,
 index advice from `pg_qualstats` predicates proven with hypothetical indexes (`hypopg`), and
 applying that advice (CREATE INDEX CONCURRENTLY) only as the user allows, in maintenance
-windows, never in a freeze.
+windows, never in a freeze; VACUUM (ANALYZE) and REINDEX INDEX CONCURRENTLY in the same windows
+(`maintenance`).
 
-`domain.tuning` holds the decisions, `tuningdb` the SQL, `services.tuning` the round of one
-interval; docs/tuning.md explains classes, advice, apply modes, windows and the grants.
+`domain.tuning` and `domain.maintenance` hold the decisions, `tuningdb` the SQL,
+`services.tuning` the round of one interval; docs/tuning.md explains classes, advice, apply
+modes, windows, maintenance and the grants.
 """
 
 from __future__ import annotations

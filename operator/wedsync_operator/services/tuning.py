@@ -1,7 +1,8 @@
 """One interval of a DatabaseTuningPolicy: find the database, check the prerequisites, read
 pg_stat_statements, report the classes, advise indexes proven with hypopg, report unused and
-duplicate indexes, build what the apply mode allows inside a maintenance window, and measure
-what a built index did. Decisions are `domain.tuning`'s; SQL is `tuningdb`'s.
+duplicate indexes, build what the apply mode allows inside a maintenance window, measure
+what a built index did, and find (and in Automatic mode run, in the same windows) the VACUUM or
+REINDEX that is due. Decisions are `domain.tuning`'s; SQL is `tuningdb`'s.
 
 The database is the policy's connection Secret, or the serving region of its
 DisasterRecoveryPlan (`status.currentPrimary`, else the declared Primary): after a failover
@@ -265,6 +266,7 @@ async def _maintenance_due(db: database.Session, spec: TuningPolicySpec,
         reindexes, checked_at = upkeep.reindex_due(bloat, settings), now
     due = upkeep.due(vacuums, reindexes)
     return due, checked_at, upkeep.not_owned(due, tables)
+
 
 async def _advise(db: database.Session, spec: TuningPolicySpec,
                   stats: Sequence[decide.StatementStats], interval: Sequence[decide.Delta],
