@@ -26,6 +26,7 @@ from tests.integration.test_tuning import PRELOADED, TIMEOUT, connection_secret,
 from wedsync_operator.api.tuning import TuningPolicySpec, TuningPolicyStatus
 from wedsync_operator.kube.regions import RegionClients
 from wedsync_operator.services import tuning
+from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 from wedsync_testbed.postgres import PostgresInstance, missing_binaries
@@ -228,3 +229,47 @@ def test_a_reindex_still_running_when_a_freeze_begins_is_cancelled_and_its_copy_
     assert outcome.status.last_maintenance is None
     # still due: tried again after retryAfterMinutes, in a window, outside the freeze
     assert INDEX in {t.target for t in outcome.status.maintenance_due}
+
+
+def test_a_role_that_does_not_own_the_table_is_told_so_and_vacuums_once_it_does(
+        cluster: LocalCluster, namespace: str, database: PostgresInstance) -> None:
+    """A non-superuser with pg_monitor (which includes pg_stat_scan_tables: pgstatindex) sees
+    what is due but may not VACUUM a table it does not own: the Privileges condition names the
+    table and nothing runs (PostgreSQL 15 would skip it with a mere warning). Made its owner,
+    the next interval vacuums it. The service runs here directly."""
+    database.execute("CREATE ROLE tuner LOGIN; GRANT pg_monitor TO tuner")
+    topology.secret(cluster, namespace, "bookings-db", {
+        "host": "127.0.0.1", "port": str(database.port), "user": "tuner", "dbname": "postgres"})
+    spec = TuningPolicySpec.model_validate(policy("x")["spec"])
+
+    async def interval(old: TuningPolicyStatus) -> tuning.Outcome:
+        configuration = client.Configuration()
+        await config.load_kube_config(config_file=str(cluster.kubeconfig),
+                                      client_configuration=configuration)
+        api = client.ApiClient(configuration=configuration)
+        try:
+            return await tuning.tick(RegionClients(api), namespace, spec, old, tuning.Memory(),
+                                     _now)
+        finally:
+            await api.close()
+
+    outcome = asyncio.run(interval(TuningPolicyStatus()))
+    conditions = {c["type"]: c for c in outcome.conditions}
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["PgstattupleAvailable"]["status"] == "True"
+    assert "public.guests" in {t.target for t in outcome.status.maintenance_due}
+    # the index bloat was measured with pg_monitor's pg_stat_scan_tables alone
+    assert outcome.status.maintenance_checked_at is not None
+    assert "GRANT pg_stat_scan_tables" not in conditions["Privileges"]["message"]
+    assert "must own (or be a member of the owner of) public.guests to VACUUM or REINDEX " \
+        "them" in conditions["Privileges"]["message"]
+    assert outcome.maintained is None
+    assert dead_tuples(database) >= 150_000
+
+    database.execute("ALTER TABLE guests OWNER TO tuner")
+    outcome = asyncio.run(interval(outcome.status))
+    run = outcome.maintained
+    assert run is not None
+    assert (run.operation, run.target, run.outcome) == ("Vacuum", "public.guests", "Succeeded")
+    assert run.dead_tuples_after is not None
+    assert run.dead_tuples_after < 15_000
