@@ -273,3 +273,45 @@ def test_a_role_that_does_not_own_the_table_is_told_so_and_vacuums_once_it_does(
     assert (run.operation, run.target, run.outcome) == ("Vacuum", "public.guests", "Succeeded")
     assert run.dead_tuples_after is not None
     assert run.dead_tuples_after < 15_000
+
+
+def test_an_operation_is_cancelled_in_the_database_when_its_daemon_stops(
+        cluster: LocalCluster, namespace: str, database: PostgresInstance) -> None:
+    """A policy deleted (or the operator stopping) cancels its daemon: the REINDEX it was
+    running is cancelled in PostgreSQL too, not left running without a client."""
+    database.execute("VACUUM ANALYZE guests")
+    connection_secret(cluster, namespace, database)
+    spec = TuningPolicySpec.model_validate(policy(
+        "x", maintenance={"mode": "Automatic", "minIndexBytes": 1 << 20,
+                          "measureEveryMinutes": 0, "lockTimeoutSeconds": 600})["spec"])
+
+    def reindexing() -> int:
+        return int(database.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                                    "'REINDEX INDEX CONCURRENTLY%' AND state = 'active'"))
+
+    with psycopg.connect(host="127.0.0.1", port=database.port, user="postgres",
+                         dbname="postgres") as holder:
+        holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        holder.execute("SELECT count(*) FROM vendors")  # keeps the REINDEX waiting
+
+        async def stopped_midway() -> None:
+            configuration = client.Configuration()
+            await config.load_kube_config(config_file=str(cluster.kubeconfig),
+                                          client_configuration=configuration)
+            api = client.ApiClient(configuration=configuration)
+            try:
+                daemon = asyncio.ensure_future(tuning.tick(
+                    RegionClients(api), namespace, spec, TuningPolicyStatus(),
+                    tuning.Memory(), _now))
+                await asyncio.to_thread(wait_for, reindexing, TIMEOUT, "a REINDEX running")
+                daemon.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await daemon
+            finally:
+                await api.close()
+
+        asyncio.run(stopped_midway())
+        wait_for(lambda: reindexing() == 0, 30.0, "the REINDEX cancelled in PostgreSQL")
+        holder.rollback()
+    assert database.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = "
+                            "'guests_booking_id'::regclass") == "t"

@@ -471,6 +471,12 @@ async def _bounded(conn: Connection, admin: database.Session,
         task = asyncio.ensure_future(work(worker))
         try:
             seconds = await asyncio.wait_for(asyncio.shield(task), budget)
+        except asyncio.CancelledError:
+            # the daemon is stopping (policy deleted, operator shutting down): PostgreSQL
+            # would run the statement on after its client went away
+            with contextlib.suppress(*DB_ERRORS):
+                await tuningdb.cancel(admin, pid)
+            raise
         except TimeoutError:
             await tuningdb.cancel(admin, pid)
             with contextlib.suppress(*DB_ERRORS):
