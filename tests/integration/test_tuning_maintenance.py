@@ -147,6 +147,10 @@ def test_a_freeze_holds_maintenance_then_dead_tuples_are_vacuumed_and_a_bloated_
 
     st = status(cluster, namespace, "upkeep")
     assert st["lastMaintenance"] is not None
+    # kubectl shows it: LAST MAINTENANCE is an age, not <none>
+    header, row = cluster.kubectl("get", "dbtune", "upkeep", "-n", namespace).splitlines()
+    column = header.index("LAST MAINTENANCE")
+    assert row[column:].split()[0] != "<none>"
     assert all(d["target"] != INDEX for d in st.get("maintenanceDue") or [])
     reasons = [e["reason"] for e in events_for(cluster, namespace, "upkeep")]
     assert {"Vacuumed", "Reindexed"} <= set(reasons)
