@@ -285,6 +285,23 @@ TUNING_BUILDS = Counter(
     "CREATE INDEX CONCURRENTLY runs of a policy, by outcome (built, failed).",
     ["namespace", "policy", "outcome"], registry=REGISTRY,
 )
+TUNING_MAINTENANCE_RUNS = Counter(
+    "wedsync_tuning_maintenance_runs_total",
+    "VACUUM (ANALYZE) and REINDEX INDEX CONCURRENTLY runs of a policy, by operation (Vacuum, "
+    "Reindex) and outcome (Succeeded, Failed, Cancelled).",
+    ["namespace", "policy", "operation", "outcome"], registry=REGISTRY,
+)
+TUNING_MAINTENANCE_RECLAIMED = Counter(
+    "wedsync_tuning_maintenance_reclaimed_bytes_total",
+    "Bytes the maintenance runs of a policy gave back (relation size before minus after).",
+    ["namespace", "policy", "operation"], registry=REGISTRY,
+)
+TUNING_MAINTENANCE_DUE = Gauge(
+    "wedsync_tuning_maintenance_due",
+    "Tables (Vacuum) and indexes (Reindex) of a policy's database over a maintenance "
+    "threshold.", ["namespace", "policy", "operation"], registry=REGISTRY,
+)
+MAINTENANCE_OPERATIONS = ("Vacuum", "Reindex")
 _CLASS_GAUGES = (TUNING_CLASS_MEAN, TUNING_CLASS_TARGET, TUNING_CLASS_RATE, TUNING_CLASS_MET,
                  TUNING_CLASS_BREACH)
 
@@ -312,3 +329,6 @@ def forget_tuning(namespace: str, policy: str, classes: tuple[str, ...]) -> None
                 metric.remove(namespace, policy, name)
     with contextlib.suppress(KeyError):
         TUNING_OPEN_ADVICE.remove(namespace, policy)
+    for operation in MAINTENANCE_OPERATIONS:
+        with contextlib.suppress(KeyError):
+            TUNING_MAINTENANCE_DUE.remove(namespace, policy, operation)

@@ -7,8 +7,9 @@ The role needs (docs/tuning.md): `pg_monitor` (its `pg_read_all_stats`: every ro
 statements in pg_stat_statements; its `pg_read_all_settings`: shared_preload_libraries),
 SELECT on the tables whose statements are examined (EXPLAIN checks it), EXECUTE on the hypopg
 and pg_qualstats functions (granted to PUBLIC by the extensions), and, to build indexes,
-ownership of the tables and CREATE on their schema (CREATE INDEX needs both). Nothing
-here needs a superuser.
+ownership of the tables and CREATE on their schema (CREATE INDEX needs both). Maintenance
+needs `pg_stat_scan_tables` (pgstattuple's pgstatindex; pg_monitor includes it) and, to run
+VACUUM and REINDEX, ownership of the tables. Nothing here needs a superuser.
 
 Statements are planned in the operator's session (after `begin_planning`) with `plan_cache_mode =
 force_generic_plan`: a normalized statement (``$1`` for each constant) is prepared and its
@@ -25,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from wedsync_operator import database
+from wedsync_operator.domain.maintenance import IndexBloat, TableStats
 from wedsync_operator.domain.tuning import (
     INDEX_PREFIX,
     ExistingIndex,
@@ -43,16 +45,18 @@ SELECT CASE WHEN pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')
        current_user::text,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
        pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
-         AND pg_has_role(current_user, 'pg_read_all_settings', 'USAGE')
+         AND pg_has_role(current_user, 'pg_read_all_settings', 'USAGE'),
+       pg_has_role(current_user, 'pg_stat_scan_tables', 'USAGE')
 """
 
 
 async def prerequisites(db: database.Session) -> Prerequisites:
-    preload, extensions, role, superuser, stats = await db.row(_PREREQUISITES_SQL)
+    preload, extensions, role, superuser, stats, scans = await db.row(_PREREQUISITES_SQL)
     libraries = None if preload is None else frozenset(
         p.strip().strip('"') for p in str(preload).split(",") if p.strip())
     return Prerequisites(preloaded=libraries, extensions=frozenset(extensions), role=str(role),
-                         superuser=bool(superuser), reads_all_stats=bool(stats))
+                         superuser=bool(superuser), reads_all_stats=bool(stats),
+                         scans_tables=bool(scans))
 
 
 async def statements(db: database.Session) -> list[StatementStats]:
@@ -239,3 +243,105 @@ async def index_valid(db: database.Session, name: str) -> bool | None:
         "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "WHERE c.relname = %s", (name,))
     return None if found is None else bool(found)
+
+
+# ---- maintenance ----------------------------------------------------------------------------
+#: the advisory lock every maintenance operation holds (session level, in its admin session):
+#: one operation at a time per database, whichever policy or operator replica runs it
+MAINTENANCE_LOCK = 0x77656473796E63  # "wedsync"
+
+
+async def table_stats(db: database.Session) -> list[TableStats]:
+    """pg_stat_user_tables' counters of every ordinary table of the database."""
+    rows = await db.rows("""
+        SELECT s.schemaname::text, s.relname::text, s.n_live_tup, s.n_dead_tup,
+               s.n_mod_since_analyze, greatest(s.last_analyze, s.last_autoanalyze),
+               pg_table_size(s.relid), pg_has_role(c.relowner, 'USAGE')
+        FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+        WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 't'""")
+    return [TableStats(schema=str(schema), name=str(name), live=int(live or 0),
+                       dead=int(dead or 0), modified_since_analyze=int(mods or 0),
+                       analyzed=analyzed if isinstance(analyzed, datetime) else None,
+                       size_bytes=int(size or 0), owned=bool(owned))
+            for schema, name, live, dead, mods, analyzed, size, owned in rows]
+
+
+async def index_bloat(db: database.Session, min_bytes: int) -> list[IndexBloat]:
+    """pgstatindex of every valid btree index of at least `min_bytes` outside the catalogs,
+    one index at a time (an index dropped meanwhile, or one the role may not read, is left
+    out)."""
+    rows = await db.rows("""
+        SELECT c.oid, n.nspname::text, c.relname::text, t.relname::text,
+               pg_relation_size(c.oid)
+        FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_class t ON t.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_am am ON am.oid = c.relam
+        WHERE am.amname = 'btree' AND c.relkind = 'i' AND i.indisvalid AND i.indisready
+          AND c.relpersistence <> 't'
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+          AND pg_relation_size(c.oid) >= %s
+        ORDER BY 2, 3""", (int(min_bytes),))
+    out = []
+    for oid, schema, name, table, size in rows:
+        try:
+            density, fragmentation = await db.row(
+                "SELECT avg_leaf_density, leaf_fragmentation FROM pgstatindex(%s::regclass)",
+                (int(oid),))
+        except DatabaseError:
+            continue
+        out.append(IndexBloat(schema=str(schema), name=str(name), table=str(table),
+                              size_bytes=int(size), leaf_density=_finite(density),
+                              leaf_fragmentation=_finite(fragmentation)))
+    return out
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if number != number else round(number, 2)  # NaN: no leaf pages
+
+
+async def table_figures(db: database.Session, table: str) -> tuple[int, int]:
+    """(pg_table_size, n_dead_tup) of a table named schema.table (as format('%I.%I') would
+    quote it)."""
+    size, dead = await db.row(
+        "SELECT pg_table_size(%s::regclass), coalesce((SELECT n_dead_tup FROM "
+        "pg_stat_user_tables WHERE relid = %s::regclass), 0)", (table, table))
+    return int(size or 0), int(dead or 0)
+
+
+async def index_figures(db: database.Session, index: str) -> tuple[int, float | None]:
+    """(pg_relation_size, avg_leaf_density) of an index named schema.index."""
+    size, density = await db.row(
+        "SELECT pg_relation_size(%s::regclass), avg_leaf_density FROM "
+        "pgstatindex(%s::regclass)", (index, index))
+    return int(size or 0), _finite(density)
+
+
+async def invalid_siblings(db: database.Session, index: str) -> set[str]:
+    """The invalid indexes (format('%I.%I')) of the table of an index: a cancelled REINDEX
+    CONCURRENTLY leaves its new copy (`_ccnew`) or the old one (`_ccold`) invalid."""
+    rows = await db.rows(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE NOT i.indisvalid AND i.indrelid = (SELECT indrelid FROM pg_index "
+        "WHERE indexrelid = %s::regclass)", (index,))
+    return {str(r[0]) for r in rows}
+
+
+async def try_maintenance_lock(db: database.Session) -> bool:
+    """The database's maintenance lock for this session, if no other session holds it."""
+    return bool(await db.scalar("SELECT pg_try_advisory_lock(%s)", (MAINTENANCE_LOCK,)))
+
+
+async def maintain(db: database.Session, statement: str, lock_timeout_seconds: int) -> float:
+    """Runs one VACUUM (ANALYZE) or REINDEX INDEX CONCURRENTLY (its text built by
+    `domain.maintenance`) with a lock_timeout; returns its duration (seconds)."""
+    await db.execute(f"SET lock_timeout = '{int(lock_timeout_seconds)}s'")
+    await db.execute("SET statement_timeout = 0")
+    started = time.monotonic()
+    await db.execute(statement)
+    return time.monotonic() - started

@@ -1,10 +1,12 @@
 """DatabaseTuningPolicy: query classes with latency targets read from `pg_stat_statements`,
 index advice from `pg_qualstats` predicates proven with hypothetical indexes (`hypopg`), and
 applying that advice (CREATE INDEX CONCURRENTLY) only as the user allows, in maintenance
-windows, never in a freeze.
+windows, never in a freeze; VACUUM (ANALYZE) and REINDEX INDEX CONCURRENTLY in the same windows
+(`maintenance`).
 
-`domain.tuning` holds the decisions, `tuningdb` the SQL, `services.tuning` the round of one
-interval; docs/tuning.md explains classes, advice, apply modes, windows and the grants.
+`domain.tuning` and `domain.maintenance` hold the decisions, `tuningdb` the SQL,
+`services.tuning` the round of one interval; docs/tuning.md explains classes, advice, apply
+modes, windows, maintenance and the grants.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ _TABLE = r"^[A-Za-z_][A-Za-z0-9_$]*([.][A-Za-z_][A-Za-z0-9_$]*)?$"
 _TAG = r"^[A-Za-z0-9_.:-]+$"
 
 ApplyMode = Literal["Never", "Approved", "Automatic"]
+MaintenanceMode = Literal["Off", "Report", "Automatic"]
+Operation = Literal["Vacuum", "Reindex"]
 Command = Literal["SELECT", "INSERT", "UPDATE", "DELETE"]
 
 TableName = Annotated[str, Field(min_length=1, max_length=127, pattern=_TABLE)]
@@ -171,6 +175,56 @@ class Apply(ApiModel):
         "measured against the mean before.")
 
 
+class Maintenance(ApiModel):
+    """VACUUM (ANALYZE) of tables with many dead tuples or stale statistics, REINDEX INDEX
+    CONCURRENTLY of bloated btree indexes (pgstattuple's pgstatindex), one operation at a
+    time, inside a maintenance window and never in a freeze."""
+
+    mode: MaintenanceMode = Field(
+        default="Report",
+        description="Off: nothing is measured. Report (default): what is due is listed in "
+        "status.maintenanceDue, nothing is run. Automatic: what is due is run, one operation "
+        "per interval, inside a maintenance window and never in a freeze.")
+    dead_tuple_ratio: float = Field(
+        default=0.2, ge=0.001, le=1000,
+        description="A table is vacuumed when n_dead_tup / n_live_tup (pg_stat_user_tables) "
+        "reaches this, and it has at least minTuples dead tuples.")
+    stale_statistics_ratio: float = Field(
+        default=0.1, ge=0.001, le=1000,
+        description="A table's statistics are stale when the rows modified since its last "
+        "analyze (n_mod_since_analyze) reach this fraction of its live rows, and at least "
+        "minTuples: it is vacuumed with ANALYZE.")
+    min_tuples: int = Field(
+        default=1000, ge=1,
+        description="Smaller counts of dead tuples or modifications are never acted on.")
+    min_leaf_density: float = Field(
+        default=50, ge=1, le=100,
+        description="A btree index whose avg_leaf_density (percent, pgstatindex) is under "
+        "this is reindexed; a freshly built btree is at about 90 (its fillfactor).")
+    max_leaf_fragmentation: float | None = Field(
+        default=None, ge=1, le=100,
+        description="A btree index whose leaf_fragmentation (percent) is over this is "
+        "reindexed too; unset: fragmentation alone never reindexes (random inserts make it "
+        "high in healthy indexes).")
+    min_index_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=0,
+        description="Smaller indexes are never measured nor reindexed.")
+    measure_every_minutes: int = Field(
+        default=360, ge=0, le=10_080,
+        description="How often index bloat is measured: pgstatindex reads every page of each "
+        "index it measures. 0: every interval.")
+    lock_timeout_seconds: int = Field(
+        default=5, ge=1, le=600,
+        description="lock_timeout of the VACUUM or REINDEX session: an operation that waits "
+        "this long for a lock gives up.")
+    retry_after_minutes: int = Field(
+        default=60, ge=1, le=10_080,
+        description="A failed or cancelled operation on a table or index is tried again after "
+        "this long.")
+    history: int = Field(default=20, ge=1, le=100,
+                         description="How many runs status.maintenance keeps, newest last.")
+
+
 class TuningPolicySpec(ApiModel):
     """Query latency targets, index advice and applying it, for one PostgreSQL database."""
 
@@ -189,17 +243,21 @@ class TuningPolicySpec(ApiModel):
         "Event (once per breach).")
     advice: Advice = Field(default_factory=Advice, description="Index advice.")
     apply: Apply = Field(default_factory=Apply, description="Applying the advice.")
+    maintenance: Maintenance = Field(default_factory=Maintenance,
+                                     description="VACUUM and REINDEX in maintenance windows.")
     time_zone: TimeZone = Field(
         default="UTC", description="IANA time zone of the maintenance windows and freezes.")
     maintenance_windows: list[Freeze] = Field(
         default_factory=list, max_length=MAX_WINDOWS,
         json_schema_extra=unique_names_rule("maintenanceWindows"),
-        description="When indexes may be built (same shape as a freeze: weekly days or a "
-        "date, all day or start to end). None: never.")
+        description="When indexes may be built and tables vacuumed and indexes reindexed "
+        "(same shape as a freeze: weekly days or a date, all day or start to end). None: "
+        "never.")
     freezes: list[Freeze] = Field(
         default_factory=list, max_length=MAX_WINDOWS,
         json_schema_extra=unique_names_rule("freezes"),
-        description="When nothing is built, even inside a maintenance window (wedding days).")
+        description="When nothing is built, vacuumed or reindexed, even inside a maintenance "
+        "window (wedding days); an operation still running when one begins is cancelled.")
 
     @field_validator("classes", "maintenance_windows", "freezes")
     @classmethod
@@ -292,6 +350,48 @@ class DuplicateIndex(ApiModel):
     size_bytes: int = Field(description="Its size.")
 
 
+class MaintenanceTask(ApiModel):
+    """A table or index over a maintenance threshold."""
+
+    operation: Operation = Field(description="Vacuum: VACUUM (ANALYZE). Reindex: REINDEX "
+                                 "INDEX CONCURRENTLY.")
+    target: str = Field(description="schema.table (Vacuum) or schema.index (Reindex).")
+    table: str = Field(description="schema.table.")
+    reason: str = Field(description="Which threshold, with the figures.")
+    statement: str = Field(description="What would be run.")
+    size_bytes: int = Field(description="The table's (pg_table_size) or index's size now.")
+    dead_tuples: int | None = Field(default=None, description="n_dead_tup (Vacuum).")
+    leaf_density: float | None = Field(default=None,
+                                       description="avg_leaf_density, percent (Reindex).")
+
+
+class MaintenanceRun(ApiModel):
+    """One VACUUM or REINDEX the operator ran."""
+
+    operation: Operation = Field(description="Vacuum or Reindex.")
+    target: str = Field(description="schema.table or schema.index.")
+    table: str = Field(description="schema.table.")
+    reason: str = Field(description="Why it ran.")
+    statement: str = Field(description="What was run.")
+    started_at: datetime = Field(description="When it started.")
+    duration_seconds: float = Field(description="How long it ran.")
+    outcome: Literal["Succeeded", "Failed", "Cancelled"] = Field(
+        description="Cancelled: the window ended or a freeze began first.")
+    message: str = Field(default="", description="The error, or why it was cancelled.")
+    size_before_bytes: int = Field(description="Size of the table (pg_table_size) or index "
+                                   "before.")
+    size_after_bytes: int | None = Field(default=None, description="The same after.")
+    reclaimed_bytes: int | None = Field(default=None, description="Before - after (a plain "
+                                        "VACUUM gives back only the empty pages at the end of "
+                                        "the table; the rest is reusable, not returned).")
+    dead_tuples_before: int | None = Field(default=None, description="n_dead_tup before.")
+    dead_tuples_after: int | None = Field(default=None, description="n_dead_tup after.")
+    leaf_density_before: float | None = Field(default=None, description="avg_leaf_density "
+                                              "before.")
+    leaf_density_after: float | None = Field(default=None, description="avg_leaf_density "
+                                             "after.")
+
+
 class TuningPolicyStatus(ApiModel):
     """What the operator found in the last interval, and what it did."""
 
@@ -310,8 +410,17 @@ class TuningPolicyStatus(ApiModel):
     advised_at: datetime | None = Field(default=None, description="When advice was computed.")
     applied: list[AppliedIndex] = Field(default_factory=list,
                                         description="Indexes the operator built.")
-    last_maintenance: datetime | None = Field(default=None,
-                                              description="When it last built an index.")
+    last_maintenance: datetime | None = Field(
+        default=None, description="When the last index build, VACUUM or REINDEX it ran "
+        "finished.")
+    maintenance_due: list[MaintenanceTask] = Field(
+        default_factory=list, description="Tables and indexes over a maintenance threshold, "
+        "in the order they would run.")
+    maintenance_checked_at: datetime | None = Field(
+        default=None, description="When index bloat was last measured.")
+    maintenance: list[MaintenanceRun] = Field(
+        default_factory=list, description="The last VACUUM and REINDEX runs, newest last "
+        "(spec.maintenance.history of them).")
     unused_indexes: list[UnusedIndex] = Field(default_factory=list,
                                               description="Indexes without scans.")
     duplicate_indexes: list[DuplicateIndex] = Field(default_factory=list,
@@ -322,7 +431,7 @@ class TuningPolicyStatus(ApiModel):
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Ready, StatementsAvailable, QualstatsAvailable, HypopgAvailable, "
-        "Privileges, Frozen, InvalidSpec.")
+        "PgstattupleAvailable, Privileges, Frozen, InvalidSpec.")
 
 
 PRINTER_COLUMNS: list[dict[str, str]] = [
@@ -335,7 +444,7 @@ PRINTER_COLUMNS: list[dict[str, str]] = [
     {"name": "Apply", "type": "string", "jsonPath": ".spec.apply.mode",
      "description": "Never, Approved or Automatic."},
     {"name": "Last maintenance", "type": "date", "jsonPath": ".status.lastMaintenance",
-     "description": "When an index was last built."},
+     "description": "When the last index build, VACUUM or REINDEX finished."},
     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")]"
      ".status", "description": "Ready condition."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",

@@ -518,16 +518,18 @@ class BuildGate:
 
 
 def build_gate(spec: TuningPolicySpec, now: datetime) -> BuildGate:
-    """A build needs a maintenance window and no freeze; `until` bounds the build."""
+    """A build, a VACUUM or a REINDEX needs a maintenance window and no freeze; `until`
+    bounds it."""
     zone = ZoneInfo(spec.time_zone)
     frozen = freeze_state(spec.freezes, zone, now)
     if frozen.frozen:
         return BuildGate(False, "Frozen", f"freeze {', '.join(frozen.active)} is active "
-                         f"until {_stamp(frozen.until)}: nothing is built", frozen=frozen.active)
+                         f"until {_stamp(frozen.until)}: nothing is built, vacuumed or "
+                         "reindexed", frozen=frozen.active)
     windows = active_freezes(spec.maintenance_windows, zone, now)
     if not spec.maintenance_windows:
         return BuildGate(False, "NoMaintenanceWindow", "no maintenance window is declared "
-                         "(spec.maintenanceWindows): nothing is built")
+                         "(spec.maintenanceWindows): nothing is built, vacuumed or reindexed")
     if not windows:
         upcoming = freeze_state(spec.maintenance_windows, zone, now).next_change
         return BuildGate(False, "OutsideMaintenanceWindow",
@@ -599,6 +601,11 @@ class Prerequisites:
     not_owned: tuple[str, ...] = ()
     #: schemas of those tables the role may not CREATE in (CREATE INDEX needs it too)
     no_create: tuple[str, ...] = ()
+    #: member of pg_stat_scan_tables (pg_monitor has it): pgstatindex needs it
+    scans_tables: bool = False
+    #: tables due for maintenance whose owner the role is not a member of (VACUUM and
+    #: REINDEX need ownership)
+    not_maintainable: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def loaded(self, name: str) -> bool:
@@ -617,6 +624,10 @@ class Prerequisites:
     @property
     def hypopg(self) -> bool:
         return "hypopg" in self.extensions
+
+    @property
+    def pgstattuple(self) -> bool:
+        return "pgstattuple" in self.extensions
 
 
 def _library(name: str, prereq: Prerequisites, dbname: str) -> tuple[bool, str, str]:
@@ -640,10 +651,11 @@ def _preload_with(preloaded: frozenset[str], name: str) -> str:
     return ",".join(wanted)
 
 
-def prerequisite_conditions(prereq: Prerequisites, dbname: str, mode: str
-                            ) -> list[dict[str, str]]:
-    """StatementsAvailable, QualstatsAvailable, HypopgAvailable and Privileges, each with the
-    fix when it is False."""
+def prerequisite_conditions(prereq: Prerequisites, dbname: str, mode: str,
+                            maintenance: str = "Off") -> list[dict[str, str]]:
+    """StatementsAvailable, QualstatsAvailable, HypopgAvailable, PgstattupleAvailable and
+    Privileges, each with the fix when it is False (`mode` is the apply mode, `maintenance`
+    the maintenance mode)."""
     out = []
     for kind, name in (("StatementsAvailable", "pg_stat_statements"),
                        ("QualstatsAvailable", "pg_qualstats")):
@@ -654,6 +666,13 @@ def prerequisite_conditions(prereq: Prerequisites, dbname: str, mode: str
         f"hypopg is installed in {dbname}" if prereq.hypopg else
         f"hypopg is not installed: install the server package (Debian: postgresql-15-hypopg) "
         f"and run CREATE EXTENSION hypopg in database {dbname}"))
+    out.append(condition(
+        "PgstattupleAvailable", prereq.pgstattuple,
+        "Available" if prereq.pgstattuple else "Missing",
+        f"pgstattuple is installed in {dbname}" if prereq.pgstattuple else
+        f"pgstattuple is not installed: run CREATE EXTENSION pgstattuple in database {dbname} "
+        "(it ships with PostgreSQL); without it index bloat is not measured and nothing is "
+        "reindexed"))
     problems = []
     if not (prereq.superuser or prereq.reads_all_stats):
         problems.append(f"GRANT pg_monitor TO {quote_ident(prereq.role)} (to read every "
@@ -668,6 +687,13 @@ def prerequisite_conditions(prereq: Prerequisites, dbname: str, mode: str
         problems.append(f"GRANT CREATE ON SCHEMA {', '.join(prereq.no_create)} TO "
                         f"{quote_ident(prereq.role)} (or to the tables' owner it is a member "
                         "of): CREATE INDEX needs it")
+    if maintenance != "Off" and prereq.pgstattuple and not (prereq.superuser
+                                                            or prereq.scans_tables):
+        problems.append(f"GRANT pg_stat_scan_tables TO {quote_ident(prereq.role)} (pgstatindex "
+                        "measures index bloat; pg_monitor includes it)")
+    if maintenance == "Automatic" and prereq.not_maintainable:
+        problems.append(f"the role must own (or be a member of the owner of) "
+                        f"{', '.join(prereq.not_maintainable)} to VACUUM or REINDEX them")
     out.append(condition(
         "Privileges", not problems, "Granted" if not problems else "Missing",
         f"role {prereq.role} has what the policy needs" if not problems else

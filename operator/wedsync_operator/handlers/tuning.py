@@ -72,6 +72,13 @@ async def tuning_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 logger.info(f"{event.reason}: {event.message}")
             if outcome.built is not None:
                 metrics.TUNING_BUILDS.labels(namespace, name, outcome.built[1]).inc()
+            run = outcome.maintained
+            if run is not None:
+                metrics.TUNING_MAINTENANCE_RUNS.labels(namespace, name, run.operation,
+                                                       run.outcome).inc()
+                if run.reclaimed_bytes is not None and run.reclaimed_bytes > 0:
+                    metrics.TUNING_MAINTENANCE_RECLAIMED.labels(
+                        namespace, name, run.operation).inc(run.reclaimed_bytes)
         await stopped.wait(delay)
     # stopped: the policy is deleted (or the operator stops): its series go
     metrics.forget_tuning(namespace, name, classes)
@@ -83,4 +90,7 @@ def _export(namespace: str, name: str, status: TuningPolicyStatus) -> None:
                                  report.mean_milliseconds, report.calls_per_second,
                                  report.met, report.breach_streak)
     metrics.TUNING_OPEN_ADVICE.labels(namespace, name).set(status.open_recommendations)
+    for operation in metrics.MAINTENANCE_OPERATIONS:
+        metrics.TUNING_MAINTENANCE_DUE.labels(namespace, name, operation).set(
+            sum(1 for t in status.maintenance_due if t.operation == operation))
 

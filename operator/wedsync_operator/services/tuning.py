@@ -1,7 +1,8 @@
 """One interval of a DatabaseTuningPolicy: find the database, check the prerequisites, read
 pg_stat_statements, report the classes, advise indexes proven with hypopg, report unused and
-duplicate indexes, build what the apply mode allows inside a maintenance window, and measure
-what a built index did. Decisions are `domain.tuning`'s; SQL is `tuningdb`'s.
+duplicate indexes, build what the apply mode allows inside a maintenance window, measure
+what a built index did, and find (and in Automatic mode run, in the same windows) the VACUUM or
+REINDEX that is due. Decisions are `domain.tuning`'s; SQL is `tuningdb`'s.
 
 The database is the policy's connection Secret, or the serving region of its
 DisasterRecoveryPlan (`status.currentPrimary`, else the declared Primary): after a failover
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -34,11 +36,14 @@ from wedsync_operator.api.tuning import (
     AppliedIndex,
     ClassReport,
     DuplicateIndex,
+    MaintenanceRun,
+    MaintenanceTask,
     Recommendation,
     TuningPolicySpec,
     TuningPolicyStatus,
     UnusedIndex,
 )
+from wedsync_operator.domain import maintenance as upkeep
 from wedsync_operator.domain import tuning as decide
 from wedsync_operator.domain.conditions import condition
 from wedsync_operator.domain.connection import Connection
@@ -76,6 +81,8 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     #: a build ran in this interval: (name, outcome)
     built: tuple[str, str] | None = None
+    #: a VACUUM or REINDEX ran in this interval
+    maintained: MaintenanceRun | None = None
 
 
 # ---- finding the database ---------------------------------------------------------------------
@@ -165,9 +172,11 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
     """One interval on a database already found (`tick` without the Kubernetes half; the
     benchmark calls it directly). Database errors are raised."""
     events: list[Event] = []
+    upkeep_mode = spec.maintenance.mode
     async with _session(conn) as db:
         prereq = await tuningdb.prerequisites(db)
-        conds = decide.prerequisite_conditions(prereq, conn.dbname, spec.apply.mode)
+        conds = decide.prerequisite_conditions(prereq, conn.dbname, spec.apply.mode,
+                                               upkeep_mode)
         if not prereq.statements:
             ready = condition("Ready", False, "PrerequisitesMissing",
                               "pg_stat_statements is needed to read query times: see "
@@ -194,11 +203,13 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
         if interval is not None and spec.advice.enabled and prereq.qualstats and prereq.hypopg:
             recommendations = await _advise(db, spec, stats, interval, reports, existing, old)
             advised_at = now
+        due, checked_at, not_maintainable = await _maintenance_due(db, spec, prereq, old, now)
         tables = sorted({r.table for r in recommendations})
         unreadable, not_owned, no_create = await tuningdb.privileges(db, tables)
         prereq = replace(prereq, unreadable=tuple(unreadable), not_owned=tuple(not_owned),
-                         no_create=tuple(no_create))
-        conds = decide.prerequisite_conditions(prereq, conn.dbname, spec.apply.mode)
+                         no_create=tuple(no_create), not_maintainable=tuple(not_maintainable))
+        conds = decide.prerequisite_conditions(prereq, conn.dbname, spec.apply.mode,
+                                               upkeep_mode)
     unused = [UnusedIndex(name=i.qualified, table=i.table_qualified, size_bytes=i.size_bytes,
                           since=since)
               for i in decide.unused(existing, since, now, spec.advice.unused_after_days)]
@@ -212,11 +223,16 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
         interval_seconds=round(seconds, 3) if seconds is not None else old.interval_seconds,
         classes=reports, classes_within_target=decide.within_target(reports),
         recommendations=recommendations, advised_at=advised_at, applied=applied,
-        unused_indexes=unused, duplicate_indexes=dupes)
+        unused_indexes=unused, duplicate_indexes=dupes, maintenance_due=due,
+        maintenance_checked_at=checked_at)
     gate = decide.build_gate(spec, clock())
     built = None
     if interval is not None:
         status, built = await _apply(conn, spec, status, interval, gate, clock, events)
+    maintained = None
+    if built is None:  # one operation at a time: a build took this interval's turn
+        status, maintained = await _maintain(conn, spec, status, gate, clock, events,
+                                             frozenset(prereq.not_maintainable))
     status = replace_status(status, open_recommendations=sum(
         1 for r in status.recommendations if r.state != "Applied"))
     ready = condition("Ready", True, "Observing", f"reading pg_stat_statements of {where} every "
@@ -224,7 +240,32 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
                           "" if interval is not None else "; the first interval is a baseline"))
     frozen = condition("Frozen", bool(gate.frozen), "Frozen" if gate.frozen else "NotFrozen",
                        gate.message if gate.frozen else "no freeze is active")
-    return Outcome(status, [ready, *conds, frozen], events, built)
+    return Outcome(status, [ready, *conds, frozen], events, built, maintained)
+
+
+async def _maintenance_due(db: database.Session, spec: TuningPolicySpec,
+                           prereq: decide.Prerequisites, old: TuningPolicyStatus,
+                           now: datetime
+                           ) -> tuple[list[MaintenanceTask], datetime | None, list[str]]:
+    """What is due for maintenance, when index bloat was last measured, and the due tables
+    the role does not own: the tables' counters every interval, index bloat (pgstatindex
+    reads whole indexes) every `measureEveryMinutes`; between two measurements the REINDEXes
+    found last stay due."""
+    settings = spec.maintenance
+    if settings.mode == "Off":
+        return [], old.maintenance_checked_at, []
+    tables = await tuningdb.table_stats(db)
+    vacuums = upkeep.vacuum_due(tables, settings)
+    checked_at = old.maintenance_checked_at
+    reindexes = [t for t in old.maintenance_due if t.operation == "Reindex"]
+    may_measure = prereq.pgstattuple and (prereq.superuser or prereq.scans_tables)
+    if not may_measure:
+        reindexes = []
+    elif upkeep.measure_indexes(settings, checked_at, now):
+        bloat = await tuningdb.index_bloat(db, settings.min_index_bytes)
+        reindexes, checked_at = upkeep.reindex_due(bloat, settings), now
+    due = upkeep.due(vacuums, reindexes)
+    return due, checked_at, upkeep.not_owned(due, tables)
 
 
 async def _advise(db: database.Session, spec: TuningPolicySpec,
@@ -411,20 +452,113 @@ async def _build(conn: Connection, admin: database.Session, ddl: str, budget: fl
                  lock_timeout: int) -> tuple[str, str, float]:
     """CREATE INDEX CONCURRENTLY in its own session, cancelled (pg_cancel_backend from
     `admin`) when it would run past the window's end or a freeze's start."""
+    outcome, message, seconds = await _bounded(
+        conn, admin, lambda s: tuningdb.build_index(s, ddl, lock_timeout), budget, "build")
+    return ("Applied" if outcome == "Succeeded" else "Failed"), message, seconds
+
+
+async def _bounded(conn: Connection, admin: database.Session,
+                   work: Callable[[database.Session], Awaitable[float]],
+                   budget: float | None, what: str) -> tuple[str, str, float]:
+    """`work` in its own session, cancelled (pg_cancel_backend of that session's backend,
+    from `admin`) when it would run past `budget` seconds: the window's end or a freeze's
+    start. (Succeeded | Failed | Cancelled, why, seconds it ran)."""
     if budget is not None and budget <= 0:
-        return "Failed", "the maintenance window closed before the build started", 0.0
-    async with _session(conn) as builder:
-        pid = await tuningdb.backend_pid(builder)
-        task = asyncio.ensure_future(tuningdb.build_index(builder, ddl, lock_timeout))
+        return "Cancelled", f"the maintenance window closed before the {what} started", 0.0
+    async with _session(conn) as worker:
+        pid = await tuningdb.backend_pid(worker)
+        started = time.monotonic()
+        task = asyncio.ensure_future(work(worker))
         try:
             seconds = await asyncio.wait_for(asyncio.shield(task), budget)
+        except asyncio.CancelledError:
+            # the daemon is stopping (policy deleted, operator shutting down): PostgreSQL
+            # would run the statement on after its client went away
+            with contextlib.suppress(*DB_ERRORS):
+                await tuningdb.cancel(admin, pid)
+            raise
         except TimeoutError:
             await tuningdb.cancel(admin, pid)
             with contextlib.suppress(*DB_ERRORS):
                 await task
-            return "Failed", ("cancelled: the maintenance window ended or a freeze began "
-                              "before the build finished"), 0.0
+            return "Cancelled", (f"cancelled: the maintenance window ended or a freeze began "
+                                 f"before the {what} finished"), time.monotonic() - started
         except database.DatabaseError as error:
-            return "Failed", f"the build failed: {str(error).strip().splitlines()[0]}", 0.0
-    return "Applied", "", seconds
+            return "Failed", f"the {what} failed: {str(error).strip().splitlines()[0]}", \
+                time.monotonic() - started
+    return "Succeeded", "", seconds
 
+
+# ---- maintenance ----------------------------------------------------------------------------
+async def _maintain(conn: Connection, spec: TuningPolicySpec, status: TuningPolicyStatus,
+                    gate: decide.BuildGate, clock: Callable[[], datetime],
+                    events: list[Event], not_owned: frozenset[str]
+                    ) -> tuple[TuningPolicyStatus, MaintenanceRun | None]:
+    """The next due VACUUM or REINDEX, when the mode and the gate allow, under the database's
+    maintenance lock; measured before and after, recorded, announced."""
+    settings = spec.maintenance
+    task = upkeep.next_operation(settings, status.maintenance_due, status.maintenance, clock(),
+                                 not_owned)
+    if task is None or not gate.allowed:
+        return status, None
+    target = upkeep.relation(task)
+    vacuum = task.operation == "Vacuum"
+    what = "VACUUM" if vacuum else "REINDEX"
+    async with _session(conn) as admin:
+        if not await tuningdb.try_maintenance_lock(admin):
+            return status, None  # another session maintains this database: next interval
+        dead_before = density_before = None
+        siblings: set[str] = set()
+        try:
+            if vacuum:
+                size_before, dead_before = await tuningdb.table_figures(admin, target)
+            else:
+                size_before, density_before = await tuningdb.index_figures(admin, target)
+                siblings = await tuningdb.invalid_siblings(admin, target)
+        except database.DatabaseError as error:
+            # dropped or renamed since it was measured: no longer due
+            events.append(Event("Warning", "MaintenanceSkipped", f"{task.statement}: "
+                                f"{str(error).strip().splitlines()[0]}"))
+            return replace_status(status, maintenance_due=upkeep.without(
+                status.maintenance_due, task.target)), None
+        started = clock()
+        budget = None if gate.until is None else (gate.until - started).total_seconds()
+        outcome, message, seconds = await _bounded(
+            conn, admin, lambda s: tuningdb.maintain(s, task.statement,
+                                                     settings.lock_timeout_seconds),
+            budget, what)
+        size_after = dead_after = density_after = None
+        with contextlib.suppress(database.DatabaseError):
+            if vacuum:
+                size_after, dead_after = await tuningdb.table_figures(admin, target)
+            else:
+                for leftover in sorted(await tuningdb.invalid_siblings(admin, target)
+                                       - siblings):
+                    try:
+                        await tuningdb.drop_index(admin, leftover,
+                                                  settings.lock_timeout_seconds)
+                    except database.DatabaseError as error:
+                        message += f"; its invalid leftover {leftover} could not be dropped: " \
+                                   f"{str(error).strip().splitlines()[0]}"
+                    else:
+                        message += f"; its invalid leftover {leftover} was dropped"
+                size_after, density_after = await tuningdb.index_figures(admin, target)
+    run = MaintenanceRun(
+        operation=task.operation, target=task.target, table=task.table, reason=task.reason,
+        statement=task.statement, started_at=started, duration_seconds=round(seconds, 3),
+        outcome=outcome, message=message, size_before_bytes=size_before,
+        size_after_bytes=size_after,
+        reclaimed_bytes=None if size_after is None else size_before - size_after,
+        dead_tuples_before=dead_before, dead_tuples_after=dead_after,
+        leaf_density_before=density_before, leaf_density_after=density_after)
+    reason = {"Succeeded": "Vacuumed" if vacuum else "Reindexed",
+              "Failed": "MaintenanceFailed", "Cancelled": "MaintenanceCancelled"}[outcome]
+    events.append(Event("Normal" if outcome == "Succeeded" else "Warning", reason,
+                        upkeep.done_message(run)))
+    changes: dict[str, Any] = {
+        "maintenance": upkeep.record(status.maintenance, run, settings.history),
+        "maintenance_due": upkeep.without(status.maintenance_due, task.target)
+        if outcome == "Succeeded" else status.maintenance_due}
+    if outcome == "Succeeded":
+        changes["last_maintenance"] = clock()
+    return replace_status(status, **changes), run
