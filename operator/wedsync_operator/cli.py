@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
     runtime = RuntimeConfig.from_env(
         metrics_port=args.metrics_port, liveness_port=args.liveness_port,
+        webhook_port=args.webhook_port,
         # the heartbeat Lease must live where the operator watches
         heartbeat_namespace=None if args.all_namespaces else args.namespace[0],
     )
@@ -165,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--peering", help="name of the kopf peering object")
     run.add_argument("--metrics-port", type=int, help="Prometheus metrics port (8080)")
     run.add_argument("--liveness-port", type=int, help="liveness endpoint port (8081)")
+    run.add_argument("--webhook-port", type=int,
+                     help="the ChangeFreeze admission webhook's HTTPS port (9443)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.set_defaults(func=_run)

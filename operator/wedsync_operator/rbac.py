@@ -24,6 +24,7 @@ from enum import Enum
 from pathlib import Path
 
 from wedsync_operator.api.base import GROUP
+from wedsync_operator.api.changefreeze import PLURAL as FREEZES
 from wedsync_operator.api.failover import PLURAL as FAILOVERS
 from wedsync_operator.api.optimization import PLURAL as POLICIES
 from wedsync_operator.api.recovery import PLURAL as PLANS
@@ -193,6 +194,32 @@ RULES: tuple[Rule, ...] = (
         GROUP, (f"{RESTORES}/status",), ("patch",), "wedsync_operator.kube.status",
         "the Restore's state machine: its status is written after every step "
         "(patch_status_guarded)",
+    ),
+    # ---- ChangeFreeze and its admission webhook ---------------------------------------------
+    Rule(
+        GROUP, (FREEZES,), ("get", "list", "watch", "patch"), "wedsync_operator.kube.webhook",
+        "kopf runs a daemon per ChangeFreeze (its calendar status: list, watch, finalizer "
+        "patch); every replica's webhook keeps its own list and watch of them "
+        "(kube.watchcache) and reads one before adding its counts to the status (get)",
+        cluster_scoped=True,
+    ),
+    Rule(
+        GROUP, (f"{FREEZES}/status",), ("patch",), "wedsync_operator.kube.webhook",
+        "the calendar status and the denied/warned/break-glass counts (patch_status)",
+        cluster_scoped=True,
+    ),
+    Rule(
+        "", ("namespaces",), ("get", "list", "watch"), "wedsync_operator.services.admission",
+        "the webhook matches a ChangeFreeze's namespaceSelector against the namespace's "
+        "labels: kept by a list and watch (kube.watchcache), a namespace not seen yet is read",
+        cluster_scoped=True,
+    ),
+    Rule(
+        "admissionregistration.k8s.io", ("validatingwebhookconfigurations",), ("get", "patch"),
+        "wedsync_operator.kube.webhook",
+        "the chart's ValidatingWebhookConfiguration gets the operator's CA bundle "
+        "(set_ca_bundle); nothing else in it is written",
+        cluster_scoped=True,
     ),
     Rule(
         "batch", ("jobs",), ("get", "create", "delete"), "wedsync_operator.services.regionjobs",

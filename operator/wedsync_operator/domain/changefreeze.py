@@ -31,7 +31,7 @@ policies and plans.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -190,10 +190,17 @@ def _who_may(spec: ChangeFreezeSpec) -> str:
     return f"break glass is for {' or '.join(named)}"
 
 
+def _windows(freeze: NamedFreeze, now: datetime) -> tuple[Window | None, Window | None]:
+    return windows(freeze.spec, now)
+
+
 def decide(freezes: Sequence[NamedFreeze], request: Request,
            namespace_labels: Mapping[str, str], exemptions: Exemptions,
-           now: datetime) -> Decision:
-    """Admit, deny or warn: the webhook's whole decision."""
+           now: datetime, windows: Callable[[NamedFreeze, datetime],
+                                            tuple[Window | None, Window | None]] = _windows
+           ) -> Decision:
+    """Admit, deny or warn: the webhook's whole decision. `windows` gives a freeze's current
+    and next window (the webhook passes one that remembers them until they change)."""
     why = exemption(request, exemptions)
     if why:
         return Decision(True, exempt=why)
@@ -204,7 +211,7 @@ def decide(freezes: Sequence[NamedFreeze], request: Request,
         spec = freeze.spec
         if not protects(spec, request, namespace_labels):
             continue
-        current, upcoming = windows(spec, now)
+        current, upcoming = windows(freeze, now)
         if current is not None and spec.mode == "Enforce":
             blocking.append((freeze, current))
         elif current is not None:
