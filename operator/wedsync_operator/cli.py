@@ -31,6 +31,19 @@ def configure_logging(verbose: bool = False, debug: bool = False) -> None:
             formatter.default_msec_format = "%s.%03dZ"
     # the API client logs whole request and response bodies at DEBUG: Secrets included
     logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
+    # the ChangeFreeze webhook logs its own lines (a denial is not an error of the operator):
+    # not kopf's line per call, nor aiohttp's access line per request
+    logging.getLogger("kopf.objects").addFilter(_QuietWebhook())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _QuietWebhook:
+    """Drops kopf's lines about the ChangeFreeze webhook's calls ("Webhook 'changefreeze' is
+    invoked / succeeded / failed permanently")."""
+
+    def filter(self, record: object) -> bool:
+        message = getattr(record, "msg", "")
+        return not (isinstance(message, str) and message.startswith("Webhook 'changefreeze'"))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 
 BREAK_GLASS = "dbopt.wedsync.io/break-glass"
 FROZEN_LABEL = "wedsync-test/weddings"
-DENIED = 'admission webhook "changefreeze.dbopt.wedsync.io" denied the request'
+WEBHOOK = f"wedsync-operator.{OPERATOR_NAMESPACE}.changefreeze.dbopt.wedsync.io"
+DENIED = f'admission webhook "{WEBHOOK}" denied the request'
 
 
 def run(cluster: LocalCluster, *args: str, input: str | None = None
@@ -140,7 +141,7 @@ def test_changes_are_denied_in_a_window_with_the_message_and_admitted_elsewhere(
         assert "ChangeFreeze 'weddings' (window wedding-today, wedding-tomorrow) is active " \
             "until" in changed.stderr
         assert f"changing Deployment {frozen}/api is not allowed" in changed.stderr
-        assert f"to break glass, add the annotation {BREAK_GLASS}" in changed.stderr
+        assert f"To break glass, add the annotation {BREAK_GLASS}" in changed.stderr
         assert "group wedding-oncall" in changed.stderr
 
         restarted = run(cluster, "-n", frozen, "rollout", "restart", "deployment/api")
@@ -227,7 +228,7 @@ def test_break_glass_is_admitted_for_the_named_group_and_recorded_refused_for_ot
     refused = run(cluster, "-n", frozen, "--as=mallory", "patch", "deployment", "api",
                   "-p", patch)
     assert refused.returncode != 0
-    assert "break-glass refused: mallory" in refused.stderr
+    assert "Break-glass refused: mallory" in refused.stderr
     assert "break glass is for group wedding-oncall" in refused.stderr
 
     admitted = run(cluster, "-n", frozen, "--as=bob", "--as-group=wedding-oncall",
@@ -292,3 +293,44 @@ def test_kube_system_and_the_operator_namespace_are_never_frozen(
         assert "ChangeFreeze" not in created.stderr
         deleted = run(cluster, "-n", namespace, "delete", "deployment", "freeze-probe")
         assert deleted.returncode == 0, deleted.stderr
+
+
+def test_a_dead_webhook_admits_with_ignore_and_the_api_server_counts_it_refuses_with_fail(
+        cluster: LocalCluster, operator: OperatorProcess, webhook: str, frozen: str,
+        cleanup_freezes: list[str]) -> None:
+    cleanup_freezes.append("unreachable")
+    create_freeze(cluster, freeze("unreachable"), frozen)
+
+    def fail_open() -> float:
+        # read line by line: prometheus_client's parser does not keep a counter whose name
+        # ends in _count
+        series = f'apiserver_admission_webhook_fail_open_count{{name="{WEBHOOK}",'
+        return sum(float(line.rsplit(" ", 1)[1]) for line in
+                   cluster.kubectl("get", "--raw", "/metrics").splitlines()
+                   if line.startswith(series))
+
+    before = fail_open()
+    operator.kill()
+    # failurePolicy Ignore (the chart's default): the change goes through unchecked...
+    admitted = run(cluster, "-n", frozen, "set", "image", "deployment/api",
+                   "api=registry.example/api:while-down")
+    assert admitted.returncode == 0, admitted.stderr
+    # ...and the API server counts it (what WedsyncChangeFreezeWebhookFailing alerts on)
+    assert fail_open() >= before + 1
+    # failurePolicy Fail: refused while no replica answers
+    cluster.kubectl("patch", "validatingwebhookconfiguration", webhook, "--type=json", "-p",
+                    '[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Fail"}]')
+
+    def refused() -> subprocess.CompletedProcess[str] | None:
+        result = run(cluster, "-n", frozen, "set", "image", "deployment/api",
+                     "api=registry.example/api:refused")
+        return result if result.returncode != 0 else None
+
+    result = wait_for(refused, 30, "the API server to refuse with failurePolicy Fail")
+    assert f'failed calling webhook "{WEBHOOK}"' in result.stderr
+    # the operator back: its webhook answers again, with the freeze's own message
+    operator.start()
+    back = wait_for(lambda: (lambda r: r if DENIED in r.stderr else None)(
+        run(cluster, "-n", frozen, "set", "image", "deployment/api",
+            "api=registry.example/api:back")), 60, "the restarted webhook to deny again")
+    assert "ChangeFreeze 'unreachable'" in back.stderr

@@ -255,7 +255,7 @@ def test_break_glass_by_anyone_else_is_denied_and_says_who_may() -> None:
     decision = decide(freeze(), annotations={BREAK_GLASS_ANNOTATION: "I am in a hurry"})
     assert not decision.allowed
     assert not decision.broken
-    assert "break-glass refused: alice (groups developers, system:authenticated) may not" \
+    assert "Break-glass refused: alice (groups developers, system:authenticated) may not" \
         in decision.message
     assert "group wedding-oncall or user carol" in decision.message
 
@@ -263,7 +263,7 @@ def test_break_glass_by_anyone_else_is_denied_and_says_who_may() -> None:
 def test_an_empty_break_glass_reason_is_no_break_glass() -> None:
     decision = decide(freeze(), username="carol", annotations={BREAK_GLASS_ANNOTATION: "  "})
     assert not decision.allowed
-    assert "to break glass, add the annotation" in decision.message
+    assert "To break glass, add the annotation" in decision.message
 
 
 def test_break_glass_needs_every_denying_freeze_to_allow_it() -> None:

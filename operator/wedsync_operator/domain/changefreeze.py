@@ -240,13 +240,13 @@ def decide(freezes: Sequence[NamedFreeze], request: Request,
              for f, w in blocking]
     if reason:
         groups = f" (groups {', '.join(request.groups)})" if request.groups else ""
-        lines.append(f"break-glass refused: {request.username}{groups} may not break glass "
+        lines.append(f"Break-glass refused: {request.username}{groups} may not break glass "
                      f"for " + "; ".join(f"{f.name!r} ({_who_may(f.spec)})" for f, _w in refused))
     else:
         how = "; ".join(f"{f.name!r}: {_who_may(f.spec)}" for f, _w in blocking)
         after = ("annotate the object first, then delete it" if request.operation == "DELETE"
                  else "in the same change")
-        lines.append(f"to break glass, add the annotation {BREAK_GLASS_ANNOTATION}: "
+        lines.append(f"To break glass, add the annotation {BREAK_GLASS_ANNOTATION}: "
                      f"\"<reason>\" ({after}); {how}")
     return Decision(False, message=". ".join(lines), warnings=tuple(warnings),
                     denied_by=names, warned_by=tuple(warned_by))

@@ -212,6 +212,13 @@ class Admission:
         outcome = ("break_glass" if decision.broken else "denied" if not decision.allowed
                    else "warned" if decision.warned_by else "admitted")
         metrics.ADMISSION_REQUESTS.labels(outcome).inc()
+        dry = " (dry run)" if request.dry_run else ""
+        if decision.denied_by:
+            logger.info(f"denied{dry}: {request.username} {request.describe()} "
+                        f"(ChangeFreeze {', '.join(decision.denied_by)})")
+        elif decision.warned_by:
+            logger.info(f"admitted with a warning{dry}: {request.username} "
+                        f"{request.describe()} (ChangeFreeze {', '.join(decision.warned_by)})")
         if request.dry_run:
             return
         for name in decision.denied_by:
