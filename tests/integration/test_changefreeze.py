@@ -13,16 +13,17 @@ import json
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.integration.chart import render
+from tests.integration.chart import CHART, render
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.kube import condition, must_get, wait_for
 from tests.integration.metrics import sample
-from wedsync_testbed.controlplane import LocalCluster
+from wedsync_testbed.controlplane import Binaries, LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
@@ -334,3 +335,75 @@ def test_a_dead_webhook_admits_with_ignore_and_the_api_server_counts_it_refuses_
         run(cluster, "-n", frozen, "set", "image", "deployment/api",
             "api=registry.example/api:back")), 60, "the restarted webhook to deny again")
     assert "ChangeFreeze 'unreachable'" in back.stderr
+
+
+# ---- a paused standby answers too ---------------------------------------------------------------
+
+HA_PEERING = "wedsync-freeze-ha"
+
+
+@pytest.fixture(scope="module")
+def ha_cluster(control_plane_binaries: Binaries) -> Iterator[LocalCluster]:
+    """A control plane of its own: two cluster-wide replicas here must not act on what other
+    tests leave in the shared one."""
+    with LocalCluster(name="freeze-ha", bins=control_plane_binaries) as local:
+        local.apply_crds(CHART / "crds")
+        local.kubectl("apply", "-f", "-", input=yaml.safe_dump(
+            {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+             "metadata": {"name": HA_PEERING}}))
+        local.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+        yield local
+
+
+def test_a_paused_standby_answers_admission_requests(ha_cluster: LocalCluster,
+                                                     tmp_path: Path) -> None:
+    cluster = ha_cluster
+    replicas = [OperatorProcess(
+        kubeconfig=cluster.kubeconfig, logs=tmp_path / f"replica-{ordinal}",
+        args=("--all-namespaces", f"--peering={HA_PEERING}", f"--priority=-{ordinal}"),
+        env={"POD_ID": f"wedsync-operator-{ordinal}", "POD_NAMESPACE": OPERATOR_NAMESPACE})
+        for ordinal in (0, 1)]
+    leader, standby = replicas
+    namespace = "weddings-ha"
+    with leader, standby:
+        wait_for(lambda: "Resuming operations" in leader.output(), 60, "the leader to act")
+        # the chart's webhook configuration, pointed at the standby only
+        docs = render(cluster, "wedsync-operator", OPERATOR_NAMESPACE, "--set",
+                      f"changeFreeze.webhook.url=https://127.0.0.1:{standby.webhook_port}",
+                      "--show-only", "templates/webhook.yaml")
+        config = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
+        cluster.kubectl("create", "namespace", namespace)
+        cluster.kubectl("label", "namespace", namespace, f"{FROZEN_LABEL}=true")
+        cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                        input=yaml.safe_dump(deployment("api")))
+        # the replicas run as the admin here, which makes the admin the operator (exempt):
+        # people are impersonated
+        cluster.kubectl("create", "rolebinding", "people", "-n", namespace,
+                        "--clusterrole=edit", "--user=carol")
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(freeze("ha")))
+
+        last: list[str] = []
+
+        def denied() -> subprocess.CompletedProcess[str] | None:
+            # a new image each time: one admitted before the webhook took effect changes it
+            tag = len(last) + 2
+            result = run(cluster, "-n", namespace, "--as=carol", "set", "image",
+                         "deployment/api", f"api=registry.example/api:{tag}")
+            last.append(result.stdout + result.stderr)
+            return result if DENIED in result.stderr else None
+
+        try:
+            result = wait_for(denied, 60, "the standby's webhook to deny")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; kubectl said: {last[-1:]}") from None
+        assert "ChangeFreeze 'ha' (window wedding-today, wedding-tomorrow)" in result.stderr
+        # the standby was paused all along: it never acted, and it answered
+        assert "Resuming operations" not in standby.output()
+        assert "denied: carol changing Deployment" in standby.output()
+        assert "denied: carol" not in leader.output()
+        # the standby's count reaches the status, beside the leader's calendar
+        obj = wait_for(lambda: (lambda o: o if o.get("status", {}).get("denied") else None)(
+            changefreeze(cluster, "ha")), 30, "the standby's denial in the status")
+        assert obj["status"]["denied"] == 1
+        assert obj["status"]["active"] is True
