@@ -271,10 +271,25 @@ def uninstall_rules() -> tuple[Rule, ...]:
     and wait until kopf has run their delete handlers and removed the finalizers."""
     return (
         Rule(
-            GROUP, tuple(sorted(r.plural for r in RESOURCES)),
+            GROUP, tuple(sorted(r.plural for r in RESOURCES if r.scope == "Namespaced")),
             ("get", "list", "watch", "delete"), "charts/wedsync-operator pre-delete hook",
             "kubectl delete --all --wait on the operator's custom resources before the "
             "operator itself goes, so none is left stuck on its finalizer",
+        ),
+        *uninstall_cluster_rules(),
+    )
+
+
+def uninstall_cluster_rules() -> tuple[Rule, ...]:
+    """The part of `uninstall_rules` on cluster-scoped resources (ChangeFreezes): a Role
+    cannot grant it, so in namespaced mode the hook gets a small ClusterRole for it."""
+    return (
+        Rule(
+            GROUP, tuple(sorted(r.plural for r in RESOURCES if r.scope == "Cluster")),
+            ("get", "list", "watch", "delete"), "charts/wedsync-operator pre-delete hook",
+            "kubectl delete --all --wait on the operator's cluster-scoped custom resources "
+            "(ChangeFreezes) before the operator itself goes",
+            cluster_scoped=True,
         ),
     )
 
@@ -325,6 +340,9 @@ def render_rules_yaml() -> str:
         + _rules_yaml(namespaced_rules(), "    ")
         + "# the pre-delete hook (its own ServiceAccount)\nuninstallHook:"
         + _rules_yaml(list(uninstall_rules()), "  ")
+        + "# ... its cluster-scoped part (a ClusterRole also in namespaced mode)\n"
+        + "uninstallHookCluster:"
+        + _rules_yaml(list(uninstall_cluster_rules()), "  ")
     )
 
 

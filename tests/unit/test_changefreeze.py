@@ -328,3 +328,16 @@ def test_a_past_one_off_freeze_has_no_window_ahead() -> None:
     cal = cf.calendar(past, SAT_10)
     assert cal.next_change is None
     assert cf.conditions("x", past, cal)[1]["reason"] == "NoWindowAhead"
+
+
+def test_the_sample_is_a_valid_changefreeze() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "40-changefreeze.yaml"
+    doc = yaml.safe_load(path.read_text())
+    assert doc["kind"] == "ChangeFreeze"
+    assert "namespace" not in doc["metadata"]
+    sample = ChangeFreezeSpec.model_validate(doc["spec"])
+    assert sample.break_glass.groups == ["wedding-oncall"]
