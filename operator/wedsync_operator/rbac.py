@@ -294,6 +294,18 @@ def uninstall_cluster_rules() -> tuple[Rule, ...]:
     )
 
 
+def own_namespace_rules() -> tuple[Rule, ...]:
+    """A Role in the operator's own namespace, in both modes (in namespaced mode that
+    namespace need not be watched)."""
+    return (
+        Rule(
+            "", ("secrets",), ("get", "create", "patch"), "wedsync_operator.kube.webhook",
+            "the ChangeFreeze webhook's TLS Secret (CA and serving certificate), read by every "
+            "replica, created by the first, renewed before expiry (read_tls, write_tls)",
+        ),
+    )
+
+
 def cluster_wide_rules() -> list[Rule]:
     """The ClusterRole of `run -A`."""
     return [r for r in RULES if Mode.ALL in r.modes]
@@ -338,6 +350,8 @@ def render_rules_yaml() -> str:
         + _rules_yaml(namespaced_cluster_rules(), "    ")
         + "  # ... and a Role in every watched namespace\n  role:"
         + _rules_yaml(namespaced_rules(), "    ")
+        + "# a Role in the operator's own namespace, in both modes\nownNamespace:"
+        + _rules_yaml(list(own_namespace_rules()), "  ")
         + "# the pre-delete hook (its own ServiceAccount)\nuninstallHook:"
         + _rules_yaml(list(uninstall_rules()), "  ")
         + "# ... its cluster-scoped part (a ClusterRole also in namespaced mode)\n"

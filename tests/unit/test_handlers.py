@@ -42,7 +42,6 @@ async def test_events_name_the_operator_as_their_source(pod_name: str | None,
     monkeypatch.setattr(lifecycle, "local_api_client", _no_client)
     monkeypatch.setattr("wedsync_operator.metrics.serve", lambda *_: None)
     monkeypatch.setattr("wedsync_operator.kube.heartbeat.renew_forever", _idle)
-    monkeypatch.setattr("wedsync_operator.handlers.changefreeze.start_webhook", _idle)
     startup: Any = lifecycle.startup  # kopf's decorator types it as a kopf callback
     await startup(settings=settings, memo=memo)
     memo.heartbeat_task.cancel()

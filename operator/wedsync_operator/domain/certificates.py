@@ -152,6 +152,12 @@ class WebhookTls:
                 "tls.key": self.serving.key, "bundle.crt": self.bundle}
 
 
+def temporary(hosts: list[str], now: datetime) -> WebhookTls:
+    """TLS of one replica alone, for when the shared Secret cannot be had (nobody trusts it)."""
+    ca = new_ca("wedsync-operator-webhook-temporary", now)
+    return WebhookTls(ca, serving(ca, hosts, now), ca.cert)
+
+
 def unexpired(bundle: bytes, now: datetime) -> bytes:
     """The bundle without the certificates that have expired."""
     certs = x509.load_pem_x509_certificates(bundle)

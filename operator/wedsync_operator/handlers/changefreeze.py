@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import tempfile
@@ -26,10 +27,12 @@ from pydantic import ValidationError
 from wedsync_operator.api.base import GROUP, VERSION, summary
 from wedsync_operator.api.changefreeze import PLURAL, PROTECTABLE, ChangeFreezeSpec
 from wedsync_operator.config import WEBHOOK_ID, RuntimeConfig
+from wedsync_operator.domain import certificates
 from wedsync_operator.domain import changefreeze as rules
 from wedsync_operator.domain.conditions import merge_conditions
 from wedsync_operator.handlers import common
 from wedsync_operator.kube import errors, webhook
+from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.services import admission, webhooktls
 
 #: the group/resource pairs the webhook can be asked about
@@ -40,10 +43,27 @@ def _protectable(resource: kopf.Resource) -> bool:
     return (resource.group, resource.plural) in _RESOURCES
 
 
-async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
-    """Called by the start-up handler: TLS first (the server needs its files), then the
-    server setting kopf starts the admission server from, then the webhook's own watches."""
-    runtime: RuntimeConfig = memo.runtime
+@kopf.on.startup(id="changefreeze-webhook")
+async def webhook_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """TLS first (the server needs its files), then the server setting kopf starts the
+    admission server from (after every start-up handler), then the webhook's own watches.
+    A handler of its own with its own client; a TLS Secret that cannot be had does not hold
+    up the operator's start (see start_webhook)."""
+    if memo.get("webhook_api") is None:
+        memo.webhook_api = await local_api_client()
+    await start_webhook(settings, memo, memo.webhook_api)
+
+
+@kopf.on.cleanup(id="changefreeze-webhook-stop")
+async def webhook_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await stop_webhook(memo)
+    api = memo.get("webhook_api")
+    if api is not None:
+        await api.close()
+
+
+async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, api: Any) -> None:
+    runtime: RuntimeConfig = memo.get("runtime") or RuntimeConfig.from_env()
     ns, service = runtime.operator_namespace, runtime.webhook_service
     hosts = [f"{service}.{ns}.svc", f"{service}.{ns}.svc.cluster.local", f"{service}.{ns}",
              service, "localhost", "127.0.0.1",
@@ -52,21 +72,29 @@ async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo) -> Non
     place = webhooktls.TlsPlace(ns, runtime.webhook_secret, hosts, folder,
                                 runtime.webhook_config)
     try:
-        configured = await webhooktls.keep(memo.api, place, common.now)
+        configured = await webhooktls.keep(api, place, common.now)
     except errors.KubeError as error:
-        raise kopf.TemporaryError(f"webhook TLS: {error.describe()}", delay=5) from error
+        # never hold the operator's start (failovers, backups) on the webhook: serve with a
+        # certificate of this replica alone, which the API server does not trust (with
+        # failurePolicy Ignore it admits, and WedsyncChangeFreezeWebhookFailing fires), and
+        # keep trying the Secret every few seconds
+        logging.getLogger(__name__).error(
+            f"webhook TLS: the Secret {ns}/{runtime.webhook_secret} cannot be read or "
+            f"written ({error.describe()}); serving a temporary certificate until it can")
+        webhooktls.write_files(place, certificates.temporary(hosts, common.now()))
+        configured = False
     settings.admission.server = kopf.WebhookServer(
         addr=runtime.webhook_addr, port=runtime.webhook_port,
         certfile=place.certfile, pkeyfile=place.keyfile, cafile=place.cafile,
         file_check_interval=10.0)
     settings.admission.managed = None
-    user = await webhook.whoami(memo.api)
+    user = await webhook.whoami(api)
     memo.admission = admission.Admission(
-        memo.api, rules.Exemptions(operator_namespace=ns, operator_user=user),
+        api, rules.Exemptions(operator_namespace=ns, operator_user=user),
         instance=os.environ.get("POD_NAME") or socket.gethostname(), clock=common.now)
     memo.admission.start()
     memo.webhook_tls_task = asyncio.create_task(
-        webhooktls.keep_forever(memo.api, place, common.now, configured))
+        webhooktls.keep_forever(api, place, common.now, configured))
 
 
 async def stop_webhook(memo: kopf.Memo) -> None:

@@ -13,7 +13,6 @@ import kopf
 
 from wedsync_operator import __version__, metrics
 from wedsync_operator.config import ANNOTATION_PREFIX, FIELD_MANAGER, FINALIZER, RuntimeConfig
-from wedsync_operator.handlers import changefreeze
 from wedsync_operator.kube import heartbeat
 from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.kube.hpa import HpaClient
@@ -51,8 +50,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # a replica whose heartbeat has not come back within the liveness limit does not act
     # (kopf's peering paused it): it serves no gauges of objects
     metrics.serve(runtime.metrics_port, __version__, runtime.watch_silence_seconds)
-    # the ChangeFreeze webhook: every replica serves it, paused or not
-    await changefreeze.start_webhook(settings, memo)
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -79,7 +76,6 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    await changefreeze.stop_webhook(memo)
     await heartbeat.stop(memo.get("heartbeat_task"))
     regions = memo.get("regions")
     if regions is not None:

@@ -82,7 +82,7 @@ async def keep(api: client.ApiClient, place: TlsPlace, clock: Callable[[], datet
         break
     else:
         raise errors.ConflictError(409, "Conflict", f"Secret {place.secret} kept moving")
-    _write_files(place, tls)
+    write_files(place, tls)
     metrics.WEBHOOK_CERT_EXPIRY.set(certificates.not_after(tls.serving.cert).timestamp())
     written = await webhook.set_ca_bundle(api, place.webhook_config, tls.bundle)
     if written:
@@ -93,7 +93,7 @@ async def keep(api: client.ApiClient, place: TlsPlace, clock: Callable[[], datet
     return written is not None
 
 
-def _write_files(place: TlsPlace, tls: WebhookTls) -> None:
+def write_files(place: TlsPlace, tls: WebhookTls) -> None:
     place.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     for path, data in ((place.keyfile, tls.serving.key), (place.certfile, tls.serving.cert),
                        (place.cafile, tls.bundle)):
