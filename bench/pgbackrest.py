@@ -18,12 +18,9 @@ bench/results/pgbackrest-times.json. Expect noise on a shared 2-core machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -31,8 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.integration.pg_fixtures import posix, skip_reason, start_bed
+from tests.integration.pg_fixtures import create_bookings, posix, skip_reason, start_bed
 
+from bench.figures import host, print_spreads, spread, write
 from wedsync_operator.domain import pgbackrest as pb
 from wedsync_testbed.controlplane import REPO_ROOT
 from wedsync_testbed.postgres import run
@@ -49,12 +47,7 @@ def one_run(rows: int, logs: Path) -> tuple[dict[str, float], dict[str, Any]]:
     bed = start_bed(REPOSITORIES, logs=logs)
     try:
         pg = bed.primary
-        pg.execute("CREATE DATABASE wedsync")
-        pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
-                   "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
-        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
-                   "'couple-' || g, repeat(md5(g::text), 4) "
-                   f"FROM generate_series(1, {rows}) g", dbname="wedsync")
+        create_bookings(pg, rows)
         facts: dict[str, Any] = {
             "database_size_bytes": int(pg.execute(
                 "SELECT sum(pg_database_size(datname)) FROM pg_database")),
@@ -88,9 +81,7 @@ def one_run(rows: int, logs: Path) -> tuple[dict[str, float], dict[str, Any]]:
 
 
 def summary(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {step: {"min": min(r[step] for r in runs),
-                   "median": round(statistics.median(r[step] for r in runs), 3),
-                   "max": max(r[step] for r in runs)} for step in STEPS}
+    return {step: spread(r[step] for r in runs) for step in STEPS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     logs = Path(tempfile.mkdtemp(prefix="bench-pgbackrest-"))
+    load_before = os.getloadavg()[0]
     runs: list[dict[str, float]] = []
     facts: dict[str, Any] = {}
     try:
@@ -118,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "domain.pgbackrest, real PostgreSQL on loopback, posix repositories on local disk "
         "(bench/pgbackrest.py)",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
+        "host": host(load_before),
         "pgbackrest": re.sub(r"^pgBackRest ", "", run(["pgbackrest", "version"]).stdout.strip()),
         **facts,
         "rows": args.rows + 5000,
@@ -126,14 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": figures,
         "each_run": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    write(RESULTS, document)
     print(f"\n{len(runs)} runs, {args.rows + 5000} rows, "
           f"{facts['database_size_bytes'] / 1e6:.0f} MB:")
-    for step, values in figures.items():
-        print(f"  {step:42s} min {values['min']:6.2f}  median {values['median']:6.2f}  "
-              f"max {values['max']:6.2f}")
-    print(f"written to {RESULTS.relative_to(REPO_ROOT)}")
+    print_spreads(figures, REPO_ROOT, RESULTS)
     return 0
 
 

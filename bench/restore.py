@@ -28,9 +28,7 @@ WAL to replay). Each run:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -44,6 +42,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the test helpers run the scripts as the Jo
 from tests.integration import restore_scripts as rs  # noqa: E402
 from tests.integration.pg_fixtures import BackrestBed, posix, skip_reason, start_bed  # noqa: E402
 
+from bench.figures import host, write  # noqa: E402
 from wedsync_operator.api.restore import RestoreTarget  # noqa: E402
 from wedsync_operator.domain import restore as rd  # noqa: E402
 from wedsync_testbed.postgres import PostgresInstance, run  # noqa: E402
@@ -208,15 +207,11 @@ def main() -> int:
         "real PostgreSQL 15 and pgBackRest on loopback, posix repository on local disk; "
         "Kubernetes (Job and Pod start, the clone's StatefulSet) not included",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(),
-                 # a shared machine: how busy it was says how much noise is in the figures
-                 "load_average_1m": {"start": round(load_before, 1),
-                                     "end": round(os.getloadavg()[0], 1)}},
+        "host": host(load_before),
         "pgbackrest": run(["pgbackrest", "version"]).stdout.strip(),
         "sizes": sizes,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")
+    write(RESULTS, document)
     for size in sizes:
         print(f"{size['database_bytes'] / 1e6:.0f} MB: PITR clone p50 "
               f"{size['pitr_clone']['total_seconds']['p50']}s; dropped → rows back p50 "

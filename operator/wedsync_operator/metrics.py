@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from wedsync_operator.api.failover import Phase as FailoverPhase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -177,6 +180,12 @@ REGION_UP = Gauge(
     "unknown; the plan's PrimaryHealthy and StandbysReady conditions say which).",
     ["namespace", "plan", "region"], registry=REGISTRY,
 )
+REGION_PROBES = Counter(
+    "wedsync_region_probes_total",
+    "Probes of a region's database by the failover detector (its rate is the probe "
+    "interval; a plan whose counter stops is not being watched).",
+    ["namespace", "plan", "region"], registry=REGISTRY,
+)
 REPLICATION_LAG_SECONDS = Gauge(
     "wedsync_replication_lag_seconds",
     "Replay lag of a standby region: 0 when it has replayed all it received, else the age "
@@ -188,8 +197,7 @@ REPLICATION_LAG_BYTES = Gauge(
     "WAL bytes the primary has flushed that a standby region has not replayed yet.",
     ["namespace", "plan", "region"], registry=REGISTRY,
 )
-FAILOVER_PHASES = ("Pending", "AwaitingApproval", "Fencing", "Promoting", "Redirecting",
-                   "Verifying", "Succeeded", "Failed")
+FAILOVER_PHASES: tuple[str, ...] = get_args(FailoverPhase)
 FAILOVER_PHASE = Gauge(
     "wedsync_failover_phase",
     "1 for the phase a Failover run is in, 0 for the others.",
@@ -216,6 +224,7 @@ FAILOVERS_IN_PROGRESS = Gauge(
 def set_region_health(namespace: str, plan: str, region: str, up: bool,
                       lag_seconds: float | None, lag_bytes: int | None) -> None:
     REGION_UP.labels(namespace, plan, region).set(1 if up else 0)
+    REGION_PROBES.labels(namespace, plan, region).inc()
     for metric, value in ((REPLICATION_LAG_SECONDS, lag_seconds),
                           (REPLICATION_LAG_BYTES, lag_bytes)):
         if value is None:
@@ -227,7 +236,7 @@ def set_region_health(namespace: str, plan: str, region: str, up: bool,
 
 def forget_regions(namespace: str, plan: str, regions: tuple[str, ...]) -> None:
     """Drops the region series of a plan (deleted, or regions removed)."""
-    for metric in (REGION_UP, REPLICATION_LAG_SECONDS, REPLICATION_LAG_BYTES):
+    for metric in (REGION_UP, REGION_PROBES, REPLICATION_LAG_SECONDS, REPLICATION_LAG_BYTES):
         for region in regions:
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, plan, region)
@@ -241,6 +250,68 @@ def set_failover_phase(namespace: str, run: str, run_type: str, phase: str | Non
                 FAILOVER_PHASE.remove(namespace, run, run_type, each)
         else:
             FAILOVER_PHASE.labels(namespace, run, run_type, each).set(1 if each == phase else 0)
+
+# ---- DatabaseTuningPolicy ------------------------------------------------------------------
+TUNING_CLASS_MEAN = Gauge(
+    "wedsync_tuning_class_mean_seconds",
+    "Mean execution time of a query class over the last interval (pg_stat_statements).",
+    ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_TARGET = Gauge(
+    "wedsync_tuning_class_target_seconds", "The latency target of a query class.",
+    ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_RATE = Gauge(
+    "wedsync_tuning_class_calls_per_second", "Calls per second of a query class over the "
+    "last interval.", ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_MET = Gauge(
+    "wedsync_tuning_class_within_target",
+    "1 while a query class's mean is within its target, 0 while not (no series without "
+    "calls).", ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_BREACH = Gauge(
+    "wedsync_tuning_class_breach_intervals",
+    "Intervals in a row a query class has been out of target.",
+    ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_OPEN_ADVICE = Gauge(
+    "wedsync_tuning_recommendations_open",
+    "Index recommendations of a policy not applied.", ["namespace", "policy"],
+    registry=REGISTRY,
+)
+TUNING_BUILDS = Counter(
+    "wedsync_tuning_index_builds_total",
+    "CREATE INDEX CONCURRENTLY runs of a policy, by outcome (built, failed).",
+    ["namespace", "policy", "outcome"], registry=REGISTRY,
+)
+_CLASS_GAUGES = (TUNING_CLASS_MEAN, TUNING_CLASS_TARGET, TUNING_CLASS_RATE, TUNING_CLASS_MET,
+                 TUNING_CLASS_BREACH)
+
+
+def set_tuning_class(namespace: str, policy: str, name: str, target_ms: float,
+                     mean_ms: float | None, calls_per_second: float, met: bool | None,
+                     streak: int) -> None:
+    TUNING_CLASS_TARGET.labels(namespace, policy, name).set(target_ms / 1000)
+    TUNING_CLASS_RATE.labels(namespace, policy, name).set(calls_per_second)
+    TUNING_CLASS_BREACH.labels(namespace, policy, name).set(streak)
+    for metric, value in ((TUNING_CLASS_MEAN, None if mean_ms is None else mean_ms / 1000),
+                          (TUNING_CLASS_MET, None if met is None else float(met))):
+        if value is None:
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, policy, name)
+        else:
+            metric.labels(namespace, policy, name).set(value)
+
+
+def forget_tuning(namespace: str, policy: str, classes: tuple[str, ...]) -> None:
+    """Drops the series of a policy's classes (deleted, or classes removed)."""
+    for metric in _CLASS_GAUGES:
+        for name in classes:
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, policy, name)
+    with contextlib.suppress(KeyError):
+        TUNING_OPEN_ADVICE.remove(namespace, policy)
 
 # ---- ChangeFreeze and its admission webhook ------------------------------------------------
 # Served by every replica (a paused one answers admission requests too): counters of what this

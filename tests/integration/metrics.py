@@ -30,3 +30,18 @@ def wait_reconciled(operator: OperatorProcess, kind: str, at_least: float,
     """Waits until `kind` has had `at_least` reconciles in all; returns the count."""
     return wait_for(lambda: (n := reconciles(operator, kind)) >= at_least and n, timeout,
                     f"{at_least:.0f} reconciles of {kind}")
+
+
+def probes(operator: OperatorProcess, namespace: str, plan: str, region: str) -> float:
+    """How many times the detector has probed a region of a plan."""
+    return sample(operator.metrics(), "wedsync_region_probes_total", namespace=namespace,
+                  plan=plan, region=region)
+
+
+def wait_probes(operator: OperatorProcess, namespace: str, plan: str, region: str, more: int,
+                timeout: float = 120.0) -> None:
+    """Waits until the detector has probed `region` `more` times from now: what the operator
+    did in between is what it decided over that many probes (no sleep guessing at it)."""
+    target = probes(operator, namespace, plan, region) + more
+    wait_for(lambda: probes(operator, namespace, plan, region) >= target, timeout,
+             f"{more} more probes of {region}")

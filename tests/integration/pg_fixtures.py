@@ -181,6 +181,17 @@ def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None, 
     return bed
 
 
+def create_bookings(pg: PostgresInstance, rows: int) -> None:
+    """Database ``wedsync`` with a ``bookings`` table of `rows` rows of phase ``base`` (about
+    300 bytes each); later steps add rows of their own phase."""
+    pg.execute("CREATE DATABASE wedsync")
+    pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
+               "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
+    pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
+               "'couple-' || g, repeat(md5(g::text), 4) "
+               f"FROM generate_series(1, {rows}) g", dbname="wedsync")
+
+
 # ---- the database host's pgBackRest TLS server, as the backup jobs reach it -------------------
 CLIENT_CN = "wedsync-backup"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -24,11 +25,14 @@ import psycopg
 import pytest
 
 from tests.integration.conftest import OPERATOR_NAMESPACE
-from tests.integration.kube import apply, must_get, wait_for
+from tests.integration.kube import apply, must_get, pending_pod, terminate_pod, wait_for
+from tests.integration.metrics import sample, wait_probes
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
-from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
+from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries, owned_dir
+from wedsync_testbed.postgres import run as pg_run
+from wedsync_testbed.writes import Writer, connect, missing
 
 _reason = missing_binaries()
 pytestmark = [
@@ -117,11 +121,6 @@ def bed_factory(cluster: LocalCluster, regions: dict[str, LocalCluster], namespa
 
 
 # ---- database checks ------------------------------------------------------------------------
-def connect(pg: PostgresInstance) -> psycopg.Connection[Any]:
-    return psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres",
-                           dbname="postgres", autocommit=True, connect_timeout=3)
-
-
 def replay(pg: PostgresInstance, action: str) -> None:
     """Pauses or resumes a standby's replay. A statement on a standby can be cancelled by a
     recovery conflict (the replay of the fence's catalog changes): it is sent again."""
@@ -146,47 +145,6 @@ def accepts_writes(pg: PostgresInstance) -> bool:
 
 
 promotions = topology.promotions
-
-
-@dataclass
-class Writer:
-    """Writes numbered rows into whichever server accepts them, all the time (trying the
-    targets in turn); remembers every write that was acknowledged (committed)."""
-
-    targets: tuple[PostgresInstance, ...]
-    acked: list[int] = field(default_factory=list)
-    failed: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        n, current = 0, 0
-        db: psycopg.Connection[Any] | None = None
-        while not self.stop.is_set():
-            n += 1
-            try:
-                if db is None:
-                    db = connect(self.targets[current])
-                db.execute("INSERT INTO writes VALUES (%s)", (n,))
-                self.acked.append(n)
-            except psycopg.Error:
-                self.failed += 1
-                if db is not None:
-                    db.close()
-                    db = None
-                current = (current + 1) % len(self.targets)
-                time.sleep(0.02)
-        if db is not None:
-            db.close()
-
-    def finish(self) -> None:
-        self.stop.set()
-        assert self.thread is not None
-        self.thread.join(30)
 
 
 @dataclass
@@ -267,12 +225,6 @@ def wait_condition(bed: Bed, kind: str, status: str, reason: str | None = None,
     return wait_for(reached, timeout, f"plan condition {kind}={status} ({reason}) {saying}")
 
 
-def missing(pg: PostgresInstance, ids: list[int]) -> list[int]:
-    with connect(pg) as db:
-        present = {row[0] for row in db.execute("SELECT id FROM writes WHERE id > 0")}
-    return [i for i in ids if i not in present]
-
-
 def assert_switched(bed: Bed, status: dict[str, Any]) -> None:
     """West is the one writable primary, traffic points at it everywhere, east is fenced."""
     assert status["fromRegion"] == "east"
@@ -343,7 +295,7 @@ def test_manual_mode_and_freeze_hold_the_run_until_approved(
     status = bed.wait_phase("gated", "AwaitingApproval")
     assert "Manual" in status["message"]
     assert "wedding-season" in status["message"]
-    time.sleep(8)  # several ticks: still held, nothing touched
+    wait_probes(operator, bed.namespace, "orders", "east", 3)  # still held, nothing touched
     assert bed.status("gated")["phase"] == "AwaitingApproval"
     assert bed.standby.in_recovery()
     assert accepts_writes(bed.primary)
@@ -387,7 +339,7 @@ def test_operator_killed_mid_run_resumes_with_exactly_one_promotion(
 def test_a_lost_primary_is_detected_fenced_and_replaced(
         bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
     bed = bed_factory(probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3})
-    time.sleep(3)  # a few healthy probes first
+    wait_probes(operator, bed.namespace, "orders", "east", 3)  # a few healthy probes first
     assert bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name") == ""
     lost = time.monotonic()
     bed.primary.kill()
@@ -411,20 +363,26 @@ def test_a_lost_primary_is_detected_fenced_and_replaced(
     plan = must_get(bed.main, "drplan", "orders", bed.namespace)
     assert plan["status"]["currentPrimary"] == "west"
     assert promotions(bed.standby) == 1
-    time.sleep(5)  # the new primary is probed now: no second run
-    assert len(bed.main.kubectl("get", "failover", "-n", bed.namespace,
-                                "-o", "name").split()) == 1
+    wait_probes(operator, bed.namespace, "orders", "west", 5)  # the new primary: no 2nd run
+    runs = json.loads(bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o",
+                                       "json"))["items"]
+    assert [r["metadata"]["name"] for r in runs if r["spec"]["type"] != "Rebuild"] == [run]
+    # re-protection is proposed: a Rebuild of east, waiting for approval (rebuild: Manual)
+    rebuilds = [r["metadata"]["name"] for r in runs if r["spec"]["type"] == "Rebuild"]
+    assert rebuilds == [rebuild_run(bed, "east")]
+    assert bed.wait_phase(rebuilds[0], "AwaitingApproval")["message"].startswith(
+        "awaiting approval")
     # The plan says who serves now, and that the old primary is no standby to fall back on.
     healthy = wait_condition(bed, "PrimaryHealthy", "True")
     assert "primary west" in healthy["message"]
     standbys = wait_condition(bed, "StandbysReady", "False", "ProbeFailed")
     assert "standby east" in standbys["message"]
     exported = operator.metrics()
-    labels = f'namespace="{bed.namespace}",plan="orders"'
-    assert f'wedsync_region_up{{{labels},region="west"}} 1.0' in exported
-    assert f'wedsync_region_up{{{labels},region="east"}} 0.0' in exported
-    assert (f'wedsync_failover_phase{{failover="{run}",namespace="{bed.namespace}",'
-            'phase="Succeeded",type="Failover"} 1.0') in exported
+    up = {region: sample(exported, "wedsync_region_up", namespace=bed.namespace,
+                         plan="orders", region=region) for region in ("east", "west")}
+    assert up == {"east": 0.0, "west": 1.0}
+    assert sample(exported, "wedsync_failover_phase", failover=run, namespace=bed.namespace,
+                  phase="Succeeded", type="Failover") == 1.0
     assert_no_secrets_leaked(bed, operator)
     print(f"primary lost → standby writable in {writable - lost:.1f}s "
           f"(run RTO {status['rtoSeconds']}s)")
@@ -503,7 +461,7 @@ def test_a_wrong_kubeconfig_or_a_silent_region_api_is_a_condition_never_a_failov
     held = wait_for(lambda: "no standby can be promoted now" in (m := bed.status("blocked").get(
         "message", "")) and m, 60, "the run to say why it waits")
     assert "kubeconfig-west" in held
-    time.sleep(3)
+    wait_probes(operator, bed.namespace, "orders", "east", 3)
     assert bed.status("blocked").get("phase") == "Pending"
     assert accepts_writes(bed.primary), "the primary was fenced with no standby to promote"
 
@@ -513,12 +471,12 @@ def test_a_wrong_kubeconfig_or_a_silent_region_api_is_a_condition_never_a_failov
     assert nowhere != good["east"]
     secret(bed.main, bed.namespace, "kubeconfig-east", {"kubeconfig": nowhere})
     # ... and the primary's kubeconfig Secret is garbage too: unknown, never "lost"
-    time.sleep(5)
+    wait_probes(operator, bed.namespace, "orders", "east", 3)
     assert plan_condition(bed, "PrimaryHealthy")["status"] == "True"
     secret(bed.main, bed.namespace, "kubeconfig-east", {"kubeconfig": "[]"})
     cond = wait_condition(bed, "PrimaryHealthy", "Unknown", "Misconfigured")
     assert "kubeconfig-east" in cond["message"]
-    time.sleep(4)  # several probes over the failure threshold
+    wait_probes(operator, bed.namespace, "orders", "east", 5)  # over the failure threshold
     runs = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name").split()
     assert runs == ["failover.dbopt.wedsync.io/blocked"], "a misconfiguration started a run"
     assert operator.healthy()
@@ -549,7 +507,9 @@ def test_two_operators_driving_one_run_at_once_still_promote_once(
         with SplitBrainWatch((bed.primary, bed.standby)) as watch:
             bed.failover("contested", "Switchover")
             status = bed.wait_phase("contested", "Succeeded")
-            time.sleep(2)  # the slower driver, if any, has caught up by now
+            # the slower driver, if any, has seen the run end: no run is driven any more
+            wait_for(lambda: all(sample(p.metrics(), "wedsync_failover_runs_in_progress") == 0
+                                 for p in (operator, second)), 60, "both drivers to finish")
         refused = sum(p.output().count("written meanwhile") for p in (operator, second))
     finally:
         second.stop()
@@ -625,8 +585,10 @@ def test_after_a_switchover_the_old_primary_is_never_failed_back_to(
         if "no standby on its lineage can be promoted" in e.get("message", "")], 60,
         "the detector to say why nothing fails over")
     assert "east is Diverged" in refused[0]["message"]
-    runs = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name").split()
-    assert runs == ["failover.dbopt.wedsync.io/planned"], "a run started towards east"
+    listed = json.loads(bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o",
+                                         "json"))["items"]
+    runs = [r["metadata"]["name"] for r in listed if r["spec"]["type"] != "Rebuild"]
+    assert runs == ["planned"], "a run started towards east"
 
     bed.failover("by-hand", "Failover")
     failed = bed.wait_phase("by-hand", "Failed")
@@ -735,10 +697,8 @@ def test_a_standby_without_a_wal_receiver_is_not_reported_streaming(
     bed.primary.kill()
     cond = wait_condition(bed, "StandbysReady", "False", "NotStreaming")
     assert "west does not stream" in cond["message"]
-    labels = f'namespace="{bed.namespace}",plan="orders",region="west"'
-    lag = wait_for(lambda: next((float(line.split()[-1]) for line in operator.metrics()
-                                 .splitlines() if line.startswith(
-                                     f"wedsync_replication_lag_bytes{{{labels}}}")), None),
+    lag = wait_for(lambda: sample(operator.metrics(), "wedsync_replication_lag_bytes",
+                                  namespace=bed.namespace, plan="orders", region="west"),
                    30, "the lag metric")
     assert lag > 5 * 1024 * 1024, lag
     plan = must_get(bed.main, "drplan", "orders", bed.namespace)
@@ -770,15 +730,14 @@ def test_a_former_primary_that_returns_writable_is_fenced_and_its_lost_writes_co
     wait_for(lambda: not bed.standby.execute("TABLE pg_stat_wal_receiver"), 30,
              "the standby's WAL receiver to stop")
     bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(500001, 500500) g")
-    labels = f'namespace="{bed.namespace}",plan="orders",region="west"'
-    wait_for(lambda: any(line.startswith(f"wedsync_replication_lag_bytes{{{labels}}}") and
-                         float(line.split()[-1]) > 10_000
-                         for line in operator.metrics().splitlines()), 30,
-             "a probe to see the primary ahead of the standby")
+    wait_for(lambda: sample(operator.metrics(), "wedsync_replication_lag_bytes",
+                            namespace=bed.namespace, plan="orders", region="west") > 10_000,
+             30, "a probe to see the primary ahead of the standby")
     bed.primary.kill()
-    [name] = wait_for(lambda: bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o",
-                                               "name").split(), RUN_TIMEOUT, "a run")
-    status = bed.wait_phase(name.split("/")[-1], "Succeeded")
+    name = wait_for(lambda: next((r["metadata"]["name"] for r in json.loads(bed.main.kubectl(
+        "get", "failover", "-n", bed.namespace, "-o", "json"))["items"]
+        if r["spec"]["type"] == "Failover"), None), RUN_TIMEOUT, "a run")
+    status = bed.wait_phase(name, "Succeeded")
     assert "dataLossBytes" not in status  # the old primary's final position is unknown
     assert status["dataLossAtLeastBytes"] > 10_000  # but this much was seen on it
     lost = set(range(500001, 500501))
@@ -801,3 +760,109 @@ def test_a_former_primary_that_returns_writable_is_fenced_and_its_lost_writes_co
 
     plan = wait_for(east_diverged, 30, "east Diverged in the plan's status")
     assert plan["status"]["currentPrimary"] == "west"
+
+
+# ---- re-protection ---------------------------------------------------------------------------
+def run_rebuild_job(bed: Bed, region: str, pg: PostgresInstance, run: str) -> dict[str, Any]:
+    """Acts as the node for the rebuild Job of `run`: the exact script its Pod carries runs
+    here on `pg`'s data directory (the pod's /tmp and termination log moved into a scratch
+    folder), with the environment its Secret holds; then its Pod ends as the kubelet would
+    report it. Returns what the script wrote as its termination message."""
+    cluster = bed.regions[region]
+    job = f"{run}-rebuild"
+    pod = wait_for(lambda: pending_pod(cluster, bed.namespace, job), RUN_TIMEOUT,
+                   f"a Pod of the rebuild Job {job}")
+    spec = must_get(cluster, "pod", pod, bed.namespace)["spec"]
+    [container] = spec["containers"]
+    script = container["command"][-1]
+    data = next(m for m in container["volumeMounts"] if m["name"] == "data")
+    assert data["mountPath"] == topology.DATA_DIRECTORY
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName")
+              for v in spec["volumes"]}
+    assert claims["data"] == f"pg-{region}-data"  # the workload's own claim
+    secret_name = container["env"][-1]["valueFrom"]["secretKeyRef"]["name"]
+    secret = must_get(cluster, "secret", secret_name, bed.namespace)
+    env = {e["name"]: base64.b64decode(secret["data"][e["valueFrom"]["secretKeyRef"]["key"]])
+           .decode() for e in container["env"] if e["valueFrom"].get("secretKeyRef", {})
+           .get("name") == secret_name}
+    work = owned_dir("wedsync-rebuild-")
+    script = (script.replace("work=/tmp", f"work={work}")
+              .replace(topology.DATA_DIRECTORY, str(pg.data_dir))
+              .replace("/dev/termination-log", str(work / "termination-log")))
+    try:
+        done = pg_run(["/bin/sh", "-c", script], check=False, timeout=600, env=env, cwd=work)
+        message = (work / "termination-log").read_text() if (
+            work / "termination-log").exists() else done.stderr[-2000:]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    terminate_pod(cluster, bed.namespace, pod, done.returncode, message)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(message.strip().splitlines()[-1])
+    return result
+
+
+def rebuild_run(bed: Bed, region: str) -> str:
+    def created() -> str | None:
+        listing = json.loads(bed.main.kubectl("get", "failover", "-n", bed.namespace,
+                                              "-o", "json"))["items"]
+        return next((r["metadata"]["name"] for r in listing if r["spec"]["type"] == "Rebuild"
+                     and r["spec"].get("toRegion") == region), None)
+
+    return wait_for(created, RUN_TIMEOUT, f"a Rebuild run of {region}")
+
+
+def test_after_a_switchover_the_old_primary_is_rewound_and_a_switch_back_loses_nothing(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """Re-protection: after a Switchover east → west, east (fenced, and holding writes on
+    its old timeline that west never received) gets a Rebuild run from the detector. Acting
+    as the node (stopping east when its workload is at zero, running the Job's script,
+    starting east when the workload is back), east is rewound from west, streams from it,
+    the plan is protected again and records for how long it was not; the writes only east
+    held are gone, every write west acknowledged is on east, and a Switchover back to east
+    with a writer running loses nothing."""
+    bed = bed_factory(rebuild="Automatic",
+                      probe={"intervalSeconds": 1, "timeoutSeconds": 1, "failureThreshold": 3})
+    wait_condition(bed, "StandbysReady", "True", "Streaming")
+    writer = Writer((bed.primary, bed.standby))
+    writer.start()
+    try:
+        wait_for(lambda: len(writer.acked) > 50, 30, "the writer to get going")
+        bed.failover("away", "Switchover")
+        bed.wait_phase("away", "Succeeded")
+        # east is fenced; a superuser still writes there: WAL west never receives (a
+        # diverged old primary that the rewind must undo)
+        bed.primary.psql("-c", "BEGIN READ WRITE",
+                         "-c", "INSERT INTO writes SELECT -g FROM generate_series(1, 100) g",
+                         "-c", "COMMIT")
+        run = rebuild_run(bed, "east")
+        assert bed.run(run)["spec"]["approved"] is True  # failover.rebuild: Automatic
+        # the Stop step waits until east's database no longer answers: the kubelet stops it
+        wait_for(lambda: "still answers" in bed.status(run).get("message", ""), RUN_TIMEOUT,
+                 "the run to wait for east to stop")
+        assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 0
+        bed.primary.stop()
+        result = run_rebuild_job(bed, "east", bed.primary, run)
+        assert result["method"] == "rewind", result
+        wait_for(lambda: bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"]
+                 == 1, RUN_TIMEOUT, "the workload scaled back")
+        bed.primary.start()
+        status = bed.wait_phase(run, "Succeeded")
+        assert status["rebuildMethod"] == "rewind"
+        assert status["rebuildSeconds"] >= 0
+        assert [s["name"] for s in status["steps"]] == ["Stop", "Rewind", "Start", "Rejoin"]
+        wait_condition(bed, "StandbysReady", "True", "Streaming")
+        plan = must_get(bed.main, "drplan", "orders", bed.namespace)
+        assert plan["status"]["protection"]["lastUnprotectedSeconds"] > 0
+        assert "unprotectedSince" not in plan["status"]["protection"]
+        assert bed.primary.in_recovery()
+        assert not rows(bed.primary, "id < 0")  # what only the old timeline held is gone
+        # switch back: an ordinary Switchover, with the writer still running
+        acked = len(writer.acked)
+        bed.failover("back", "Switchover")
+        back = bed.wait_phase("back", "Succeeded")
+        wait_for(lambda: len(writer.acked) > acked + 50, 30, "writes on east again")
+    finally:
+        writer.finish()
+    assert back["toRegion"] == "east"
+    assert back["dataLossBytes"] == 0
+    assert missing(bed.primary, writer.acked) == []

@@ -29,6 +29,7 @@ import pytest
 from tests.integration.pg_fixtures import (
     LIBFAKETIME,
     BackrestBed,
+    create_bookings,
     make_certificates,
     posix,
     skip_reason,
@@ -84,12 +85,7 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackrestBed]:
                     longTerm=LONG_TERM)
     try:
         pg = bed.primary
-        pg.execute("CREATE DATABASE wedsync")
-        pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
-                   "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
-        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
-                   "'couple-' || g, repeat(md5(g::text), 4) "
-                   f"FROM generate_series(1, {BASE_ROWS}) g", dbname="wedsync")
+        create_bookings(pg, BASE_ROWS)
         bed.backup("repo1", "full")
         bed.backup("offsite", "full")
         pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'after-full', "

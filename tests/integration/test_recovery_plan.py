@@ -30,6 +30,8 @@ from tests.integration.kube import (
     events_for,
     get,
     must_get,
+    pending_pod,
+    terminate_pod,
     try_apply,
     wait_for,
 )
@@ -132,30 +134,6 @@ def backups_status(cluster: LocalCluster, namespace: str, name: str, kind: str
 
 
 # ---- acting as the kubelet -----------------------------------------------------------------
-
-def pending_pod(cluster: LocalCluster, namespace: str, job: str) -> str | None:
-    out = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json",
-                                     "-l", f"batch.kubernetes.io/job-name={job}"))
-    for pod in out["items"]:
-        if pod.get("status", {}).get("phase", "Pending") == "Pending" and not pod[
-                "metadata"].get("deletionTimestamp"):
-            return str(pod["metadata"]["name"])
-    return None
-
-
-def terminate_pod(cluster: LocalCluster, namespace: str, pod: str, exit_code: int,
-                  message: str) -> None:
-    """What the kubelet reports when the container exits: phase and terminated state."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [{
-        "name": "pgbackrest", "image": "ghcr.io/wedsync/wedsync-backup:0.1.0", "imageID": "",
-        "ready": False, "restartCount": 0, "started": False,
-        "state": {"terminated": {"exitCode": exit_code,
-                                 "reason": "Completed" if exit_code == 0 else "Error",
-                                 "message": message, "startedAt": now, "finishedAt": now}}}]}
-    cluster.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status",
-                    "--type=merge", "-p", json.dumps({"status": status}))
-
 
 def run_job(cluster: LocalCluster, namespace: str, cronjob: str, job: str,
             *attempts: tuple[int, str]) -> None:

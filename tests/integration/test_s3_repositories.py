@@ -3,19 +3,12 @@
 certificate from the server's own CA, which pgBackRest verifies — as a store with a private CA
 is reached in production (`s3.caSecret`, `s3.port`).
 
-Everything pgBackRest does is configured only by `render_config`/`postgres_settings` and driven
-only by the command lists the CronJobs run. The keys reach pgBackRest (and PostgreSQL's
-archive_command) as the environment variables the jobs get from the credentials Secret
-(`s3_credential_env`), never in the configuration file.
-
-The plan: repository 1 posix in eu-west, `offsite` in S3 (eu-central, regular backups) and
-`vault` in S3 (eu-central, long-term, keeps 2 full backups). Scenarios: archive-push into S3;
+The bed, its plan and the backup cycle are tests/integration/s3_fixtures.py's (bench/s3.py
+times the same cycle; a test measures nothing). Scenarios: archive-push into S3;
 full and incremental backups into S3 with a writer running; verify; the long-term S3
 repository's expire; a wrong CA and a wrong key fail clearly; and — last, because it destroys
 the first region — a restore from S3 alone, with the primary and the posix repository gone,
 that holds every acknowledged write, those after the last backup included (from archived WAL).
-
-The measured durations go to bench/results/s3-times.json.
 """
 
 from __future__ import annotations
@@ -23,33 +16,31 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
 import shutil
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from tests.integration.pg_fixtures import (
-    STANZA,
-    BackrestBed,
-    plan_spec,
-    posix,
-    skip_reason,
-    start_bed,
+from tests.integration.pg_fixtures import STANZA, BackrestBed, skip_reason
+from tests.integration.s3_fixtures import (
+    AFTER_INCREMENTAL_ROWS,
+    BASE_ROWS,
+    S3Cycle,
+    count,
+    phase_counts,
+    restore_from_s3_alone,
+    s3_ca_files,
+    start_cycle,
 )
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain import pgbackrest as pb
-from wedsync_testbed.postgres import PostgresInstance, chown, run
+from wedsync_testbed.postgres import chown, run
 from wedsync_testbed.s3 import S3Server, binary, make_ca_and_certificate
 
 _reason = skip_reason()
@@ -57,37 +48,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(_reason is not None, reason=_reason or ""),
 ]
-
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "s3-times.json"
-BASE_ROWS = 50_000
-CREDENTIALS = "s3-keys"  # the Secret the plan names; its data is the server's key pair
-
-
-def s3_repository(name: str, server: S3Server, path: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "type": "s3", "region": "eu-central", "s3": {
-        "bucket": server.bucket, "endpoint": server.endpoint, "port": server.port,
-        "region": server.region, "uriStyle": "path", "path": path,
-        "caSecret": {"name": "s3-ca"}, "credentialsSecret": {"name": CREDENTIALS}}, **extra}
-
-
-def repositories(server: S3Server) -> list[dict[str, Any]]:
-    return [posix("repo1", "eu-west"),
-            s3_repository("offsite", server, "/wedsync/offsite"),
-            s3_repository("vault", server, "/wedsync/vault")]
-
-
-LONG_TERM = {"schedule": "0 3 1 * *", "retentionCount": 2, "repository": "vault"}
-
-
-def job_environment(spec: RecoveryPlanSpec, secrets: dict[str, dict[str, str]]
-                    ) -> dict[str, str]:
-    """The environment a job container gets: `s3_credential_env`'s entries resolved against
-    the Secrets' data, as the kubelet resolves secretKeyRef."""
-    env = {}
-    for entry in pb.s3_credential_env(spec):
-        ref = entry["valueFrom"]["secretKeyRef"]  # type: ignore[index]
-        env[str(entry["name"])] = secrets[ref["name"]][ref["key"]]
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -101,92 +61,24 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
-@dataclass
-class Writer:
-    """Inserts numbered rows into `bookings`, one transaction each, until stopped; remembers
-    every one that was acknowledged (committed)."""
-
-    pg: PostgresInstance
-    acked: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        with psycopg.connect(host="127.0.0.1", port=self.pg.port, user="postgres",
-                             dbname="wedsync", autocommit=True) as db:
-            n = 0
-            while not self.stop.is_set():
-                n += 1
-                try:
-                    db.execute("INSERT INTO bookings (phase, couple, notes) "
-                               "VALUES ('writer', %s, 'acknowledged')", (f"writer-{n}",))
-                except psycopg.Error as error:
-                    self.errors.append(str(error))
-                    return
-                self.acked.append(n)
-
-    def finish(self) -> list[int]:
-        self.stop.set()
-        assert self.thread is not None
-        self.thread.join(30)
-        return self.acked
-
-
-def count(instance: PostgresInstance, where: str = "true") -> int:
-    return int(instance.execute(f"SELECT count(*) FROM bookings WHERE {where}",
-                                dbname="wedsync"))
+@pytest.fixture(scope="module")
+def s3_cycle(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Cycle]:
+    """The bed after the cycle of `s3_fixtures.start_cycle`."""
+    done = start_cycle(s3, tmp_path_factory.mktemp("pgbackrest-s3"))
+    try:
+        yield done
+    finally:
+        done.bed.close()
 
 
 @pytest.fixture(scope="module")
-def cycle(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackrestBed]:
-    """A primary archiving into repo1 and both S3 repositories, after: a full backup into S3,
-    writes, an incremental into S3 taken while a writer commits, more writes (archived WAL
-    only), a verify of the S3 repository."""
-    repos = repositories(s3)
-    secrets = {CREDENTIALS: {"AWS_ACCESS_KEY_ID": s3.access_key,
-                             "AWS_SECRET_ACCESS_KEY": s3.secret_key}}
-    env = job_environment(plan_spec(5432, Path("/"), repos, longTerm=LONG_TERM), secrets)
-    bed = start_bed(repos, logs=tmp_path_factory.mktemp("pgbackrest-s3"), longTerm=LONG_TERM,
-                    s3_ca_files={"offsite": str(s3.ca_file), "vault": str(s3.ca_file)},
-                    env=env)
-    try:
-        pg = bed.primary
-        pg.execute("CREATE DATABASE wedsync")
-        pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
-                   "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
-        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
-                   "'couple-' || g, repeat(md5(g::text), 4) "
-                   f"FROM generate_series(1, {BASE_ROWS}) g", dbname="wedsync")
-        bed.timings["database_size_bytes"] = int(pg.execute(
-            "SELECT sum(pg_database_size(datname)) FROM pg_database"))
-        bed.backup("offsite", "full", timed="s3_full_backup_seconds")
-        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'after-full', "
-                   "'late-' || g, md5(g::text) FROM generate_series(1, 2000) g",
-                   dbname="wedsync")
-        pg.execute("UPDATE bookings SET notes = 'moved to June' WHERE id % 1000 = 0",
-                   dbname="wedsync")
-        writer = Writer(pg)
-        writer.start()
-        try:
-            bed.backup("offsite", "incr", timed="s3_incremental_backup_seconds")
-        finally:
-            acked = writer.finish()
-        assert writer.errors == []
-        bed.timings["writes_acknowledged_during_incremental"] = len(acked)
-        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'after-incr', "
-                   "'last-minute-' || g, 'wal only' FROM generate_series(1, 100) g",
-                   dbname="wedsync")
-        pg.wait_archived(pg.switch_wal())
-        bed.pgbackrest(pb.verify_command(bed.stanza, bed.number("offsite"),
-                                         config=str(bed.config)), timed="s3_verify_seconds")
-        yield bed
-    finally:
-        bed.close()
+def cycle(s3_cycle: S3Cycle) -> BackrestBed:
+    return s3_cycle.bed
+
+
+def test_the_incremental_backup_ran_while_a_writer_committed(s3_cycle: S3Cycle) -> None:
+    assert s3_cycle.writer.errors == []
+    assert len(s3_cycle.writer.acked) > 0
 
 
 def test_the_configuration_names_the_store_its_port_and_ca_but_holds_no_key(
@@ -226,13 +118,10 @@ def test_wal_and_backups_land_in_the_bucket(cycle: BackrestBed, s3: S3Server) ->
 def test_the_long_term_s3_repository_expires_down_to_its_count(
     cycle: BackrestBed, s3: S3Server
 ) -> None:
-    labels = [cycle.backup("vault", "full", timed="s3_long_term_full_seconds")
-              for _ in range(3)]
+    labels = [cycle.backup("vault", "full") for _ in range(3)]
     assert [b["label"] for b in cycle.backups("vault")] == labels[1:]  # retentionCount 2
-    started = time.perf_counter()
     cycle.pgbackrest(pb.expire_command(cycle.stanza, cycle.number("vault"),
                                        config=str(cycle.config)))
-    cycle.timings["s3_expire_seconds"] = round(time.perf_counter() - started, 3)
     assert [b["label"] for b in cycle.backups("vault")] == labels[1:]
     prefix = f"wedsync/vault/backup/{STANZA}/"
     stored = {k.removeprefix(prefix).split("/")[0] for k in s3.list_keys(prefix)
@@ -309,7 +198,7 @@ def test_host_style_addressing_reads_the_same_repository(
     config = cycle.work / "host-style.conf"
     config.write_text(pb.render_config(
         host_style, repo_paths=cycle.repo_paths, lock_path=str(cycle.work / "lock"),
-        s3_ca_files={"offsite": str(s3.ca_file), "vault": str(s3.ca_file)}))
+        s3_ca_files=s3_ca_files(s3)))
     chown(config)
     assert f"repo{n}-s3-uri-style=host\n" in config.read_text()
     dns_stand_in = {f"PGBACKREST_REPO{n}_STORAGE_HOST": s3.endpoint}
@@ -376,51 +265,25 @@ def _running(pid: int) -> bool:
 
 
 def test_restore_from_s3_alone_when_the_first_region_is_gone(
-    cycle: BackrestBed, tmp_path: Path
+    s3_cycle: S3Cycle, tmp_path: Path
 ) -> None:
     """Runs last: the primary and repository 1 are destroyed."""
-    pg = cycle.primary
-    expected = {phase: count(pg, f"phase = '{phase}'")
-                for phase in ("base", "after-full", "writer", "after-incr")}
-    assert expected["writer"] == cycle.timings["writes_acknowledged_during_incremental"] > 0
-    acked = {f"writer-{n}" for n in range(1, expected["writer"] + 1)}
+    pg = s3_cycle.bed.primary
+    expected = phase_counts(pg)
+    acked = {f"writer-{n}" for n in s3_cycle.writer.acked}
+    assert expected["writer"] == len(acked) > 0
     moved = count(pg, "notes = 'moved to June'")
     last = pg.execute("SELECT max(id) FROM bookings", dbname="wedsync")
 
-    pg.kill()  # the first region is lost: its primary ...
-    shutil.rmtree(cycle.repo_paths["repo1"])  # ... and its posix repository
-    restored = cycle.restore("restored-from-s3", repository="offsite",
-                             timed="s3_restore_seconds", logs=tmp_path)
-    started = time.perf_counter()
+    restored = restore_from_s3_alone(s3_cycle.bed, tmp_path)
     with restored:  # PostgreSQL replays WAL fetched from S3 (archive-get), then promotes
         restored.wait_writable(timeout=300)
-        cycle.timings["s3_restore_start_to_writable_seconds"] = round(
-            time.perf_counter() - started, 3)
-        got = {phase: count(restored, f"phase = '{phase}'") for phase in expected}
-        assert got == expected
+        assert phase_counts(restored) == expected
         assert expected["base"] == BASE_ROWS
-        assert expected["after-incr"] == 100
+        assert expected["after-incr"] == AFTER_INCREMENTAL_ROWS
         writers = set(restored.execute(
             "SELECT couple FROM bookings WHERE phase = 'writer'", dbname="wedsync").split())
         assert writers == acked  # every acknowledged write, none invented
         assert count(restored, "notes = 'moved to June'") == moved
         assert restored.execute("SELECT max(id) FROM bookings", dbname="wedsync") == last
         assert restored.execute("SHOW archive_mode") == "off"
-    _record(cycle)
-
-
-def _record(bed: BackrestBed) -> None:
-    version = run(["pgbackrest", "version"]).stdout.strip()
-    result = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "pgbackrest": version,
-        "postgresql": run([str(Path(bed.primary.bin_dir) / "postgres"),
-                           "--version"]).stdout.strip(),
-        "s3_server": "SeaweedFS S3 gateway (tools/s3server), HTTPS with a private CA, "
-                     "path-style, signature v4",
-        "base_rows": BASE_ROWS,
-        **bed.timings,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -335,7 +335,7 @@ def test_the_sample_is_a_valid_changefreeze() -> None:
 
     import yaml
 
-    path = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "40-changefreeze.yaml"
+    path = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "50-changefreeze.yaml"
     doc = yaml.safe_load(path.read_text())
     assert doc["kind"] == "ChangeFreeze"
     assert "namespace" not in doc["metadata"]

@@ -365,3 +365,54 @@ def test_equal_lags_are_broken_by_the_declared_priority() -> None:
     assert machine.choose_regions(spec, run(), None, views) == ("east", "south")
     assert machine.choose_regions(spec, run(), None, {**views, "west": seen(99)}) == \
         ("east", "west")
+
+
+# ---- re-protection: Rebuild runs ------------------------------------------------------------
+def test_a_rebuild_walks_its_own_phases_and_never_rolls_back() -> None:
+    spec = run("Rebuild", toRegion="east")
+    status = machine.begin(FailoverRunStatus(), "west", "east", [], False, T0, rebuild=True)
+    assert (status.phase, status.message) == ("Rebuilding",
+                                              "rebuilding east as a standby of west")
+    seen: list[tuple[str, str | None]] = []
+    at = T0
+    while machine.decide(spec, status).kind == "step":
+        seen.append((status.phase, machine.decide(spec, status).step))
+        assert not machine.must_roll_back("Rebuild", status)
+        status = finish(spec, status, at)
+        at += timedelta(seconds=2)
+    assert seen == [("Rebuilding", "Stop"), ("Rebuilding", "Rewind"), ("Rebuilding", "Start"),
+                    ("Verifying", "Rejoin")]
+    assert status.phase == "Succeeded"
+    assert status.message == "east is a standby of west again"
+    assert status.rto_seconds is None  # nothing was unavailable
+
+
+def test_a_rebuild_waits_for_approval_unless_the_plan_says_automatic() -> None:
+    manual = FailoverSpec()
+    assert manual.rebuild == "Manual"
+    [why] = machine.rebuild_gate_reasons(manual, [])
+    assert "discards any write" in why
+    assert machine.rebuild_gate_reasons(FailoverSpec(rebuild="Automatic"), []) == []
+    assert machine.rebuild_gate_reasons(FailoverSpec(rebuild="Automatic"), ["saturday"]) == [
+        "freeze window active: saturday"]
+    gated = machine.begin(FailoverRunStatus(), "west", "east", [why], False, T0, rebuild=True)
+    assert gated.phase == "AwaitingApproval"
+    approved = run("Rebuild", toRegion="east", approved=True)
+    assert machine.decide(approved, gated).kind == "release"
+    assert machine.release(gated, T0, rebuild=True).phase == "Rebuilding"
+
+
+@pytest.mark.parametrize(("to", "error"), [
+    ("north", "toRegion 'north' is not a region of plan 'p'"),
+    ("east", "east is the serving primary: it cannot be rebuilt as a standby of itself"),
+])
+def test_a_rebuild_of_the_primary_or_an_unknown_region_is_refused(to: str, error: str) -> None:
+    with pytest.raises(machine.PlanError, match=error):
+        machine.rebuild_regions(plan("west"), run("Rebuild", toRegion=to), None)
+    assert machine.rebuild_regions(plan("west"), run("Rebuild", toRegion="east"), "west") == (
+        "west", "east")
+
+
+def test_a_rebuild_names_its_region() -> None:
+    with pytest.raises(ValueError, match="a Rebuild names the region to rebuild in toRegion"):
+        run("Rebuild")

@@ -4,6 +4,7 @@ reads once a failover has moved the primary: pure, no cluster, no database."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wedsync_operator.api.recovery import RecoveryPlanSpec
@@ -19,6 +20,7 @@ from wedsync_operator.services.health import (
     conditions_after,
     judge,
     known_from_status,
+    protection_fields,
     status_fields,
     unseen,
 )
@@ -227,3 +229,14 @@ def test_a_database_never_seen_is_unknown_not_lost() -> None:
     assert "network path" in never.message
     assert unseen(down, {"east"}) == down
     assert unseen(up("east", True), set()).state == "Up"
+
+
+def test_the_plan_records_how_long_it_was_unprotected() -> None:
+    t0 = datetime(2026, 6, 6, 10, 0, tzinfo=UTC)
+    lost = judged(answer("east", True, replicas={}), answer("west", False))  # NotStreaming
+    first = protection_fields(lost, {}, t0)
+    assert first == {"unprotectedSince": "2026-06-06T10:00:00Z"}
+    assert protection_fields(lost, {"protection": first}, t0 + timedelta(seconds=5)) == first
+    back = protection_fields(pair(), {"protection": first}, t0 + timedelta(seconds=95))
+    assert back == {"reprotectedAt": "2026-06-06T10:01:35Z", "lastUnprotectedSeconds": 95.0}
+    assert protection_fields(None, {"protection": back}, t0) == back  # before a probe

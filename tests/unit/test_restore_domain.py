@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import posixpath
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,6 +16,7 @@ from wedsync_operator.api.recovery import CloneTemplate, RecoveryPlanSpec
 from wedsync_operator.api.restore import RestoreSpec, RestoreStatus, RestoreTarget
 from wedsync_operator.domain import backups as builders
 from wedsync_operator.domain import datajobs
+from wedsync_operator.domain import pgbackrest as pb
 from wedsync_operator.domain import restore as rd
 from wedsync_operator.domain.datajobs import DataVolume, DataVolumeError
 
@@ -173,6 +175,73 @@ def test_s3_keys_are_named_by_repository_number() -> None:
         ("PGBACKREST_REPO2_S3_KEY", "s3-keys", "AWS_ACCESS_KEY_ID"),
         ("PGBACKREST_REPO2_S3_KEY_SECRET", "s3-keys", "AWS_SECRET_ACCESS_KEY"),
     ]
+
+
+def _private_ca_plan() -> RecoveryPlanSpec:
+    wire = plan().wire()
+    wire["backups"]["repositories"][1]["s3"]["caSecret"] = {"name": "store-ca",
+                                                            "key": "bundle.pem"}
+    return RecoveryPlanSpec.model_validate(wire)
+
+
+def _file_at(pod: dict[str, Any], path: str) -> tuple[str, str] | None:
+    """(Secret, key) of the projected configuration item the pod's container sees at `path`."""
+    mount = next(m for m in pod["containers"][0]["volumeMounts"]
+                 if m["name"] == "pgbackrest-config")
+    config = next(v for v in pod["volumes"] if v["name"] == "pgbackrest-config")
+    found = [(source["secret"]["name"], item["key"])
+             for source in config["projected"]["sources"]
+             for item in source["secret"]["items"]
+             if posixpath.join(mount["mountPath"], item["path"]) == path]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def test_a_private_s3_ca_is_where_the_configuration_names_it_in_every_job() -> None:
+    """An S3 repository with `caSecret`: its bundle is at /etc/pgbackrest/s3-ca/<repo>.crt —
+    the path pgbackrest.conf gives as its CA file — in the backup CronJobs' pods (from the
+    plan's CA Secret) and in a region data Job's pod (from the Job's own Secret, which
+    carries it under key s3-ca-<repo>, copied like the S3 keys)."""
+    spec = _private_ca_plan()
+    ca_file = pb.s3_ca_file("offsite")
+    assert ca_file == "/etc/pgbackrest/s3-ca/offsite.crt"
+    assert datajobs.s3_ca_names(spec) == [
+        ("s3-ca-offsite", "store-ca", "bundle.pem", "s3-ca/offsite.crt")]
+    assert builders.s3_ca_sources(spec) == [{"secret": {"name": "store-ca", "items": [
+        {"key": "bundle.pem", "path": "s3-ca/offsite.crt"}]}}]
+
+    owner = {"apiVersion": "v1", "kind": "X", "name": "p", "uid": "u"}
+    cronjobs = builders.build_cronjobs("p", "db", spec, owner)
+    assert len(cronjobs) == 4
+    for cronjob in cronjobs:
+        pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert _file_at(pod, ca_file) == ("store-ca", "bundle.pem")
+
+    job = datajobs.build_data_job("r1-restore", "db", spec, "true", labels={},
+                                  deadline_seconds=60, repositories={"repo1"})
+    assert _file_at(job["spec"]["template"]["spec"], ca_file) == ("r1-restore-config",
+                                                                  "s3-ca-offsite")
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+    copied = {entry: pem for entry, _secret, _key, _path in datajobs.s3_ca_names(spec)}
+    secret = datajobs.build_job_secret(
+        "r1-restore-config", "db", spec, {"PGBACKREST_REPO2_S3_KEY": "AKIA", **copied},
+        {"metadata": {"name": "r1-restore", "uid": "job-uid"}}, {})
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["s3-ca-offsite"] == pem
+    assert f"repo2-storage-ca-file={ca_file}\n" in data[builders.CONFIG_KEY]
+
+
+def test_without_a_private_ca_no_job_mounts_one() -> None:
+    spec = plan()
+    assert datajobs.s3_ca_names(spec) == []
+    assert builders.s3_ca_sources(spec) == []
+    job = datajobs.build_data_job("r1-restore", "db", spec, "true", labels={},
+                                  deadline_seconds=60)
+    config = next(v for v in job["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "pgbackrest-config")
+    assert [item["key"] for source in config["projected"]["sources"]
+            for item in source["secret"]["items"]] == [builders.CONFIG_KEY]
+    assert "storage-ca-file" not in datajobs.job_config(spec)
 
 
 def test_job_names_fit_a_label_value() -> None:

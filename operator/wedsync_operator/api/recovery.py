@@ -510,6 +510,16 @@ class FailoverSpec(ApiModel):
         description="Longest a Switchover waits, after fencing, for the standby to replay "
         "everything the old primary wrote; then it fails without promoting and the old "
         "primary gets its writers back (a switchover never loses a write).")
+    rebuild: Literal["Automatic", "Manual"] = Field(
+        default="Manual",
+        description="Re-protection after a failover: once the former primary (or a Diverged "
+        "region) can be reached, the operator creates a Failover of type Rebuild for it. "
+        "Manual: the run waits for `spec.approved: true` (a rebuild discards the writes the "
+        "old primary holds that the new one never received). Automatic: it goes ahead.")
+    rebuild_timeout_seconds: int = Field(
+        default=3600, ge=60, le=86400,
+        description="Longest the rebuild Job (pg_rewind, else a pgBackRest delta restore) may "
+        "run before the Rebuild fails.")
 
 
 # ---- restore (the Restore resource's defaults for this plan) -----------------------------------
@@ -674,6 +684,20 @@ class RegionStatus(ApiModel):
     message: str = Field(default="", max_length=4096, description="What was found.")
 
 
+class ProtectionStatus(ApiModel):
+    """How long the plan has gone without every declared standby streaming from the serving
+    primary (StandbysReady False): after a failover, until re-protection."""
+
+    unprotected_since: datetime | None = Field(
+        default=None, description="Since when some declared standby does not stream from the "
+        "serving primary (absent while every one does).")
+    reprotected_at: datetime | None = Field(
+        default=None, description="When every declared standby streamed again, last time.")
+    last_unprotected_seconds: float | None = Field(
+        default=None, description="How long the last unprotected span lasted: the time to "
+        "re-protect.")
+
+
 class RecoveryPlanStatus(ApiModel):
     """What the operator observed and did for this plan."""
 
@@ -690,6 +714,9 @@ class RecoveryPlanStatus(ApiModel):
                                           "lineage as last seen.")
     regions: list[RegionStatus] = Field(default_factory=list, description="Every region as "
                                         "the last probe saw it.")
+    protection: ProtectionStatus | None = Field(
+        default=None, description="Unprotected spans (a standby not streaming) and the time "
+        "to re-protect.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, "
                                         "BackupsHealthy, BackupStale, ... conditions.")
 

@@ -19,6 +19,11 @@ Phases and the steps each runs, in order:
   was promoted gives the old primary back its writers (it is still the only primary).
 - Succeeded | Failed.
 
+A Rebuild (re-protection, `domain.rebuild`) runs other phases: Pending, AwaitingApproval,
+Rebuilding: Stop (the region's workload scaled to zero, its database seen stopped), Rewind
+(the rebuild Job), Start (the workload scaled back); Verifying: Rejoin (the region streams
+from the serving primary).
+
 Which standby may be promoted is the lineage's decision (`domain.lineage`): only a standby in
 recovery on the serving primary's lineage; a former primary that was never rebuilt is
 Diverged and never a candidate.
@@ -41,7 +46,8 @@ from wedsync_operator.api.failover import (
 from wedsync_operator.api.recovery import FailoverSpec, RecoveryPlanSpec
 from wedsync_operator.domain.lineage import Verdict, parse_lsn
 
-StepName = Literal["Fence", "CatchUp", "Promote", "Redirect", "Verify", "Follow", "Unfence"]
+StepName = Literal["Fence", "CatchUp", "Promote", "Redirect", "Verify", "Follow", "Unfence",
+                   "Stop", "Rewind", "Start", "Rejoin"]
 
 #: The active phases in order, and the steps each runs.
 PHASE_STEPS: dict[str, tuple[StepName, ...]] = {
@@ -51,12 +57,18 @@ PHASE_STEPS: dict[str, tuple[StepName, ...]] = {
     "Verifying": ("Verify", "Follow"),
     "RollingBack": ("Unfence",),
 }
+#: the phases of a Rebuild and their steps
+REBUILD_STEPS: dict[str, tuple[StepName, ...]] = {
+    "Rebuilding": ("Stop", "Rewind", "Start"),
+    "Verifying": ("Rejoin",),
+}
 _NEXT_PHASE: dict[str, Phase] = {
     "Fencing": "Promoting",
     "Promoting": "Redirecting",
     "Redirecting": "Verifying",
     "Verifying": "Succeeded",
     "RollingBack": "Failed",
+    "Rebuilding": "Verifying",
 }
 
 
@@ -168,6 +180,33 @@ def gate_reasons(settings: FailoverSpec, run: FailoverRunSpec, frozen_by: Sequen
     return reasons
 
 
+def rebuild_gate_reasons(settings: FailoverSpec, frozen_by: Sequence[str]) -> list[str]:
+    """Why a Rebuild must wait for `spec.approved: true`: the plan's `failover.rebuild` is
+    Manual (a rebuild discards what the old primary holds beyond the switch point), or a
+    freeze window is active and the plan asks for approval during freezes."""
+    reasons = []
+    if settings.rebuild == "Manual":
+        reasons.append("the plan's failover.rebuild is Manual: the rebuild discards any write "
+                       "the region holds that the serving primary never received")
+    if frozen_by and settings.approval_during_freeze:
+        reasons.append(f"freeze window active: {', '.join(frozen_by)}")
+    return reasons
+
+
+def rebuild_regions(plan: RecoveryPlanSpec, run: FailoverRunSpec, current_primary: str | None
+                    ) -> tuple[str, str]:
+    """(serving primary, region to rebuild) of a Rebuild; PlanError when it cannot be."""
+    names = [r.name for r in plan.regions]
+    source = serving(plan, current_primary)
+    if run.to_region not in names:
+        raise PlanError(f"toRegion {run.to_region!r} is not a region of plan {run.plan!r} "
+                        f"(regions: {', '.join(names)})")
+    if run.to_region == source:
+        raise PlanError(f"{run.to_region} is the serving primary: it cannot be rebuilt as a "
+                        "standby of itself (switch over first)")
+    return source, run.to_region
+
+
 # ---- the machine ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Decision:
@@ -188,6 +227,8 @@ class Decision:
 def steps_for(run_type: str, phase: str) -> tuple[StepName, ...]:
     """The steps a phase runs for a run type (no CatchUp and no Follow in a Drill: nothing is
     fenced or promoted)."""
+    if run_type == "Rebuild":
+        return REBUILD_STEPS.get(phase, ())
     steps = PHASE_STEPS.get(phase, ())
     if run_type == "Drill":
         steps = tuple(s for s in steps if s not in ("CatchUp", "Follow"))
@@ -214,26 +255,32 @@ def decide(run: FailoverRunSpec, status: FailoverRunStatus) -> Decision:
 
 
 def begin(status: FailoverRunStatus, source: str, target: str, reasons: Sequence[str],
-          approved: bool, now: datetime, failing_since: datetime | None = None
-          ) -> FailoverRunStatus:
-    """Pending → AwaitingApproval (gated and not approved) or Fencing. `failing_since`: the
-    first failed probe of the primary, for a run the detector started (the outage began
-    then, not when fencing starts)."""
+          approved: bool, now: datetime, failing_since: datetime | None = None,
+          rebuild: bool = False) -> FailoverRunStatus:
+    """Pending → AwaitingApproval (gated and not approved) or Fencing (Rebuilding for a
+    Rebuild). `failing_since`: the first failed probe of the primary, for a run the detector
+    started (the outage began then, not when fencing starts)."""
     gated = bool(reasons) and not approved
+    first: Phase = "Rebuilding" if rebuild else "Fencing"
+    doing = (f"rebuilding {target} as a standby of {source}" if rebuild else
+             f"failing over from {source} to {target}")
     message = ("awaiting approval (kubectl patch failover ... --type=merge -p "
                "'{\"spec\":{\"approved\":true}}'): " + "; ".join(reasons)) if gated else (
-        f"failing over from {source} to {target}"
-        + (f" (approved despite: {'; '.join(reasons)})" if reasons else ""))
+        doing + (f" (approved despite: {'; '.join(reasons)})" if reasons else ""))
     return status.model_copy(update={
-        "phase": "AwaitingApproval" if gated else "Fencing",
+        "phase": "AwaitingApproval" if gated else first,
         "from_region": source, "to_region": target,
         "started_at": status.started_at or now, "message": message,
         "outage_started_at": status.outage_started_at or failing_since,
     })
 
 
-def release(status: FailoverRunStatus, now: datetime) -> FailoverRunStatus:
-    """AwaitingApproval → Fencing once approved."""
+def release(status: FailoverRunStatus, now: datetime, rebuild: bool = False
+            ) -> FailoverRunStatus:
+    """AwaitingApproval → Fencing (Rebuilding) once approved."""
+    if rebuild:
+        return status.model_copy(update={"phase": "Rebuilding",
+                                         "message": "approved: rebuilding"})
     return status.model_copy(update={"phase": "Fencing", "message": "approved: fencing"})
 
 
@@ -293,8 +340,10 @@ def advance(run: FailoverRunSpec, status: FailoverRunStatus, now: datetime
         update["finished_at"] = now
         update["rto_seconds"] = rto_seconds(status)
         update["outage_started_at"] = outage_start(status)
-        update["message"] = (f"{status.to_region} is the primary"
-                             if run.type != "Drill" else "drill passed: nothing was changed")
+        update["message"] = (
+            "drill passed: nothing was changed" if run.type == "Drill" else
+            f"{status.to_region} is a standby of {status.from_region} again"
+            if run.type == "Rebuild" else f"{status.to_region} is the primary")
     return status.model_copy(update=update)
 
 
@@ -321,7 +370,7 @@ def must_roll_back(run_type: str, status: FailoverRunStatus) -> bool:
     old primary is still the only primary and gets its writers back (RollingBack)."""
     fenced = any(s.name == "Fence" and s.outcome == "Succeeded" for s in status.steps)
     promoting = any(s.name == "Promote" for s in status.steps)
-    return run_type != "Drill" and fenced and not promoting and status.phase in (
+    return run_type not in ("Drill", "Rebuild") and fenced and not promoting and status.phase in (
         "Fencing", "Promoting")
 
 

@@ -900,4 +900,5 @@ def rebuild_message(regions: Sequence[str]) -> str:
     return (f"standby {', '.join(regions)} followed the old primary past the restored point "
             "and holds the data the restore discarded, on the old timeline: rebuild each as a "
             "standby of the restored primary (pg_rewind, or a pgBackRest delta restore from "
-            "the repository, then streaming) and do not fail over to it before")
+            "the repository, then streaming: the Rebuild runs the detector creates, approved "
+            "by the plan's failover.rebuild) and do not fail over to it before")

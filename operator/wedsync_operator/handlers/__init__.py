@@ -10,6 +10,8 @@ from wedsync_operator.handlers import (
     optimization,
     recovery,
     restore,
+    tuning,
 )
 
-__all__ = ["changefreeze", "failover", "lifecycle", "optimization", "recovery", "restore"]
+__all__ = ["changefreeze", "failover", "lifecycle", "optimization", "recovery", "restore",
+           "tuning"]

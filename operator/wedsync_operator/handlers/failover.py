@@ -26,6 +26,7 @@ from wedsync_operator.api.failover import (
 )
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec
+from wedsync_operator.domain import rebuild
 from wedsync_operator.domain.failover import detect
 from wedsync_operator.handlers import common, recovery
 from wedsync_operator.kube.regions import RegionClients, get_or_none
@@ -174,6 +175,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             seen_up |= {r.region for r in found.regions if r.state == "Up"}
             await _fence_diverged(namespace, body, regions, plan, found, logger)
             await _follow(namespace, body, regions, plan, found, logger)
+            await _reprotect(namespace, body, regions, plan, found, logger)
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)
@@ -274,3 +276,33 @@ async def _follow(namespace: str, body: kopf.Body, regions: RegionClients,
         if result.state == "Repointed":
             kopf.event(body, type="Normal", reason="Repointed", message=result.message)
             logger.info(result.message)
+
+
+async def _reprotect(namespace: str, body: kopf.Body, regions: RegionClients,
+                     plan: RecoveryPlanSpec, found: health.PlanHealth,
+                     logger: kopf.Logger) -> None:
+    """Re-protection: the former primary of the latest Failover or Switchover, and any
+    Diverged region, gets a Rebuild run (once; approved by the plan's failover.rebuild
+    setting) while the serving primary accepts writes and no in-place Restore runs."""
+    if not found.primary.writable:
+        return
+    states = {r.region: (r.verdict.state if r.verdict is not None else r.state)
+              for r in found.standbys}
+    if all(state == "Streaming" for state in states.values()):
+        return
+    name = str(body.metadata.get("name"))
+    try:
+        if await restores.in_place_running(regions.local, namespace, name) is not None:
+            return
+        runs = await failover.plan_run_list(regions.local, namespace, name)
+        for region, why in rebuild.to_rebuild(runs, states, found.primary.region).items():
+            run = await failover.start_rebuild(regions.local, namespace, plan, name,
+                                               str(body.metadata.get("uid")), region, why)
+            gate = ("it goes ahead (failover.rebuild: Automatic)"
+                    if plan.failover.rebuild == "Automatic" else
+                    "it waits for approval (failover.rebuild: Manual)")
+            message = f"{why}: created Rebuild {run}; {gate}"
+            kopf.event(body, type="Normal", reason="RebuildStarted", message=message)
+            logger.info(message)
+    except (ApiException, TimeoutError, OSError) as error:
+        logger.warning(f"re-protection could not act: {error}")

@@ -229,6 +229,9 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
             status[key] = tracking.extra[key]
     if len(spec.regions) > 1:
         status.update(health.status_fields(regions, old_status))
+        protection = health.protection_fields(regions, old_status, now)
+        if protection:  # a merge patch: a field it no longer has is written as null
+            status["protection"] = with_deletions(old_status.get("protection"), protection)
     status["backups"] = with_deletions(old_status.get("backups"), status["backups"])
     result.status = status
     wakes = [result.wake_at, *tracking.wakes]

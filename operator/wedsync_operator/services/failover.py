@@ -54,8 +54,10 @@ from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.failover import PLURAL, FailoverRunSpec, FailoverRunStatus
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
+from wedsync_operator.domain import datajobs, freezes, lineage, rebuild
 from wedsync_operator.domain import failover as machine
-from wedsync_operator.domain import freezes, lineage
+from wedsync_operator.domain import pgbackrest as pb
+from wedsync_operator.domain import restore as restore_domain
 from wedsync_operator.domain.connection import Connection, conninfo, conninfo_target
 from wedsync_operator.kube import workloads
 from wedsync_operator.kube.clients import MERGE
@@ -66,6 +68,7 @@ from wedsync_operator.kube.regions import (
     get_or_none,
     secret_value,
 )
+from wedsync_operator.services import regionjobs
 from wedsync_operator.services.events import Event
 
 #: seconds to wait for a database connection
@@ -238,6 +241,10 @@ async def tick(run: Run) -> Tick:
         return loaded
     if decision.kind in ("start", "await"):
         return await _start(run, now, awaiting=decision.kind == "await")
+    if decision.kind == "release" and run.spec.type == "Rebuild":
+        status = machine.release(run.status, now, rebuild=True)
+        return Tick(status, [Event("Normal", "Approved", f"approved: rebuilding "
+                                   f"{status.to_region}")])
     if decision.kind == "release":
         problem = await _target_problem(run, run.region(run.status.to_region))
         if problem is not None:
@@ -287,6 +294,8 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
     if other is not None:
         return _wait(run, f"waiting for run {other} of the same plan to finish", delay=5.0)
     current = run.plan_status.get("currentPrimary")
+    if run.spec.type == "Rebuild":
+        return _start_rebuild(run, now, awaiting, current)
     standbys = await _standbys(run, machine.serving(run.plan, current))
     try:
         if awaiting and run.status.from_region and run.status.to_region:
@@ -312,6 +321,25 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
             Event("Warning", "AwaitingApproval", status.message)]
         return Tick(status, events, delay=5.0)
     # the target answered and is on the lineage (choose_regions took only such a standby)
+    return Tick(status, [Event("Normal", "Started", status.message)])
+
+
+def _start_rebuild(run: Run, now: datetime, awaiting: bool, current: str | None) -> Tick:
+    assert run.plan is not None
+    try:
+        source, target = machine.rebuild_regions(run.plan, run.spec, current)
+    except machine.PlanError as error:
+        return Tick(machine.fail(run.status, None, str(error), now),
+                    [Event("Warning", "InvalidRun", str(error))])
+    frozen = freezes.active_freezes(run.plan.backups.freezes,
+                                    ZoneInfo(run.plan.backups.time_zone), now)
+    reasons = machine.rebuild_gate_reasons(run.plan.failover, frozen)
+    status = machine.begin(run.status, source, target, reasons, run.spec.approved, now,
+                           rebuild=True)
+    if status.phase == "AwaitingApproval":
+        events = [] if awaiting and status.message == run.status.message else [
+            Event("Warning", "AwaitingApproval", status.message)]
+        return Tick(status, events, delay=5.0)
     return Tick(status, [Event("Normal", "Started", status.message)])
 
 
@@ -361,6 +389,9 @@ async def _earlier_active_run(run: Run) -> str | None:
             mine = key
             continue
         phase = (item.get("status") or {}).get("phase", "Pending")
+        other_type = (item.get("spec") or {}).get("type", "Failover")
+        if run.spec.type != "Rebuild" and other_type == "Rebuild":
+            continue  # a rebuild never holds a failover back (a rebuild waits for one)
         if (item.get("spec") or {}).get("plan") == run.spec.plan and \
                 phase not in ("Succeeded", "Failed"):
             others.append(key)
@@ -856,9 +887,166 @@ async def follow_step(run: Run) -> machine.StepResult:
     return machine.StepResult("; ".join(notes))
 
 
+# ---- re-protection: the steps of a Rebuild --------------------------------------------------
+def _rebuild_job(run: Run) -> str:
+    return datajobs.job_name(run.name, "rebuild")
+
+
+async def stop(run: Run) -> machine.StepResult:
+    """The serving primary answers as a primary; then the region's workload scaled to zero,
+    no Pod of it left and its database not answering: the rebuild Job takes its volume."""
+    region = run.region(run.status.to_region)
+    source = run.region(run.status.from_region)
+    try:  # a rebuild follows the serving primary: nothing is stopped while it is not there
+        primary = await observe(run, source)
+    except _Unreachable as error:
+        raise StepWait(f"nothing stopped yet: the serving primary {source.name} does not "
+                       f"answer ({error}); the rebuild follows it") from None
+    if primary.server.in_recovery:
+        raise StepWait(f"nothing stopped yet: {source.name} is in recovery, no primary to "
+                       "follow")
+    api = await run.clients.api_for(run.namespace, region.cluster)
+    ns = run.region_namespace(region)
+    what = f"{region.fence.kind} {ns}/{region.fence.name}"
+    scaled = await workloads.scale_to_zero(api, ns, region.fence.kind, region.fence.name)
+    facts: dict[str, object] = {}
+    if scaled.changed and run.status.fenced_replicas is None:
+        facts["fenced_replicas"] = scaled.before
+    selector = await _workload_selector(api, run, region)
+    if selector:
+        pods = await call(api, "GET", f"/api/v1/namespaces/{ns}/pods", query=[
+            ("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(selector.items())))])
+        left = [p["metadata"]["name"] for p in pods.get("items", [])]
+        if left:
+            raise StepWait(f"{what} is at 0; waiting for its Pods to end: {', '.join(left)}")
+    try:
+        await observe(run, region)
+    except _Unreachable:
+        pass
+    else:
+        raise StepWait(f"{what} is at 0 and has no Pod, but {region.name}'s database still "
+                       "answers: waiting for it to stop (a server outside the workload must "
+                       "be stopped by hand)")
+    return machine.StepResult(
+        (f"{what} scaled from {scaled.before} to 0" if scaled.changed else f"{what} at 0")
+        + f"; {region.name}'s database is stopped", facts=facts)
+
+
+async def rewind(run: Run) -> machine.StepResult:
+    """The rebuild Job in the region's cluster, next to its data: pg_rewind from the serving
+    primary, else a pgBackRest delta restore (`domain.rebuild`)."""
+    assert run.plan is not None
+    plan = run.plan
+    region = run.region(run.status.to_region)
+    api = await run.clients.api_for(run.namespace, region.cluster)
+    ns = run.region_namespace(region)
+    name = _rebuild_job(run)
+    outcome = await regionjobs.follow(api, ns, name)
+    if outcome is None:
+        await _start_rebuild_job(run, api, ns, name)
+        raise StepWait(f"rebuild Job {ns}/{name} created")
+    if not outcome.done:
+        raise StepWait(f"rebuild Job {ns}/{name} {outcome.state}"
+                       + (f": {outcome.reason}" if outcome.reason else ""))
+    if outcome.state == "Failed":
+        raise StepFailed(f"the rebuild Job {ns}/{name} failed ({outcome.reason}): "
+                         f"{outcome.message.strip()[-1500:]}")
+    result = rebuild.parse_result(outcome.message)
+    if result is None:
+        raise StepFailed(f"the rebuild Job {ns}/{name} reported no result: "
+                         f"{outcome.message.strip()[-1500:]}")
+    facts: dict[str, object] = {"rebuild_method": result.method,
+                                "rebuild_seconds": result.seconds}
+    how = "pg_rewind from " + (run.status.from_region or "the primary")
+    if result.method == "restore":
+        repo = restore_domain.choose_repository(plan, None, region.name)
+        facts["rebuild_repository"] = repo.name
+        how = f"a pgBackRest delta restore from repository {repo.name}"
+    if result.rewind_error:
+        facts["rewind_error"] = result.rewind_error
+        how += f" (no rewind: {result.rewind_error})"
+    took = f" in {result.seconds:.1f}s" if result.seconds is not None else ""
+    return machine.StepResult(f"{region.name} rebuilt as a standby by {how}{took}",
+                              facts=facts)
+
+
+async def _start_rebuild_job(run: Run, api: Any, ns: str, name: str) -> None:
+    assert run.plan is not None
+    plan = run.plan
+    region = run.region(run.status.to_region)
+    source = run.region(run.status.from_region)
+    workload = await workloads.get(api, ns, region.fence.kind, region.fence.name)
+    workload.setdefault("kind", region.fence.kind)
+    try:
+        data = datajobs.data_volume(workload, plan.database.data_directory)
+        repo = restore_domain.choose_repository(plan, None, region.name)
+        values = await regionjobs.copied_values(run.clients.local, run.namespace, plan)
+    except (datajobs.DataVolumeError, ValueError, regionjobs.RegionJobError) as error:
+        raise StepFailed(str(error)) from None
+    primary = await connection(run, source)
+    replication = await replication_connection(run.clients, run.namespace, source)
+    values[rebuild.SOURCE_ENV] = conninfo(primary, dbname=primary.dbname)
+    values[rebuild.CONNINFO_ENV] = rebuild.primary_conninfo_line(
+        conninfo(replication, application_name=region.name))
+    number = pb.repository_numbers(plan.backups.repositories)[repo.name]
+    secret = datajobs.secret_name(name)
+    job = datajobs.build_data_job(
+        name, ns, plan, rebuild.rebuild_script(plan, number),
+        labels={REBUILD_LABEL: run.name[:63]},
+        deadline_seconds=plan.failover.rebuild_timeout_seconds, data=data,
+        repositories={repo.name}, user_from=region,
+        extra_env=[{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                   for key in (rebuild.SOURCE_ENV, rebuild.CONNINFO_ENV)])
+
+    def secret_for(stored: Mapping[str, Any]) -> Mapping[str, Any]:
+        return datajobs.build_job_secret(secret, ns, plan, values, stored,
+                                         {REBUILD_LABEL: run.name[:63]})
+
+    await regionjobs.start(api, job, secret_for)
+
+
+async def start_workload(run: Run) -> machine.StepResult:
+    """The finished rebuild Job removed, the workload scaled back to its replicas."""
+    region = run.region(run.status.to_region)
+    api = await run.clients.api_for(run.namespace, region.cluster)
+    ns = run.region_namespace(region)
+    await regionjobs.remove(api, ns, _rebuild_job(run))
+    scaled = await workloads.scale_back(api, ns, region.fence.kind, region.fence.name,
+                                        default=run.status.fenced_replicas)
+    what = f"{region.fence.kind} {ns}/{region.fence.name}"
+    return machine.StepResult(f"{what} scaled back" if scaled.changed else
+                              f"{what} runs already")
+
+
+async def rejoin(run: Run) -> machine.StepResult:
+    """The rebuilt region streams from the serving primary (its WAL receiver on the
+    primary's timeline, and the primary's pg_stat_replication lists it), within the plan's
+    rebuild timeout."""
+    assert run.plan is not None
+    primary = run.region(run.status.from_region)
+    region = run.region(run.status.to_region)
+    try:
+        seen = await observe(run, primary)
+    except _Unreachable as error:
+        raise StepWait(f"the primary {primary.name} does not answer: {error}") from None
+    result = await follow(run.clients, run.namespace, primary, region, seen.server.known)
+    if result.state == "Streaming" and seen.replicas.get(region.name) == "streaming":
+        return machine.StepResult(result.message)
+    if result.state == "Diverged":
+        raise StepFailed(f"after the rebuild {result.message}")
+    step = next((s for s in run.status.steps if s.name == "Rejoin"), None)
+    waited = (run.clock() - step.started_at).total_seconds() if step and step.started_at \
+        else 0.0
+    if waited > run.plan.failover.rebuild_timeout_seconds:
+        raise StepFailed(f"{region.name} does not stream from {primary.name} "
+                         f"{waited:.0f}s after its rebuild: {result.message}")
+    raise StepWait(result.message)
+
+
 STEPS: dict[str, Callable[[Run], Awaitable[machine.StepResult]]] = {
     "Fence": fence, "CatchUp": catch_up, "Promote": promote, "Redirect": redirect,
     "Verify": verify, "Follow": follow_step, "Unfence": unfence,
+    "Stop": stop, "Rewind": rewind, "Start": start_workload, "Rejoin": rejoin,
 }
 
 
@@ -884,13 +1072,15 @@ def failing_since(annotations: Mapping[str, str]) -> datetime | None:
 
 async def plan_runs(local: Any, namespace: str, plan: str
                     ) -> tuple[str | None, datetime | None]:
-    """(an unfinished run of the plan, when the operator last started one itself)."""
+    """(an unfinished run of the plan, when the operator last started one itself); Rebuild
+    runs are not counted."""
     listing = await call(local, "GET",
                          f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
     active, last = None, None
     for item in listing.get("items", []):
-        if (item.get("spec") or {}).get("plan") != plan:
-            continue
+        spec = item.get("spec") or {}
+        if spec.get("plan") != plan or spec.get("type") == "Rebuild":
+            continue  # a rebuild never holds a failover back
         meta = item["metadata"]
         if (item.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
             active = meta["name"]
@@ -925,6 +1115,49 @@ async def start_run(local: Any, namespace: str, plan: str, plan_uid: str, reason
         if error.status != 409:
             raise
     return name
+
+
+#: label on the rebuild Job (and its Secret): the run it belongs to
+REBUILD_LABEL = f"{GROUP}/rebuild"
+
+
+async def plan_run_list(local: Any, namespace: str, plan: str) -> list[rebuild.RunSeen]:
+    """Every Failover run of the plan, as re-protection looks at them."""
+    listing = await call(local, "GET",
+                         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+    runs = []
+    for item in listing.get("items", []):
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        if spec.get("plan") != plan:
+            continue
+        meta = item["metadata"]
+        runs.append(rebuild.RunSeen(
+            meta["name"], str(spec.get("type", "Failover")), str(status.get("phase", "Pending")),
+            status.get("fromRegion"), status.get("toRegion") or spec.get("toRegion"),
+            datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))))
+    return runs
+
+
+async def start_rebuild(local: Any, namespace: str, plan: RecoveryPlanSpec, plan_name: str,
+                        plan_uid: str, region: str, reason: str) -> str:
+    """Creates a Rebuild run of `region` (approved when the plan's failover.rebuild is
+    Automatic); returns its name."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Failover",
+        "metadata": {
+            "generateName": f"{plan_name[:40]}-rebuild-{region[:10]}-",
+            "namespace": namespace,
+            "labels": {CREATED_BY: DETECTION, PLAN_LABEL: plan_name[:63]},
+            "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}",
+                                 "kind": "DisasterRecoveryPlan", "name": plan_name,
+                                 "uid": plan_uid}],
+        },
+        "spec": {"plan": plan_name, "type": "Rebuild", "toRegion": region,
+                 "approved": plan.failover.rebuild == "Automatic", "reason": reason[:1024]},
+    }
+    created = await call(local, "POST",
+                         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", body=body)
+    return str(created["metadata"]["name"])
 
 
 # ---- the other standbys follow the new primary ----------------------------------------------

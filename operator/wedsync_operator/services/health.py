@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -388,6 +389,28 @@ def status_fields(health: PlanHealth | None, old: Mapping[str, Any]) -> dict[str
     elif "lineage" in old:
         out["lineage"] = old["lineage"]
     return out
+
+
+def protection_fields(health: PlanHealth | None, old: Mapping[str, Any], now: datetime
+                      ) -> dict[str, Any]:
+    """`status.protection`: since when a declared standby has not streamed from the serving
+    primary (StandbysReady False), and once every one does again, how long that lasted (the
+    time to re-protect). Unchanged before the first probe."""
+    out = dict(old.get("protection") or {})
+    if health is None:
+        return out
+    ready = _standbys_condition(health)["status"] == "True"
+    if not ready and "unprotectedSince" not in out:
+        out["unprotectedSince"] = _iso(now)
+    elif ready and "unprotectedSince" in out:
+        since = datetime.fromisoformat(str(out.pop("unprotectedSince")).replace("Z", "+00:00"))
+        out["reprotectedAt"] = _iso(now)
+        out["lastUnprotectedSeconds"] = round((now - since).total_seconds(), 1)
+    return out
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _region_status(region: RegionHealth) -> dict[str, Any]:

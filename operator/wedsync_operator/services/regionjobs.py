@@ -29,10 +29,12 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
+from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain import backups as builders
+from wedsync_operator.domain import datajobs
 from wedsync_operator.domain.drift import controller_uid
 from wedsync_operator.kube.objects import collection_path, object_path
-from wedsync_operator.kube.regions import call, get_or_none
+from wedsync_operator.kube.regions import call, get_or_none, secret_value
 
 JobState = Literal["Pending", "Running", "Succeeded", "Failed"]
 #: longest termination message kept (the kubelet keeps 4096 bytes per container)
@@ -231,3 +233,23 @@ async def run(api: client.ApiClient, job: Mapping[str, Any],
             raise TimeoutError(f"Job {namespace}/{name} did not finish within "
                                f"{limit_seconds:.0f}s: {outcome.reason}")
         await asyncio.sleep(poll)
+
+
+async def copied_values(local: client.ApiClient, namespace: str, spec: RecoveryPlanSpec
+                        ) -> dict[str, str]:
+    """What a region Job's own Secret copies from the plan's Secrets (in the plan's
+    namespace, read with `local`): the S3 keys (environment variable → value) and the S3
+    repositories' private CA bundles (key → PEM). RegionJobError names a missing one."""
+    values: dict[str, str] = {}
+    wanted = [(entry, secret, key, "S3 credentials")
+              for entry, secret, key in datajobs.s3_key_names(spec)]
+    wanted += [(entry, secret, key, "S3 CA bundle")
+               for entry, secret, key, _path in datajobs.s3_ca_names(spec)]
+    for entry, secret, key, what in wanted:
+        obj = await get_or_none(local, f"/api/v1/namespaces/{namespace}/secrets/{secret}")
+        value = None if obj is None else secret_value(obj, key)
+        if value is None:
+            raise RegionJobError(f"Secret {namespace}/{secret} ({what}) does not exist or "
+                                 f"lacks key {key}")
+        values[entry] = value
+    return values

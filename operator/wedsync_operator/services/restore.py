@@ -68,7 +68,6 @@ from wedsync_operator.kube.regions import (
     RegionError,
     call,
     get_or_none,
-    secret_value,
 )
 from wedsync_operator.services import failover, regionjobs
 from wedsync_operator.services.events import Event
@@ -484,24 +483,10 @@ def _session(conn: Connection) -> Any:
 async def _s3_keys(run: Run) -> dict[str, str]:
     """The S3 keys (and private CA bundles) of the plan's repositories, from their Secrets in
     the plan's namespace (copied into the Job's own Secret)."""
-    keys: dict[str, str] = {}
-    for variable, secret, key in datajobs.s3_key_names(run.the_plan()):
-        obj = await get_or_none(run.clients.local,
-                                f"/api/v1/namespaces/{run.namespace}/secrets/{secret}")
-        value = None if obj is None else secret_value(obj, key)
-        if value is None:
-            raise StepFailed(f"Secret {run.namespace}/{secret} (S3 credentials) does not exist "
-                             f"or lacks key {key}", "MissingReference")
-        keys[variable] = value
-    for entry, secret, key, _path in datajobs.s3_ca_names(run.the_plan()):
-        obj = await get_or_none(run.clients.local,
-                                f"/api/v1/namespaces/{run.namespace}/secrets/{secret}")
-        value = None if obj is None else secret_value(obj, key)
-        if value is None:
-            raise StepFailed(f"Secret {run.namespace}/{secret} (S3 CA bundle) does not exist "
-                             f"or lacks key {key}", "MissingReference")
-        keys[entry] = value
-    return keys
+    try:
+        return await regionjobs.copied_values(run.clients.local, run.namespace, run.the_plan())
+    except regionjobs.RegionJobError as error:
+        raise StepFailed(str(error), "MissingReference") from None
 
 
 def _secret_for(run: Run, job: str, namespace: str, keys: Mapping[str, str]
