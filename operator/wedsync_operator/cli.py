@@ -1,4 +1,5 @@
-"""The `wedsync-operator` command: run the operator, print the CRDs, preview a policy."""
+"""The `wedsync-operator` command: run the operator, print the CRDs, preview a policy, ask
+whether a change freeze holds (for pipelines)."""
 
 from __future__ import annotations
 
@@ -123,6 +124,42 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _freeze_status(args: argparse.Namespace) -> int:
+    """`wedsync-operator freeze status`: exit 0 when changes are allowed, 1 during a freeze."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from kubernetes_asyncio.config import ConfigException
+
+    from wedsync_operator.domain.changefreeze import verdict
+    from wedsync_operator.kube import errors
+    from wedsync_operator.services.admission import read_freezes
+
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        return _fail(f"--at {args.at!r} is not an ISO 8601 instant, e.g. "
+                     "2026-06-13T08:00:00+01:00")
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    try:
+        freezes, labels, invalid = asyncio.run(read_freezes(args.namespace))
+    except errors.KubeError as error:
+        return _fail(f"cannot read the ChangeFreezes: {error.describe()}")
+    except (ConfigException, OSError) as error:  # no kubeconfig, an unreadable one
+        return _fail(f"cannot reach the cluster: {error}")
+    found = verdict(freezes, args.namespace, labels, args.kind, at)
+    for name in invalid:
+        sys.stderr.write(f"ChangeFreeze {name!r} has an invalid spec and protects nothing "
+                         "(kubectl describe it)\n")
+    _emit("".join(f"{line}\n" for line in found.lines))
+    return FROZEN if found.frozen else 0
+
+
+#: Exit status of `freeze status` during a freeze.
+FROZEN = 1
+
+
 def _emit(text: str) -> None:
     """Writes all of `text` to stdout. Large outputs go out in a loop of writes: an
     unbuffered stdout (PYTHONUNBUFFERED, common in images) writes once and drops the rest of
@@ -197,6 +234,19 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--start", help="ISO start instant (now)")
     plan.add_argument("--png", help="also draw the replica timeline to this PNG file")
     plan.set_defaults(func=_plan)
+
+    freeze = sub.add_parser("freeze", help="ChangeFreezes for pipelines")
+    freeze_sub = freeze.add_subparsers(dest="freeze_command", required=True)
+    status = freeze_sub.add_parser(
+        "status", help="exit 0 when changes are allowed, 1 during a freeze (a CI step before "
+        "kubectl apply or helm upgrade); uses the current kubeconfig")
+    status.add_argument("-n", "--namespace",
+                        help="the namespace to deploy to (its labels pick the freezes); "
+                        "without it, any enforced freeze counts")
+    status.add_argument("--kind", default="Deployment",
+                        help="the kind to be changed (Deployment)")
+    status.add_argument("--at", help="ISO instant to ask about (now)")
+    status.set_defaults(func=_freeze_status)
     return top
 
 

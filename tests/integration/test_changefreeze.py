@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -165,6 +166,21 @@ def test_changes_are_denied_in_a_window_with_the_message_and_admitted_elsewhere(
         assert free.returncode == 0, free.stderr
         assert run(cluster, "-n", other, "set", "image", "deployment/api",
                    "api=registry.example/api:2").returncode == 0
+
+        # the pipelines' question: exit 1 in the frozen namespace, 0 in the other
+        def freeze_status(ns: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "wedsync_operator", "freeze", "status", "-n", ns],
+                env=cluster.env(), capture_output=True, text=True, check=False, timeout=60)
+
+        frozen_now = freeze_status(frozen)
+        assert frozen_now.returncode == 1, frozen_now.stderr
+        assert f"Deployment changes in namespace {frozen} are frozen" in frozen_now.stdout
+        assert "frozen: ChangeFreeze 'weddings' (window wedding-today, wedding-tomorrow)" \
+            in frozen_now.stdout
+        allowed = freeze_status(other)
+        assert allowed.returncode == 0, allowed.stderr
+        assert f"Deployment changes in namespace {other} are allowed" in allowed.stdout
 
         # status: active with its window's end, and the four denials counted
         def counted() -> dict[str, Any] | None:

@@ -341,3 +341,37 @@ def test_the_sample_is_a_valid_changefreeze() -> None:
     assert "namespace" not in doc["metadata"]
     sample = ChangeFreezeSpec.model_validate(doc["spec"])
     assert sample.break_glass.groups == ["wedding-oncall"]
+
+
+# ---- for pipelines --------------------------------------------------------------------------
+
+
+def test_the_pipeline_verdict_is_frozen_in_an_enforced_window() -> None:
+    found = cf.verdict([freeze()], "weddings", PROD, "Deployment", SAT_10)
+    assert found.frozen
+    assert found.lines[0] == ("Deployment changes in namespace weddings are frozen at "
+                              "2026-06-13T09:00:00Z")
+    assert "frozen: ChangeFreeze 'wedding-day' (window saturday-weddings) is active until " \
+        "Sat 13 Jun 23:00 Europe/London" in found.lines[1]
+
+
+@pytest.mark.parametrize(("namespace", "labels", "kind", "mode"), [
+    ("dev", {"tier": "dev"}, "Deployment", "Enforce"),      # not selected
+    ("weddings", PROD, "ConfigMap", "Enforce"),             # not protected
+    ("weddings", PROD, "Deployment", "Warn"),               # Warn mode does not freeze
+])
+def test_the_pipeline_verdict_is_allowed_elsewhere(namespace: str, labels: dict[str, str],
+                                                   kind: str, mode: str) -> None:
+    assert not cf.verdict([freeze(mode=mode)], namespace, labels, kind, SAT_10).frozen
+
+
+def test_without_a_namespace_any_enforced_window_freezes() -> None:
+    assert cf.verdict([freeze()], None, {}, "Deployment", SAT_10).frozen
+
+
+def test_outside_a_window_the_verdict_names_the_next_one() -> None:
+    friday = SAT_10 - timedelta(days=1)
+    found = cf.verdict([freeze()], "weddings", PROD, "Deployment", friday)
+    assert not found.frozen
+    assert "next: ChangeFreeze 'wedding-day' (window saturday-weddings) starts Sat 13 Jun " \
+        "07:00 Europe/London (2026-06-13T06:00:00Z), in 21 h" in found.lines[1]

@@ -299,3 +299,45 @@ def conditions(name: str, spec: ChangeFreezeSpec, cal: Calendar) -> list[dict[st
         active = {"type": "Active", "status": "False", "reason": "NoWindowAhead",
                   "message": "no window within a year"}
     return [ready, active]
+
+
+# --- for pipelines: may I deploy now? ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer of `wedsync-operator freeze status`: frozen or not, and the lines to print."""
+
+    frozen: bool
+    lines: tuple[str, ...]
+
+
+def verdict(freezes: Sequence[NamedFreeze], namespace: str | None,
+            namespace_labels: Mapping[str, str], kind: str, now: datetime) -> Verdict:
+    """Whether a change of `kind` in `namespace` (any namespace, when None) would be denied at
+    `now`: frozen when an Enforce freeze that covers it is in a window; Warn-mode windows and
+    the next window are said, and do not freeze."""
+    frozen: list[str] = []
+    said: list[str] = []
+    for freeze in sorted(freezes, key=lambda f: f.name):
+        spec = freeze.spec
+        if kind not in spec.kinds:
+            continue
+        if namespace is not None and spec.namespace_selector is not None and \
+                not selector_matches(spec.namespace_selector.wire(), namespace_labels):
+            continue
+        current, upcoming = windows(spec, now)
+        if current is not None and spec.mode == "Enforce":
+            frozen.append(f"frozen: {_window_words(freeze.name, spec, current)}")
+        elif current is not None:
+            said.append(f"warning: {_window_words(freeze.name, spec, current)} (Warn mode: "
+                        "changes are admitted with a warning)")
+        elif upcoming is not None:
+            starts = local(upcoming.start, spec.time_zone)
+            said.append(f"next: ChangeFreeze {freeze.name!r} (window "
+                        f"{', '.join(upcoming.names)}) starts {starts} "
+                        f"({utc(upcoming.start)}), in {span(upcoming.start - now)}")
+    where = f"namespace {namespace}" if namespace is not None else "any namespace"
+    head = (f"{kind} changes in {where} are frozen at {utc(now)}" if frozen else
+            f"{kind} changes in {where} are allowed at {utc(now)}")
+    return Verdict(bool(frozen), (head, *frozen, *said))

@@ -304,3 +304,29 @@ class Admission:
             await webhook.post_event(self.api, obj, type_, reason, message, self.clock(),
                                      self.instance)
             tally.events.pop(0)
+
+
+async def read_freezes(namespace: str | None
+                       ) -> tuple[list[rules.NamedFreeze], dict[str, str], list[str]]:
+    """For the CLI: the valid ChangeFreezes, the namespace's labels (empty without one) and
+    the names of the invalid ChangeFreezes, read once with the current kubeconfig."""
+    from wedsync_operator.kube.clients import local_api_client
+
+    api = await local_api_client()
+    try:
+        listed = await call(api, "GET", f"/apis/{API_VERSION}/{PLURAL}")
+        labels: dict[str, str] = {}
+        if namespace is not None:
+            found = await call(api, "GET", f"/api/v1/namespaces/{namespace}")
+            labels = dict((found.get("metadata") or {}).get("labels") or {})
+    finally:
+        await api.close()
+    valid, invalid = [], []
+    for obj in listed.get("items") or []:
+        name = obj["metadata"]["name"]
+        try:
+            valid.append(rules.NamedFreeze(name, ChangeFreezeSpec.model_validate(
+                obj.get("spec") or {})))
+        except ValidationError:
+            invalid.append(name)
+    return valid, labels, invalid
