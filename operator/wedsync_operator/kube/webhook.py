@@ -112,13 +112,14 @@ async def patch_status(api: client.ApiClient, name: str, resource_version: str |
 
 
 async def post_event(api: client.ApiClient, freeze: dict[str, Any], type_: str, reason: str,
-                     message: str, now: datetime, instance: str) -> None:
-    """A core/v1 Event about a ChangeFreeze (cluster-scoped: the Event goes in `default`)."""
+                     message: str, now: datetime, instance: str, namespace: str) -> None:
+    """A core/v1 Event about a ChangeFreeze. It is cluster-scoped: the Event goes in
+    `namespace` (the operator's own; `kubectl describe changefreeze` finds it there)."""
     meta = freeze["metadata"]
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": "default"},
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
         "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
                            "uid": meta.get("uid"),
                            "resourceVersion": meta.get("resourceVersion")},
@@ -127,5 +128,5 @@ async def post_event(api: client.ApiClient, freeze: dict[str, Any], type_: str, 
         "source": {"component": FIELD_MANAGER, "host": instance},
         "reportingComponent": FIELD_MANAGER, "reportingInstance": instance,
     }
-    await call(api, "POST", "/api/v1/namespaces/default/events", body)
+    await call(api, "POST", f"/api/v1/namespaces/{namespace}/events", body)
     metrics.API_WRITES.labels("events", "create").inc()

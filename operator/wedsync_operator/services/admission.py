@@ -301,8 +301,15 @@ class Admission:
         tally.last_break_glass = None
         while tally.events:
             type_, reason, message = tally.events[0]
-            await webhook.post_event(self.api, obj, type_, reason, message, self.clock(),
-                                     self.instance)
+            try:
+                await webhook.post_event(self.api, obj, type_, reason, message, self.clock(),
+                                         self.instance, self.exemptions.operator_namespace)
+            except errors.TransientError:
+                raise  # kept, and tried again at the next flush
+            except errors.KubeError as error:
+                # refused for good (RBAC): the log line and the status keep the record
+                logger.error(f"ChangeFreeze {name}: Event {reason} refused "
+                             f"({error.describe()}): {message}")
             tally.events.pop(0)
 
 
