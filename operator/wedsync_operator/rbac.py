@@ -318,11 +318,6 @@ def own_namespace_rules() -> tuple[Rule, ...]:
             "the ChangeFreeze webhook's TLS Secret (CA and serving certificate), read by every "
             "replica, created by the first, renewed before expiry (read_tls, write_tls)",
         ),
-        Rule(
-            "", ("events",), ("create",), "wedsync_operator.kube.webhook",
-            "BreakGlass Events about ChangeFreezes (cluster-scoped) are posted in the "
-            "operator's namespace, which namespaced mode need not watch (post_event)",
-        ),
     )
 
 

@@ -112,14 +112,14 @@ async def patch_status(api: client.ApiClient, name: str, resource_version: str |
 
 
 async def post_event(api: client.ApiClient, freeze: dict[str, Any], type_: str, reason: str,
-                     message: str, now: datetime, instance: str, namespace: str) -> None:
-    """A core/v1 Event about a ChangeFreeze. It is cluster-scoped: the Event goes in
-    `namespace` (the operator's own; `kubectl describe changefreeze` finds it there)."""
+                     message: str, now: datetime, instance: str) -> None:
+    """A core/v1 Event about a ChangeFreeze. It is cluster-scoped, and the API server takes
+    Events about cluster-scoped objects in `default` only (as kopf posts them)."""
     meta = freeze["metadata"]
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     body = {
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": "default"},
         "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"],
                            "uid": meta.get("uid"),
                            "resourceVersion": meta.get("resourceVersion")},
@@ -128,5 +128,5 @@ async def post_event(api: client.ApiClient, freeze: dict[str, Any], type_: str, 
         "source": {"component": FIELD_MANAGER, "host": instance},
         "reportingComponent": FIELD_MANAGER, "reportingInstance": instance,
     }
-    await call(api, "POST", f"/api/v1/namespaces/{namespace}/events", body)
+    await call(api, "POST", "/api/v1/namespaces/default/events", body)
     metrics.API_WRITES.labels("events", "create").inc()

@@ -303,11 +303,12 @@ class Admission:
             type_, reason, message = tally.events[0]
             try:
                 await webhook.post_event(self.api, obj, type_, reason, message, self.clock(),
-                                         self.instance, self.exemptions.operator_namespace)
+                                         self.instance)
             except errors.TransientError:
                 raise  # kept, and tried again at the next flush
             except errors.KubeError as error:
-                # refused for good (RBAC): the log line and the status keep the record
+                # refused for good (RBAC: namespaced mode grants Events only in the watched
+                # namespaces): the log line and the status keep the record
                 logger.error(f"ChangeFreeze {name}: Event {reason} refused "
                              f"({error.describe()}): {message}")
             tally.events.pop(0)
