@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -69,6 +70,7 @@ async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, api: A
              service, "localhost", "127.0.0.1",
              *[h.strip() for h in runtime.webhook_hosts.split(",") if h.strip()]]
     folder = Path(tempfile.mkdtemp(prefix="wedsync-webhook-"))  # private: mode 0700
+    memo.webhook_folder = folder
     place = webhooktls.TlsPlace(ns, runtime.webhook_secret, hosts, folder,
                                 runtime.webhook_config)
     try:
@@ -105,6 +107,8 @@ async def stop_webhook(memo: kopf.Memo) -> None:
             await task
     if memo.get("admission") is not None:
         await memo.admission.stop()
+    if memo.get("webhook_folder") is not None:
+        shutil.rmtree(memo.webhook_folder, ignore_errors=True)  # the serving key
 
 
 @kopf.on.validate(_protectable, id=WEBHOOK_ID, operations=["CREATE", "UPDATE", "DELETE"],
