@@ -49,7 +49,7 @@ test-integration: venv controlplane prometheus s3server ## integration tests (re
 test: lint typecheck controlplane prometheus s3server ## ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO, two and four regions; pgBackRest; S3; tuning; re-protection); figures go to bench/results/
+bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO, two and four regions; pgBackRest; S3; tuning; re-protection; the ChangeFreeze webhook); figures go to bench/results/
 	$(PY) bench/policies.py
 	$(PY) bench/failover.py
 	$(PY) bench/failover.py --regions 4 --runs 3
@@ -57,6 +57,7 @@ bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO, t
 	$(PY) -m bench.s3
 	$(PY) -m bench.tuning
 	$(PY) -m bench.rebuild
+	$(PY) -m bench.admission
 
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache

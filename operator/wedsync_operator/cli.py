@@ -1,4 +1,5 @@
-"""The `wedsync-operator` command: run the operator, print the CRDs, preview a policy."""
+"""The `wedsync-operator` command: run the operator, print the CRDs, preview a policy, ask
+whether a change freeze holds (for pipelines)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ def configure_logging(verbose: bool = False, debug: bool = False) -> None:
             formatter.default_msec_format = "%s.%03dZ"
     # the API client logs whole request and response bodies at DEBUG: Secrets included
     logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
+    # the ChangeFreeze webhook logs its own lines (a denial is not an error of the operator):
+    # not kopf's line per call, nor aiohttp's access line per request
+    logging.getLogger("kopf.objects").addFilter(_QuietWebhook())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class _QuietWebhook:
+    """Drops kopf's lines about the ChangeFreeze webhook's calls ("Webhook 'changefreeze' is
+    invoked / succeeded / failed permanently")."""
+
+    def filter(self, record: object) -> bool:
+        message = getattr(record, "msg", "")
+        return not (isinstance(message, str) and message.startswith("Webhook 'changefreeze'"))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -41,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
 
     runtime = RuntimeConfig.from_env(
         metrics_port=args.metrics_port, liveness_port=args.liveness_port,
+        webhook_port=args.webhook_port,
         # the heartbeat Lease must live where the operator watches
         heartbeat_namespace=None if args.all_namespaces else args.namespace[0],
     )
@@ -109,6 +124,42 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _freeze_status(args: argparse.Namespace) -> int:
+    """`wedsync-operator freeze status`: exit 0 when changes are allowed, 1 during a freeze."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from kubernetes_asyncio.config import ConfigException
+
+    from wedsync_operator.domain.changefreeze import verdict
+    from wedsync_operator.kube import errors
+    from wedsync_operator.services.admission import read_freezes
+
+    try:
+        at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    except ValueError:
+        return _fail(f"--at {args.at!r} is not an ISO 8601 instant, e.g. "
+                     "2026-06-13T08:00:00+01:00")
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    try:
+        freezes, labels, invalid = asyncio.run(read_freezes(args.namespace))
+    except errors.KubeError as error:
+        return _fail(f"cannot read the ChangeFreezes: {error.describe()}")
+    except (ConfigException, OSError) as error:  # no kubeconfig, an unreadable one
+        return _fail(f"cannot reach the cluster: {error}")
+    found = verdict(freezes, args.namespace, labels, args.kind, at)
+    for name in invalid:
+        sys.stderr.write(f"ChangeFreeze {name!r} has an invalid spec and protects nothing "
+                         "(kubectl describe it)\n")
+    _emit("".join(f"{line}\n" for line in found.lines))
+    return FROZEN if found.frozen else 0
+
+
+#: Exit status of `freeze status` during a freeze.
+FROZEN = 1
+
+
 def _emit(text: str) -> None:
     """Writes all of `text` to stdout. Large outputs go out in a loop of writes: an
     unbuffered stdout (PYTHONUNBUFFERED, common in images) writes once and drops the rest of
@@ -165,6 +216,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--peering", help="name of the kopf peering object")
     run.add_argument("--metrics-port", type=int, help="Prometheus metrics port (8080)")
     run.add_argument("--liveness-port", type=int, help="liveness endpoint port (8081)")
+    run.add_argument("--webhook-port", type=int,
+                     help="the ChangeFreeze admission webhook's HTTPS port (9443)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.set_defaults(func=_run)
@@ -181,6 +234,19 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--start", help="ISO start instant (now)")
     plan.add_argument("--png", help="also draw the replica timeline to this PNG file")
     plan.set_defaults(func=_plan)
+
+    freeze = sub.add_parser("freeze", help="ChangeFreezes for pipelines")
+    freeze_sub = freeze.add_subparsers(dest="freeze_command", required=True)
+    status = freeze_sub.add_parser(
+        "status", help="exit 0 when changes are allowed, 1 during a freeze (a CI step before "
+        "kubectl apply or helm upgrade); uses the current kubeconfig")
+    status.add_argument("-n", "--namespace",
+                        help="the namespace to deploy to (its labels pick the freezes); "
+                        "without it, any enforced freeze counts")
+    status.add_argument("--kind", default="Deployment",
+                        help="the kind to be changed (Deployment)")
+    status.add_argument("--at", help="ISO instant to ask about (now)")
+    status.set_defaults(func=_freeze_status)
     return top
 
 

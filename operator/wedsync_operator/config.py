@@ -21,6 +21,8 @@ FIELD_MANAGER = "wedsync-operator"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "wedsync-operator"}
 #: kopf's peering object the replicas of one installation share.
 DEFAULT_PEERING = "wedsync-operator"
+#: The ChangeFreeze webhook's path (and kopf handler id): https://SERVICE/changefreeze
+WEBHOOK_ID = "changefreeze"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,19 @@ class RuntimeConfig:
     heartbeat_namespace: str = "default"
     #: kopf's worker limit per resource kind
     worker_limit: int = 200
+    #: the ChangeFreeze admission webhook: where it listens, its TLS Secret (in the
+    #: operator's namespace), the Service the API server calls it through, the chart's
+    #: ValidatingWebhookConfiguration that gets the CA bundle, and more names for the
+    #: serving certificate (comma-separated: an address the API server reaches a local
+    #: run at)
+    webhook_port: int = 9443
+    webhook_addr: str = "0.0.0.0"
+    webhook_secret: str = "wedsync-operator-webhook-tls"
+    webhook_service: str = "wedsync-operator-webhook"
+    webhook_config: str = "wedsync-operator-changefreeze"
+    webhook_hosts: str = ""
+    #: the operator's own namespace (never frozen; holds the webhook's TLS Secret)
+    operator_namespace: str = "default"
 
     @classmethod
     def from_env(cls, **overrides: int | float | str | None) -> RuntimeConfig:
@@ -58,6 +73,13 @@ class RuntimeConfig:
             "peering_lifetime": int(
                 os.environ.get("WEDSYNC_PEERING_LIFETIME", cls.peering_lifetime)
             ),
+            "webhook_port": int(os.environ.get("WEDSYNC_WEBHOOK_PORT", cls.webhook_port)),
+            "webhook_addr": os.environ.get("WEDSYNC_WEBHOOK_ADDR", cls.webhook_addr),
+            "webhook_secret": os.environ.get("WEDSYNC_WEBHOOK_SECRET", cls.webhook_secret),
+            "webhook_service": os.environ.get("WEDSYNC_WEBHOOK_SERVICE", cls.webhook_service),
+            "webhook_config": os.environ.get("WEDSYNC_WEBHOOK_CONFIG", cls.webhook_config),
+            "webhook_hosts": os.environ.get("WEDSYNC_WEBHOOK_HOSTS", cls.webhook_hosts),
+            "operator_namespace": os.environ.get("POD_NAMESPACE", cls.operator_namespace),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

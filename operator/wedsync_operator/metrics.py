@@ -332,3 +332,38 @@ def forget_tuning(namespace: str, policy: str, classes: tuple[str, ...]) -> None
     for operation in MAINTENANCE_OPERATIONS:
         with contextlib.suppress(KeyError):
             TUNING_MAINTENANCE_DUE.remove(namespace, policy, operation)
+
+# ---- ChangeFreeze and its admission webhook ------------------------------------------------
+# Served by every replica (a paused one answers admission requests too): counters of what this
+# replica decided; the status of each ChangeFreeze holds the sums over all replicas.
+ADMISSION_REQUESTS = Counter(
+    "wedsync_admission_requests_total",
+    "Admission requests the ChangeFreeze webhook answered, by outcome: admitted, exempt "
+    "(never frozen: a subresource, a controller, kube-system, ...), warned, denied, "
+    "break_glass, unchecked (admitted because the freezes could not be read yet).",
+    ["outcome"], registry=REGISTRY,
+)
+CHANGEFREEZE_DECISIONS = Counter(
+    "wedsync_changefreeze_decisions_total",
+    "Changes a ChangeFreeze denied, warned about or let through by break-glass (dry runs not "
+    "counted).",
+    ["changefreeze", "decision"], registry=REGISTRY,
+)
+ADMISSION_SECONDS = Histogram(
+    "wedsync_admission_duration_seconds",
+    "Time the webhook took to decide one admission request (inside the operator).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    registry=REGISTRY,
+)
+CHANGEFREEZE_ACTIVE = Gauge(
+    "wedsync_changefreeze_active",
+    "1 while a window of the ChangeFreeze is active (computed at scrape time from the "
+    "webhook's own view of the ChangeFreezes).",
+    ["changefreeze"], registry=REGISTRY,
+)
+WEBHOOK_CERT_EXPIRY = Gauge(
+    "wedsync_webhook_certificate_expiry_timestamp_seconds",
+    "Unix time the webhook's serving certificate expires (renewed with a third of its life "
+    "left).",
+    registry=REGISTRY,
+)

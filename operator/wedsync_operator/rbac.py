@@ -24,6 +24,7 @@ from enum import Enum
 from pathlib import Path
 
 from wedsync_operator.api.base import GROUP
+from wedsync_operator.api.changefreeze import PLURAL as FREEZES
 from wedsync_operator.api.failover import PLURAL as FAILOVERS
 from wedsync_operator.api.optimization import PLURAL as POLICIES
 from wedsync_operator.api.recovery import PLURAL as PLANS
@@ -209,6 +210,32 @@ RULES: tuple[Rule, ...] = (
         "a policy that names a DisasterRecoveryPlan reads it for its serving region; that "
         "region's connection Secret is read under the failover's rules",
     ),
+    # ---- ChangeFreeze and its admission webhook ---------------------------------------------
+    Rule(
+        GROUP, (FREEZES,), ("get", "list", "watch", "patch"), "wedsync_operator.kube.webhook",
+        "kopf runs a daemon per ChangeFreeze (its calendar status: list, watch, finalizer "
+        "patch); every replica's webhook keeps its own list and watch of them "
+        "(kube.watchcache) and reads one before adding its counts to the status (get)",
+        cluster_scoped=True,
+    ),
+    Rule(
+        GROUP, (f"{FREEZES}/status",), ("patch",), "wedsync_operator.kube.webhook",
+        "the calendar status and the denied/warned/break-glass counts (patch_status)",
+        cluster_scoped=True,
+    ),
+    Rule(
+        "", ("namespaces",), ("get", "list", "watch"), "wedsync_operator.services.admission",
+        "the webhook matches a ChangeFreeze's namespaceSelector against the namespace's "
+        "labels: kept by a list and watch (kube.watchcache), a namespace not seen yet is read",
+        cluster_scoped=True,
+    ),
+    Rule(
+        "admissionregistration.k8s.io", ("validatingwebhookconfigurations",), ("get", "patch"),
+        "wedsync_operator.kube.webhook",
+        "the chart's ValidatingWebhookConfiguration gets the operator's CA bundle "
+        "(set_ca_bundle); nothing else in it is written",
+        cluster_scoped=True,
+    ),
     Rule(
         "batch", ("jobs",), ("get", "create", "delete"), "wedsync_operator.services.regionjobs",
         "the Jobs that run next to a region's data (inspection and restore), in a region "
@@ -259,10 +286,37 @@ def uninstall_rules() -> tuple[Rule, ...]:
     and wait until kopf has run their delete handlers and removed the finalizers."""
     return (
         Rule(
-            GROUP, tuple(sorted(r.plural for r in RESOURCES)),
+            GROUP, tuple(sorted(r.plural for r in RESOURCES if r.scope == "Namespaced")),
             ("get", "list", "watch", "delete"), "charts/wedsync-operator pre-delete hook",
             "kubectl delete --all --wait on the operator's custom resources before the "
             "operator itself goes, so none is left stuck on its finalizer",
+        ),
+        *uninstall_cluster_rules(),
+    )
+
+
+def uninstall_cluster_rules() -> tuple[Rule, ...]:
+    """The part of `uninstall_rules` on cluster-scoped resources (ChangeFreezes): a Role
+    cannot grant it, so in namespaced mode the hook gets a small ClusterRole for it."""
+    return (
+        Rule(
+            GROUP, tuple(sorted(r.plural for r in RESOURCES if r.scope == "Cluster")),
+            ("get", "list", "watch", "delete"), "charts/wedsync-operator pre-delete hook",
+            "kubectl delete --all --wait on the operator's cluster-scoped custom resources "
+            "(ChangeFreezes) before the operator itself goes",
+            cluster_scoped=True,
+        ),
+    )
+
+
+def own_namespace_rules() -> tuple[Rule, ...]:
+    """A Role in the operator's own namespace, in both modes (in namespaced mode that
+    namespace need not be watched)."""
+    return (
+        Rule(
+            "", ("secrets",), ("get", "create", "patch"), "wedsync_operator.kube.webhook",
+            "the ChangeFreeze webhook's TLS Secret (CA and serving certificate), read by every "
+            "replica, created by the first, renewed before expiry (read_tls, write_tls)",
         ),
     )
 
@@ -311,8 +365,13 @@ def render_rules_yaml() -> str:
         + _rules_yaml(namespaced_cluster_rules(), "    ")
         + "  # ... and a Role in every watched namespace\n  role:"
         + _rules_yaml(namespaced_rules(), "    ")
+        + "# a Role in the operator's own namespace, in both modes\nownNamespace:"
+        + _rules_yaml(list(own_namespace_rules()), "  ")
         + "# the pre-delete hook (its own ServiceAccount)\nuninstallHook:"
         + _rules_yaml(list(uninstall_rules()), "  ")
+        + "# ... its cluster-scoped part (a ClusterRole also in namespaced mode)\n"
+        + "uninstallHookCluster:"
+        + _rules_yaml(list(uninstall_cluster_rules()), "  ")
     )
 
 

@@ -107,10 +107,17 @@ def test_rendered_rbac_is_rbac_py_and_has_no_wildcard(chart_cluster: LocalCluste
         r.as_dict() for r in rbac.uninstall_rules()]
     namespaced = render(chart_cluster, "r", RELEASE_NAMESPACE, "-f", str(ALL_VALUES))
     for doc in namespaced:
-        if doc["kind"] == "Role" and not doc["metadata"]["name"].endswith("-uninstall"):
+        if doc["kind"] == "Role" and doc["metadata"]["name"].endswith("-webhook"):
+            # the operator's own namespace: the webhook's TLS Secret
+            assert doc["metadata"]["namespace"] == RELEASE_NAMESPACE
+            assert doc["rules"] == [r.as_dict() for r in rbac.own_namespace_rules()]
+        elif doc["kind"] == "Role" and not doc["metadata"]["name"].endswith("-uninstall"):
             assert doc["metadata"]["namespace"] in WATCHED
             assert doc["rules"] == [r.as_dict() for r in rbac.namespaced_rules()]
-        if doc["kind"] == "ClusterRole":
+        if doc["kind"] == "ClusterRole" and doc["metadata"]["name"].endswith("-uninstall"):
+            # the hook's part on cluster-scoped resources (ChangeFreezes)
+            assert doc["rules"] == [r.as_dict() for r in rbac.uninstall_cluster_rules()]
+        elif doc["kind"] == "ClusterRole":
             assert doc["rules"] == [r.as_dict() for r in rbac.namespaced_cluster_rules()]
     for doc in default + namespaced:
         if doc["kind"] in ("ClusterRole", "Role"):

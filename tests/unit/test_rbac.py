@@ -115,7 +115,8 @@ def test_every_watched_resource_is_granted_in_both_modes() -> None:
     assert needs, "no handler registered"
     for (group, plural), verbs in needs.items():
         assert _covered(group, plural, verbs, rbac.cluster_wide_rules()), (group, plural, verbs)
-        assert _covered(group, plural, verbs, rbac.namespaced_rules()), (group, plural, verbs)
+        namespaced = rbac.namespaced_rules() + rbac.namespaced_cluster_rules()
+        assert _covered(group, plural, verbs, namespaced), (group, plural, verbs)
 
 
 def test_peering_is_granted_for_the_mode_kopf_uses() -> None:

@@ -65,3 +65,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- fail "watchNamespaces is set but rbac.namespaced is false: the operator would watch every namespace; set rbac.namespaced: true to restrict it" -}}
 {{- end -}}
 {{- end -}}
+
+{{- define "wedsync.webhookService" -}}
+{{- printf "%s-webhook" (include "wedsync.fullname" .) -}}
+{{- end }}
+
+{{- define "wedsync.webhookConfig" -}}
+{{- printf "%s-changefreeze" (include "wedsync.fullname" .) -}}
+{{- end }}
+
+{{- define "wedsync.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "wedsync.fullname" .) -}}
+{{- end }}

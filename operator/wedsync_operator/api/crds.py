@@ -31,6 +31,8 @@ class Resource:
     status: type[BaseModel]
     description: str
     printer_columns: tuple[dict[str, str], ...] = field(default_factory=tuple)
+    #: Namespaced, or Cluster for a cluster-wide resource (ChangeFreeze)
+    scope: str = "Namespaced"
 
     @property
     def name(self) -> str:
@@ -110,7 +112,7 @@ def crd(resource: Resource) -> dict[str, Any]:
         },
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": resource.scope,
             "names": {
                 "kind": resource.kind,
                 "listKind": f"{resource.kind}List",

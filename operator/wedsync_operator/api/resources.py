@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from wedsync_operator.api import failover, optimization, recovery, restore, tuning
+from wedsync_operator.api import changefreeze, failover, optimization, recovery, restore, tuning
 from wedsync_operator.api.crds import Resource, crd
 
 RESOURCES: tuple[Resource, ...] = (
@@ -65,6 +65,19 @@ RESOURCES: tuple[Resource, ...] = (
         "pg_qualstats proven with hypothetical indexes (hypopg), and building it "
         "concurrently in maintenance windows, never in freezes.",
         printer_columns=tuple(tuning.PRINTER_COLUMNS),
+    ),
+    Resource(
+        kind=changefreeze.KIND,
+        plural=changefreeze.PLURAL,
+        singular=changefreeze.SINGULAR,
+        short_names=tuple(changefreeze.SHORT_NAMES),
+        spec=changefreeze.ChangeFreezeSpec,
+        status=changefreeze.ChangeFreezeStatus,
+        description="A cluster-wide wedding-day change freeze: during its windows the "
+        "operator's validating webhook denies (or warns about) creates, spec changes and "
+        "deletes of the protected kinds in the selected namespaces.",
+        printer_columns=tuple(changefreeze.PRINTER_COLUMNS),
+        scope="Cluster",
     ),
 )
 

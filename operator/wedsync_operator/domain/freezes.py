@@ -120,6 +120,45 @@ def freeze_state(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
     return FreezeState((), None, upcoming)
 
 
+@dataclass(frozen=True)
+class Window:
+    """A span of time frozen without a break: the freezes in it, from start to end (windows
+    that touch or overlap are one, as `freeze_state` merges them)."""
+
+    names: tuple[str, ...]
+    start: datetime
+    end: datetime
+
+
+def merged_windows(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
+                   horizon_days: int = FREEZE_HORIZON_DAYS) -> list[Window]:
+    """The merged windows from the one active at `now` (if any) to `horizon_days` ahead, in
+    order, each with the names of the freezes in it."""
+    today = now.astimezone(zone).date()
+    first, last = today - timedelta(days=1), today + timedelta(days=horizon_days)
+    spans = sorted((begin, stop, f.name) for f in freezes
+                   for begin, stop in freeze_windows(f, zone, first, last))
+    merged: list[Window] = []
+    for begin, stop, name in spans:
+        if merged and begin <= merged[-1].end:
+            last_window = merged[-1]
+            names = last_window.names + (() if name in last_window.names else (name,))
+            merged[-1] = Window(names, last_window.start, max(last_window.end, stop))
+        else:
+            merged.append(Window((name,), begin, stop))
+    return [w for w in merged if w.end > now]
+
+
+def current_and_next(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
+                     horizon_days: int = FREEZE_HORIZON_DAYS
+                     ) -> tuple[Window | None, Window | None]:
+    """The window active at `now` (None when none is) and the next one to start."""
+    windows = merged_windows(freezes, zone, now, horizon_days)
+    current = next((w for w in windows if w.start <= now), None)
+    upcoming = next((w for w in windows if w.start > now), None)
+    return current, upcoming
+
+
 def active_freezes(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime) -> list[str]:
     """Names of the freezes active at `now`."""
     return list(freeze_state(freezes, zone, now, horizon_days=1).active)

@@ -3,6 +3,15 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from wedsync_operator.handlers import failover, lifecycle, optimization, recovery, restore, tuning
+from wedsync_operator.handlers import (
+    changefreeze,
+    failover,
+    lifecycle,
+    optimization,
+    recovery,
+    restore,
+    tuning,
+)
 
-__all__ = ["failover", "lifecycle", "optimization", "recovery", "restore", "tuning"]
+__all__ = ["changefreeze", "failover", "lifecycle", "optimization", "recovery", "restore",
+           "tuning"]

@@ -46,6 +46,7 @@ from wedsync_operator.domain.calendar import Evaluation
 
 # `condition` stays importable from here for the failover's health code (services.health).
 from wedsync_operator.domain.conditions import condition as condition
+from wedsync_operator.domain.selectors import selector_matches as selector_matches
 from wedsync_operator.kube.hpa import Hpa
 
 CLAIM = f"{GROUP}/policy"
@@ -243,24 +244,6 @@ def label_selector(selector: Mapping[str, Any]) -> str:
         elif op == "DoesNotExist":
             parts.append(f"!{key}")
     return ",".join(parts)
-
-
-def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Whether a LabelSelector (wire form) matches a set of labels."""
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or ():
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
 
 
 def targets(target: Mapping[str, Any], name: str, labels: Mapping[str, str]) -> bool:

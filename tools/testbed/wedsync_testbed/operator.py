@@ -28,6 +28,8 @@ class OperatorProcess:
     verbose: bool = True
     metrics_port: int = 0
     liveness_port: int = 0
+    #: the ChangeFreeze webhook's port (the API server calls https://127.0.0.1:PORT/...)
+    webhook_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -44,6 +46,8 @@ class OperatorProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         self.metrics_port, self.liveness_port = free_port(), free_port()
+        if not self.webhook_port:  # kept across restarts: the webhook configuration names it
+            self.webhook_port = free_port()
         self.starts += 1
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "wb") as log:
@@ -51,6 +55,7 @@ class OperatorProcess:
                 [sys.executable, "-m", "wedsync_operator", "run", *self.args,
                  "--metrics-port", str(self.metrics_port),
                  "--liveness-port", str(self.liveness_port),
+                 "--webhook-port", str(self.webhook_port),
                  *(["--verbose"] if self.verbose else [])],
                 env={**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
