@@ -21,6 +21,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port, liveness_port=args.liveness_port,
         # the heartbeat Lease must live where the operator watches
         heartbeat_namespace=None if args.all_namespaces else args.namespace[0],
+        namespaces=() if args.all_namespaces else tuple(args.namespace),
     )
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
     # the API client logs whole request and response bodies at DEBUG: Secrets included

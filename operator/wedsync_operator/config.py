@@ -41,10 +41,14 @@ class RuntimeConfig:
     heartbeat_namespace: str = "default"
     #: kopf's worker limit per resource kind
     worker_limit: int = 200
+    #: the namespaces the operator serves (empty: every namespace); namespaced peering
+    #: objects live in each of them
+    namespaces: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls, **overrides: int | float | str | None) -> RuntimeConfig:
-        values: dict[str, int | float | str] = {
+    def from_env(cls, **overrides: int | float | str | tuple[str, ...] | None
+                 ) -> RuntimeConfig:
+        values: dict[str, int | float | str | tuple[str, ...]] = {
             "metrics_port": int(os.environ.get("WEDSYNC_METRICS_PORT", cls.metrics_port)),
             "liveness_port": int(os.environ.get("WEDSYNC_LIVENESS_PORT", cls.liveness_port)),
             "watch_silence_seconds": float(
