@@ -44,6 +44,9 @@ class RuntimeConfig:
     #: the namespaces the operator serves (empty: every namespace); namespaced peering
     #: objects live in each of them
     namespaces: tuple[str, ...] = ()
+    #: the Pod the operator runs in (downward API: POD_ID, POD_UID), if any
+    pod_name: str = ""
+    pod_uid: str = ""
 
     @classmethod
     def from_env(cls, **overrides: int | float | str | tuple[str, ...] | None
@@ -59,6 +62,8 @@ class RuntimeConfig:
                 os.environ.get("WEDSYNC_HEARTBEAT_SECONDS", cls.heartbeat_seconds)
             ),
             "heartbeat_namespace": os.environ.get("POD_NAMESPACE", cls.heartbeat_namespace),
+            "pod_name": os.environ.get("POD_ID", ""),
+            "pod_uid": os.environ.get("POD_UID", ""),
             "peering_lifetime": int(
                 os.environ.get("WEDSYNC_PEERING_LIFETIME", cls.peering_lifetime)
             ),

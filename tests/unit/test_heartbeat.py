@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from wedsync_operator.domain.peering import pausing_peers
-from wedsync_operator.kube.heartbeat import Heartbeat, Peering
+from wedsync_operator.kube.heartbeat import Heartbeat, Peering, PodRef, lease_metadata
 
 NOW = datetime(2026, 6, 13, 9, 0, tzinfo=UTC)
 
@@ -93,3 +93,10 @@ def test_an_active_replica_keeps_counting(monkeypatch: pytest.MonkeyPatch) -> No
     clock[0] += 200
     beat.standing_by([])  # staying active does not reset the silence
     assert beat.silence() == 200
+
+
+def test_in_a_pod_the_pod_owns_the_lease() -> None:
+    owned = lease_metadata("hb", "ops", PodRef("op-0", "1234"))
+    assert owned["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "op-0", "uid": "1234"}]
+    assert "ownerReferences" not in lease_metadata("hb", "ops", None)

@@ -45,9 +45,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     peering = None if settings.peering.standalone or not settings.peering.name else \
         heartbeat.Peering(settings.peering.name, settings.peering.priority,
                           () if settings.peering.clusterwide else runtime.namespaces)
+    pod = heartbeat.PodRef(runtime.pod_name, runtime.pod_uid) \
+        if runtime.pod_name and runtime.pod_uid else None
     memo.heartbeat_task = asyncio.create_task(heartbeat.renew_forever(
         memo.api, runtime.heartbeat_namespace, runtime.heartbeat_seconds, memo.heartbeat,
-        peering))
+        peering, pod))
     metrics.serve(runtime.metrics_port, __version__)
 
 

@@ -110,18 +110,37 @@ async def pausing(api: client.ApiClient, peering: Peering) -> list[str]:
     return sorted(found)
 
 
+@dataclass(frozen=True)
+class PodRef:
+    """The Pod this process runs in (the Lease's owner: the garbage collector deletes the
+    Lease with the Pod, so an uninstalled or rescheduled operator leaves none)."""
+
+    name: str
+    uid: str
+
+
+def lease_metadata(name: str, namespace: str, pod: PodRef | None) -> dict[str, object]:
+    metadata: dict[str, object] = {"name": name, "namespace": namespace,
+                                   "labels": {HEARTBEAT_LABEL: "true", **MANAGED_BY}}
+    if pod is not None:
+        metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": pod.name,
+                                        "uid": pod.uid}]
+    return metadata
+
+
 async def renew_forever(api: client.ApiClient, namespace: str, interval: float,
-                        heartbeat: Heartbeat, peering: Peering | None = None) -> None:
+                        heartbeat: Heartbeat, peering: Peering | None = None,
+                        pod: PodRef | None = None) -> None:
     """Renews the Lease every `interval` seconds until cancelled, and tells `heartbeat`
     whether the peering pauses this replica; API errors are logged and retried (the probe,
-    not this loop, decides when the operator is unhealthy)."""
+    not this loop, decides when the operator is unhealthy). In a Pod, the Pod owns the Lease
+    (`pod`, from the downward API)."""
     name = lease_name()
     path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
     while True:
         body = {
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": name, "namespace": namespace,
-                         "labels": {HEARTBEAT_LABEL: "true", **MANAGED_BY}},
+            "metadata": lease_metadata(name, namespace, pod),
             "spec": {"holderIdentity": name,
                      "renewTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
         }
