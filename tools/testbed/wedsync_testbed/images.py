@@ -93,6 +93,8 @@ class ImageSpec:
     debootstrap: bool = False
     #: the build runs pip: the host's pip configuration and CA bundle are mounted
     pip: bool = False
+    #: only other images build on it; no Pod runs it (a node need not import it)
+    base_only: bool = False
 
 
 def chart_references(values_file: Path = CHART_VALUES) -> dict[str, str]:
@@ -129,7 +131,7 @@ def catalog() -> dict[str, ImageSpec]:
         ImageSpec("debian", f"localhost/wedsync/debian:{DEBIAN_SUITE}", debootstrap=True),
         ImageSpec("python", "localhost/wedsync/python:3.11",
                   dockerfile="images/python/Dockerfile", context="images/python",
-                  base="debian"),
+                  base="debian", base_only=True),
         ImageSpec("operator", refs["operator"], dockerfile="Dockerfile", context=".",
                   base="python", base_arg="PYTHON_IMAGE", pip=True),
         ImageSpec("backup", refs["backup"], dockerfile="images/backup/Dockerfile",
@@ -272,6 +274,7 @@ class BuiltImage:
     reference: str
     key: str
     archive: Path
+    base_only: bool = False
 
     @property
     def cached(self) -> bool:
@@ -311,7 +314,8 @@ class ImageBuilder:
             base_key = keys[spec.base].key if spec.base is not None else None
             key = image_key(spec, base_key, self.bins)
             keys[name] = BuiltImage(name, spec.reference, key,
-                                    self.cache / "archives" / f"{name}-{key[:16]}.tar")
+                                    self.cache / "archives" / f"{name}-{key[:16]}.tar",
+                                    spec.base_only)
         return keys
 
     def ensure(self, names: Iterable[str] | None = None) -> dict[str, BuiltImage]:

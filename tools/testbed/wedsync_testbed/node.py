@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,8 +261,13 @@ class Node:
         self._wait("containerd", answers, timeout, "containerd answering")
 
     def _import_images(self) -> None:
-        for image in self.built.values():
-            self.ctr("images", "import", "--no-unpack", str(image.archive))
+        """Every image a Pod may run, a few at a time (reading and hashing the archives is
+        most of the work); layers shared by several images are stored once."""
+        wanted = [image for image in self.built.values() if not image.base_only]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for _ in pool.map(lambda image: self.ctr("images", "import", "--no-unpack",
+                                                     str(image.archive)), wanted):
+                pass
 
     def _start_scheduler(self) -> None:
         assert self.bins is not None
