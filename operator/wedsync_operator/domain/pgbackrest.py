@@ -286,14 +286,17 @@ def _repo_arg(repo: int | None) -> list[str]:
 
 
 # ---- what the job containers run -------------------------------------------------------------
-def job_command(commands: Sequence[Sequence[str]]) -> list[str]:
+def job_command(commands: Sequence[Sequence[str]], *, required: int = 0) -> list[str]:
     """The container command that runs `commands` in order. One command runs as it is; several
     run one after another even when one fails (a backup into repo2 still happens when repo1 is
-    unreachable), and the job fails if any of them failed."""
+    unreachable), and the job fails if any of them failed. The first `required` commands are
+    prerequisites: when one fails the job stops there, with its error as the last words (the
+    commands after it would fail for the same reason and bury it)."""
     if len(commands) == 1:
         return list(commands[0])
     lines = ["rc=0"]
-    lines += [f"{shlex.join(cmd)} || rc=1" for cmd in commands]
+    lines += [f"{shlex.join(cmd)} || exit $?" for cmd in commands[:required]]
+    lines += [f"{shlex.join(cmd)} || rc=1" for cmd in commands[required:]]
     lines.append('exit "$rc"')
     return ["/bin/sh", "-c", "\n".join(lines)]
 
