@@ -30,6 +30,10 @@ FULLNAME = f"{RELEASE}-wedsync-operator"
 #: minute, not after ten
 WATCH_SILENCE_SECONDS = 20
 HEARTBEAT_SECONDS = 2
+#: seconds one e2e test may take, its share of the session's set-up included
+E2E_TIMEOUT = 1800
+#: the start-up probe's failures allowed (every 2 s): five minutes
+STARTUP_PROBES = 150
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -38,8 +42,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "tests/e2e/" not in str(item.path):
             continue
         item.add_marker(pytest.mark.node)
+        # the first test pays for the node's start-up and the chart's install; the backup
+        # scenario waits for CronJob minutes
+        item.add_marker(pytest.mark.timeout(E2E_TIMEOUT))
         if why:
             item.add_marker(pytest.mark.skip(reason=f"no real node here: {why}"))
+    # the release is shared by the session: the test that uninstalls it runs last
+    items.sort(key=lambda item: item.get_closest_marker("uninstalls") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +113,8 @@ class Release:
             return None
         return result
 
-    def wait_ready(self, replicas: int = 2, timeout: float = 180) -> list[dict[str, Any]]:
+    def wait_ready(self, replicas: int = 2, timeout: float = 2 * STARTUP_PROBES + 120
+                   ) -> list[dict[str, Any]]:
         def ready() -> list[dict[str, Any]] | None:
             pods = [p for p in self.pods() if pod_ready(p)
                     and p["metadata"].get("deletionTimestamp") is None]
@@ -119,13 +129,17 @@ def install(node: Node, *extra: str) -> Release:
          "--create-namespace",
          "--set", f"health.watchSilenceSeconds={WATCH_SILENCE_SECONDS}",
          "--set", f"health.heartbeatSeconds={HEARTBEAT_SECONDS}",
+         # start-up on a loaded 2-core machine takes more than the default minute at times;
+         # a restart by the start-up probe would count against the liveness checks
+         "--set", f"health.startupProbe.failureThreshold={STARTUP_PROBES}",
          "--set", "logLevel=verbose", *extra)
     return Release(node)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def release(node: Node) -> Iterator[Release]:
-    """The chart, installed for one module and uninstalled after it."""
+    """The chart, installed once for the session (the test marked `uninstalls` runs last)
+    and uninstalled after it, if that test did not."""
     installed = install(node)
     try:
         installed.wait_ready()

@@ -245,8 +245,9 @@ class PostgresStatefulSet:
             "env": [*env, {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {
                 "name": f"{self.name}-conn", "key": "password"}}}],
             "ports": [{"name": "postgres", "containerPort": PG_PORT}],
+            # over TCP: the first start's initdb runs a server on the socket only
             "readinessProbe": {"exec": {"command": [
-                "pg_isready", "-q", "-h", SOCKET_DIR, "-U", SUPERUSER]},
+                "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", SUPERUSER]},
                 "periodSeconds": 2, "timeoutSeconds": 5},
             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
                           "limits": {"memory": "512Mi"}},
