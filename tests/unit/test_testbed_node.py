@@ -3,7 +3,9 @@ daemons' configuration, and the content keys of the images built for it."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -138,3 +140,33 @@ def test_postgres_statefulset_mounts_what_pgbackrest_needs(repositories: dict[st
     secrets = {o["metadata"]["name"] for o in pg.objects(TlsFiles("a", "b", "c", "d", "e"))
                if o["kind"] == "Secret"}
     assert secrets == {"pg-conn", "pg-pgbackrest-server", "p-pgbackrest-tls"}
+
+
+def _archive(path: Path, blobs: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(f"blobs/sha256/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("index.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    return path
+
+
+def test_blob_store_keeps_each_blob_once_and_links_it_into_a_content_store(
+        tmp_path: Path) -> None:
+    store = images.BlobStore(tmp_path / "blobs")
+    one = _archive(tmp_path / "one.tar", {"aa": b"base layer", "bb": b"app"})
+    two = _archive(tmp_path / "two.tar", {"aa": b"base layer", "cc": b"other"})
+    store.add_archive(one)
+    store.add_archive(two)
+    assert sorted(p.name for p in store.folder.iterdir()) == ["aa", "bb", "cc"]
+    content = tmp_path / "containerd" / "io.containerd.content.v1.content"
+    assert store.link_into(content) == 3
+    linked = content / "blobs" / "sha256" / "aa"
+    assert linked.read_bytes() == b"base layer"
+    assert linked.stat().st_ino == (store.folder / "aa").stat().st_ino  # a link, not a copy
+    assert store.link_into(content) == 0  # already there
+    store.prune([two])
+    assert sorted(p.name for p in store.folder.iterdir()) == ["aa", "cc"]

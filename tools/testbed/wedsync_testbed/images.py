@@ -19,9 +19,12 @@ chart runs with its defaults and the operator's default backup image is the one 
 
 Each image is cached by content: its key hashes its Dockerfile, every file its ``COPY`` lines
 take from the build context (or the binary it packages), its build arguments and the key of
-the image it builds on. The result is a docker-archive under
-``${WEDSYNC_CACHE:-~/.cache/wedsync-operator}/images/``; a later build with the same key does
-nothing. Several builds on one machine take turns (a file lock).
+the image it builds on. The result is an OCI archive (uncompressed layers) under
+``${WEDSYNC_CACHE:-~/.cache/wedsync-operator}/images/archives``; a later build with the same
+key does nothing. Every blob of every archive is also kept once, by digest, in ``images/blobs``:
+a node hard-links them into its containerd's content store before it imports the archives,
+so an import writes no layer again (`BlobStore`). Several builds on one machine take turns
+(a file lock).
 
     python -m wedsync_testbed.images            # build what is missing, list the archives
     python -m wedsync_testbed.images --list     # only list (key, cached or not)
@@ -39,6 +42,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -268,7 +272,7 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class BuiltImage:
-    """One image's archive in the cache (a docker-archive that `ctr images import` reads)."""
+    """One image's archive in the cache (an OCI archive that `ctr images import` reads)."""
 
     name: str
     reference: str
@@ -314,7 +318,7 @@ class ImageBuilder:
             base_key = keys[spec.base].key if spec.base is not None else None
             key = image_key(spec, base_key, self.bins)
             keys[name] = BuiltImage(name, spec.reference, key,
-                                    self.cache / "archives" / f"{name}-{key[:16]}.tar",
+                                    self.cache / "archives" / f"{name}-{key[:16]}.oci.tar",
                                     spec.base_only)
         return keys
 
@@ -328,13 +332,21 @@ class ImageBuilder:
                 if image.cached:
                     continue
                 started = time.monotonic()
-                self._build(specs[name], image, planned)
+                if self._local_key(image) == image.key:
+                    self._export(image)  # built before, its archive is gone: export again
+                else:
+                    self._build(specs[name], image, planned)
                 self.timings[name] = time.monotonic() - started
                 self.log(f"built {name} ({image.reference}) in {self.timings[name]:.0f} s")
                 self._prune_archives(name, keep=image.archive)
             if self.timings:
                 self._buildah("rmi", "--prune", check=False)
+                self.blobs.prune(p for p in (self.cache / "archives").glob("*.oci.tar"))
         return planned
+
+    @property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.cache / "blobs")
 
     # ---- building ---------------------------------------------------------------------------
     def _build(self, spec: ImageSpec, image: BuiltImage, planned: dict[str, BuiltImage]
@@ -345,11 +357,18 @@ class ImageBuilder:
             if spec.base is not None:
                 self._ensure_local(planned[spec.base])
             self._build_dockerfile(spec, image, planned)
+        self._export(image)
+
+    def _export(self, image: BuiltImage) -> None:
+        """The image from buildah's storage into its archive (layers uncompressed: a node
+        imports and unpacks them faster than it would gunzip them), and its blobs into the
+        blob store."""
         image.archive.parent.mkdir(parents=True, exist_ok=True)
-        partial = image.archive.with_suffix(".partial")
+        partial = image.archive.with_name(image.archive.name + ".partial")
         partial.unlink(missing_ok=True)
-        self._buildah("push", "-q", image.reference,
-                      f"docker-archive:{partial}:{image.reference}")
+        self._buildah("push", "-q", "--disable-compression", image.reference,
+                      f"oci-archive:{partial}:{image.reference}")
+        self.blobs.add_archive(partial)
         partial.rename(image.archive)
 
     def _build_debian(self, spec: ImageSpec, image: BuiltImage) -> None:
@@ -414,16 +433,22 @@ class ImageBuilder:
                 shutil.copy2(self.bins.folder / name, staging / name)
             yield staging
 
+    def _local_key(self, image: BuiltImage) -> str:
+        """The content key of the image buildah's storage holds under the reference."""
+        return self._buildah("inspect", "--type", "image", "--format",
+                             f'{{{{index .OCIv1.Config.Labels "{KEY_LABEL}"}}}}',
+                             image.reference, check=False).strip()
+
     def _ensure_local(self, image: BuiltImage) -> None:
         """Makes sure buildah's storage holds `image` as built (loads its archive if not)."""
-        label = self._buildah("inspect", "--type", "image", "--format",
-                              f'{{{{index .OCIv1.Config.Labels "{KEY_LABEL}"}}}}',
-                              image.reference, check=False).strip()
-        if label != image.key:
-            self._buildah("pull", "-q", f"docker-archive:{image.archive}")
+        if self._local_key(image) != image.key:
+            self._buildah("pull", "-q", f"oci-archive:{image.archive}")
 
     def _prune_archives(self, name: str, keep: Path) -> None:
-        older = sorted((p for p in keep.parent.glob(f"{name}-*.tar") if p != keep),
+        for old_format in keep.parent.glob(f"{name}-*.tar"):
+            if not old_format.name.endswith(".oci.tar"):
+                old_format.unlink(missing_ok=True)
+        older = sorted((p for p in keep.parent.glob(f"{name}-*.oci.tar") if p != keep),
                        key=lambda p: p.stat().st_mtime, reverse=True)
         for path in older[KEEP_PER_IMAGE - 1:]:
             path.unlink(missing_ok=True)
@@ -455,6 +480,66 @@ class ImageBuilder:
             raise ImageBuildError(f"{what} failed ({result.returncode}); full log {log}:\n"
                                   f"{tail}")
         return result.stdout
+
+
+class BlobStore:
+    """Every blob of the cached archives, once, by digest (``sha256/<hex>``), in the layout
+    of containerd's content store: a node hard-links them into its own store, so that
+    importing an archive finds every layer already there and writes only metadata."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "sha256"
+
+    def add_archive(self, archive: Path) -> None:
+        """Copies the archive's blobs that are not yet in the store."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                if not member.isfile() or not member.name.startswith("blobs/sha256/"):
+                    continue
+                target = self.folder / Path(member.name).name
+                if target.exists():
+                    continue
+                source = tar.extractfile(member)
+                assert source is not None
+                partial = target.with_name(target.name + ".partial")
+                with partial.open("wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                partial.rename(target)
+
+    def prune(self, archives: Iterable[Path]) -> None:
+        """Removes the blobs no archive in `archives` holds."""
+        if not self.folder.is_dir():
+            return
+        wanted: set[str] = set()
+        for archive in archives:
+            with tarfile.open(archive) as tar:
+                wanted.update(Path(name).name for name in tar.getnames()
+                              if name.startswith("blobs/sha256/"))
+        for blob in self.folder.iterdir():
+            if blob.name not in wanted:
+                blob.unlink(missing_ok=True)
+
+    def link_into(self, content_store: Path) -> int:
+        """Hard-links every blob into a containerd content store folder (its
+        ``io.containerd.content.v1.content``), copying where a link cannot cross file
+        systems; returns how many."""
+        target = content_store / "blobs" / "sha256"
+        target.mkdir(parents=True, exist_ok=True)
+        count = 0
+        for blob in self.folder.glob("*") if self.folder.is_dir() else ():
+            if blob.name.endswith(".partial") or (target / blob.name).exists():
+                continue
+            try:
+                os.link(blob, target / blob.name)
+            except OSError:
+                shutil.copy2(blob, target / blob.name)
+            count += 1
+        return count
 
 
 def missing_tools() -> str | None:

@@ -246,6 +246,9 @@ class Node:
         return result.stdout
 
     def _start_containerd(self, timeout: float) -> None:
+        # the images' layers, linked in ahead: importing them writes metadata only
+        ImageBuilder(bins=self.bins).blobs.link_into(
+            self.paths.containerd / "root" / "io.containerd.content.v1.content")
         self._spawn("containerd", ["containerd", "--config",
                                    str(self.paths.containerd_config)])
 
