@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +17,6 @@ from tests.e2e.conftest import (
     RELEASE,
     WATCH_SILENCE_SECONDS,
     Release,
-    install,
 )
 from tests.integration.chart import helm
 from wedsync_testbed.kubeapi import wait_for
@@ -31,15 +29,10 @@ SLACK = 30.0
 LIVENESS_GRACE = 10 * 3
 
 
-@pytest.fixture(scope="module")
-def chart(node: Node) -> Iterator[Release]:
-    release = install(node)
-    try:
-        release.wait_ready()
-        yield release
-    finally:
-        helm(node.cluster, "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait",
-             "--timeout", "5m", check=False)
+@pytest.fixture
+def chart(release: Release) -> Release:
+    release.wait_ready()
+    return release
 
 
 def restarts(pod: dict[str, Any] | None) -> int:
@@ -134,6 +127,7 @@ def test_deleting_the_acting_pod_hands_over_to_the_standby(
              "pod 1 to stand by again")
 
 
+@pytest.mark.uninstalls
 def test_uninstall_runs_the_hook_as_a_pod_and_leaves_nothing(
         node: Node, chart: Release, namespace: str) -> None:
     chart.wait_ready()
