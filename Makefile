@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,14 +17,20 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create the virtualenv with the operator and its dev tools
 
-controlplane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm (cached)
+deps: ## install the Debian packages the tests and the node need (as root; else say how)
+	tools/install-deps.sh
+
+controlplane: ## build the control plane, the node's binaries, helm and CoreDNS (cached)
 	tools/controlplane/build.sh
+
+images: venv controlplane ## build every image the chart and the node run (cached by content)
+	$(PY) -m wedsync_testbed.images
 
 crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and manifests/install.yaml
 	$(PY) -m wedsync_operator crds --write
 	tools/render_manifests.sh
 
-run: venv controlplane ## run the operator on a local control plane with the samples
+run: deps venv controlplane ## a local cluster with a real node, a database, the samples and the operator
 	$(PY) -m wedsync_testbed.run
 
 lint: venv ## ruff
@@ -36,10 +42,13 @@ typecheck: venv ## mypy --strict on the package, the testbed, the tests and the 
 test-unit: venv ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv controlplane ## integration tests (real control plane, PostgreSQL, pgBackRest)
+test-integration: deps venv controlplane ## integration tests (real control plane, PostgreSQL, pgBackRest)
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-test: lint typecheck controlplane ## ruff, mypy --strict, then every test tier
+test-e2e: deps venv controlplane images ## end-to-end tests on a real node (chart, backups, scaling)
+	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+test: deps lint typecheck controlplane images ## install what is missing, ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 bench: venv controlplane ## benchmarks (1,000 policies; failover RTO); figures go to bench/results/
@@ -49,4 +58,4 @@ bench: venv controlplane ## benchmarks (1,000 policies; failover RTO); figures g
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
-.PHONY: help venv controlplane crds run lint typecheck test-unit test-integration test bench clean
+.PHONY: help deps venv controlplane images crds run lint typecheck test-unit test-integration test-e2e test bench clean
