@@ -13,7 +13,8 @@ to be stale. A slot fixes every name and address the node uses:
   via the node end, so tests on the host reach Pods and ClusterIPs directly);
 - a folder ``$WEDSYNC_NODE_ROOT/slot-<slot>`` (default ``/var/lib/wedsync-node``) for
   containerd, the kubelet, the Pods' logs and the PersistentVolumes;
-- a cgroup ``/wedsync-node-<slot>`` in every cgroup v1 hierarchy, the kubelet's cgroupRoot.
+- a cgroup ``/wedsync-node-<slot>`` in every cgroup v1 hierarchy, the kubelet's cgroupRoot
+  (runc also makes it in the unified hierarchy of a hybrid host, where it is swept too).
 
 Addresses come from the shared address space of RFC 6598 (100.64.0.0/10), which hosts and
 clouds rarely route; a slot whose networks overlap a route or address of the host is skipped.
@@ -296,6 +297,14 @@ def cgroup_hierarchies() -> list[Path]:
                   if p.is_dir() and p.name != "unified" and (p / "cgroup.procs").exists())
 
 
+def swept_hierarchies() -> list[Path]:
+    """Where a slot's cgroups may be: the v1 hierarchies and, on a hybrid host, the unified
+    one (runc creates the container's cgroup there as well)."""
+    unified = CGROUP_ROOT / "unified"
+    extra = [unified] if (unified / "cgroup.procs").exists() else []
+    return cgroup_hierarchies() + extra
+
+
 def create_cgroups(layout: SlotLayout) -> None:
     """The kubelet's cgroupRoot in every hierarchy (it must exist before the kubelet runs)."""
     for hierarchy in cgroup_hierarchies():
@@ -314,7 +323,7 @@ def leftovers(layout: SlotLayout) -> list[str]:
         found.append(f"netns {layout.netns}")
     if Path(f"/sys/class/net/{layout.host_link}").exists():
         found.append(f"link {layout.host_link}")
-    if any((h / layout.cgroup).is_dir() for h in cgroup_hierarchies()):
+    if any((h / layout.cgroup).is_dir() for h in swept_hierarchies()):
         found.append(f"cgroup /{layout.cgroup}")
     if layout.workdir.exists():
         found.append(str(layout.workdir))
@@ -358,7 +367,7 @@ def _slot_processes(layout: SlotLayout) -> set[int]:
     the slot's folder (containerd, the kubelet, kube-proxy, containerd-shims)."""
     me = os.getpid()
     pids: set[int] = set()
-    for hierarchy in cgroup_hierarchies():
+    for hierarchy in swept_hierarchies():
         top = hierarchy / layout.cgroup
         if not top.is_dir():
             continue
@@ -413,7 +422,7 @@ def _unmount(point: str) -> None:
 
 
 def _remove_cgroups(layout: SlotLayout, deadline: float) -> None:
-    for hierarchy in cgroup_hierarchies():
+    for hierarchy in swept_hierarchies():
         top = hierarchy / layout.cgroup
         if not top.is_dir():
             continue
