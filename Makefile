@@ -26,6 +26,12 @@ controlplane: ## build the control plane, the node's binaries, helm and CoreDNS 
 images: venv controlplane ## build every image the chart and the node run (cached by content)
 	$(PY) -m wedsync_testbed.images
 
+prometheus: ## build prometheus and promtool for the alert tests (cached)
+	tools/prometheus/build.sh
+
+s3server: ## build SeaweedFS, the S3 server the S3 repository tests run against (cached)
+	tools/s3server/build.sh
+
 crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and manifests/install.yaml
 	$(PY) -m wedsync_operator crds --write
 	tools/render_manifests.sh
@@ -33,8 +39,9 @@ crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and mani
 run: deps venv controlplane ## a local cluster with a real node, a database, the samples and the operator
 	$(PY) -m wedsync_testbed.run
 
-lint: venv ## ruff
+lint: venv ## ruff, and the import contract (.importlinter: layers import downwards only)
 	$(VENV)/bin/ruff check operator tools/testbed tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: venv ## mypy --strict on the package, the testbed, the tests and the benchmarks
 	$(VENV)/bin/mypy operator/wedsync_operator tools/testbed/wedsync_testbed tests bench
@@ -42,20 +49,22 @@ typecheck: venv ## mypy --strict on the package, the testbed, the tests and the 
 test-unit: venv ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: deps venv controlplane ## integration tests (real control plane, PostgreSQL, pgBackRest)
+test-integration: deps venv controlplane prometheus s3server ## integration tests (real control plane, PostgreSQL, pgBackRest, Prometheus, S3)
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: deps venv controlplane images ## end-to-end tests on a real node (chart, backups, scaling)
 	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
 
-test: deps lint typecheck controlplane images ## install what is missing, ruff, mypy --strict, then every test tier
+test: deps lint typecheck controlplane prometheus s3server images ## install what is missing, ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-bench: venv controlplane ## benchmarks (1,000 policies; failover RTO); figures go to bench/results/
+bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO; pgBackRest; S3); figures go to bench/results/
 	$(PY) bench/policies.py
 	$(PY) bench/failover.py
+	$(PY) -m bench.pgbackrest
+	$(PY) -m bench.s3
 
 clean: ## remove the virtualenv and caches (not the control plane build cache)
-	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 
-.PHONY: help deps venv controlplane images crds run lint typecheck test-unit test-integration test-e2e test bench clean
+.PHONY: help deps venv controlplane images prometheus s3server crds run lint typecheck test-unit test-integration test-e2e test bench clean

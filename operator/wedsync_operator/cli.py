@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from wedsync_operator import __version__
 
+#: Every log line: UTC time to the millisecond, level, logger, then kopf's [namespace/name]
+#: of the object the line is about.
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s %(message)s"
+
+
+def configure_logging(verbose: bool = False, debug: bool = False) -> None:
+    """kopf's log handler with timestamps (ISO 8601, UTC) and the object of each line."""
+    import logging
+    import time
+
+    import kopf
+
+    kopf.configure(verbose=verbose, debug=debug, log_format=LOG_FORMAT,  # type: ignore[arg-type]
+                   log_prefix=True)
+    for handler in logging.getLogger().handlers:
+        formatter = handler.formatter
+        if formatter is not None:
+            formatter.converter = time.gmtime
+            formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
+            formatter.default_msec_format = "%s.%03dZ"
+    # the API client logs whole request and response bodies at DEBUG: Secrets included
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
+
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-
     import kopf
 
     import wedsync_operator.handlers  # noqa: F401 - registers the handlers
@@ -23,9 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         heartbeat_namespace=None if args.all_namespaces else args.namespace[0],
         namespaces=() if args.all_namespaces else tuple(args.namespace),
     )
-    kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.PLAIN)
-    # the API client logs whole request and response bodies at DEBUG: Secrets included
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
+    configure_logging(verbose=args.verbose, debug=args.debug)
     memo = kopf.Memo(runtime=runtime)
     kopf.run(
         standalone=args.standalone,
@@ -57,17 +77,75 @@ def _crds(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    import yaml
+    from pydantic import ValidationError
+
+    from wedsync_operator.api.base import problems
     from wedsync_operator.plan import load_policy_file, plot_plan, render_plan
 
-    spec = load_policy_file(args.policy)
-    start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
+    try:
+        spec = load_policy_file(args.policy)
+    except OSError as error:
+        return _fail(f"{args.policy}: cannot read it: {error.strerror or error}")
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        return _fail(f"{args.policy}: not valid YAML{where}: {problem}")
+    except ValidationError as error:
+        return _fail(*(f"{field}: {message}" for field, message in problems(error)))
+    except ValueError as error:
+        return _fail(str(error))
+    try:
+        start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
+    except ValueError:
+        return _fail(f"--start {args.start!r} is not an ISO 8601 instant, e.g. "
+                     "2026-06-13T08:00:00+01:00")
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
-    sys.stdout.write(render_plan(spec, start, args.days))
+    _emit(render_plan(spec, start, args.days))
     if args.png:
         plot_plan(spec, start, args.days, args.png)
-        sys.stdout.write(f"timeline written to {args.png}\n")
+        _emit(f"timeline written to {args.png}\n")
     return 0
+
+
+def _emit(text: str) -> None:
+    """Writes all of `text` to stdout. Large outputs go out in a loop of writes: an
+    unbuffered stdout (PYTHONUNBUFFERED, common in images) writes once and drops the rest of
+    a partial write, so a reader that went away would go unnoticed."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a stream without a file
+        sys.stdout.write(text)
+        return
+    sys.stdout.flush()
+    data = memoryview(text.encode())
+    while data:
+        data = data[os.write(fd, data):]
+
+
+#: Exit status for bad input (a file that cannot be read, an invalid policy), as argparse uses.
+BAD_INPUT = 2
+#: Exit status after the reader of the output went away (`| head`): a process killed by
+#: SIGPIPE reports 128 + 13, and so does this one, silently.
+CLOSED_PIPE = 141
+
+
+def _fail(*lines: str) -> int:
+    for line in lines:
+        sys.stderr.write(f"{line}\n")
+    return BAD_INPUT
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="preview a DatabaseOptimizationPolicy's transitions")
     plan.add_argument("policy", help="a YAML file holding a DatabaseOptimizationPolicy")
-    plan.add_argument("--days", type=int, default=14, help="how far ahead (14)")
+    plan.add_argument("--days", type=_positive, default=14, help="how far ahead (14)")
     plan.add_argument("--start", help="ISO start instant (now)")
     plan.add_argument("--png", help="also draw the replica timeline to this PNG file")
     plan.set_defaults(func=_plan)
@@ -109,7 +187,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly. Point stdout at /dev/null so that the
+        # interpreter's own flush at exit does not complain about it either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return CLOSED_PIPE
+    return code
 
 
 if __name__ == "__main__":

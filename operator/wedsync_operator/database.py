@@ -27,7 +27,7 @@ class Session:
     def __init__(self, raw: psycopg.AsyncConnection[Any]) -> None:
         self._raw = raw
 
-    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+    async def execute(self, sql: str, params: tuple[Any, ...] | None = None) -> None:
         import psycopg
 
         try:
@@ -35,7 +35,7 @@ class Session:
         except psycopg.Error as error:
             raise DatabaseError(str(error)) from error
 
-    async def row(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    async def row(self, sql: str, params: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
         """The first row of the result (empty when there is none)."""
         import psycopg
 
@@ -46,23 +46,37 @@ class Session:
             raise DatabaseError(str(error)) from error
         return tuple(found or ())
 
-    async def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    async def rows(self, sql: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+        """Every row of the result."""
+        import psycopg
+
+        try:
+            cursor = await self._raw.execute(sql, params)
+            found = await cursor.fetchall()
+        except psycopg.Error as error:
+            raise DatabaseError(str(error)) from error
+        return [tuple(r) for r in found]
+
+    async def scalar(self, sql: str, params: tuple[Any, ...] | None = None) -> Any:
         """The first column of the first row, or None."""
         found = await self.row(sql, params)
         return found[0] if found else None
 
 
 @asynccontextmanager
-async def session(conn: Connection, *, connect_timeout: int, application_name: str
-                  ) -> AsyncIterator[Session]:
+async def session(conn: Connection, *, connect_timeout: int, application_name: str,
+                  options: str | None = None) -> AsyncIterator[Session]:
     """A connection to `conn`'s database for the duration of the block."""
     import psycopg
 
+    params: dict[str, Any] = {
+        "host": conn.host, "port": conn.port, "user": conn.user,
+        "password": conn.password or None, "dbname": conn.dbname,
+        "connect_timeout": connect_timeout, "application_name": application_name}
+    if options:
+        params["options"] = options
     try:
-        raw = await psycopg.AsyncConnection.connect(
-            host=conn.host, port=conn.port, user=conn.user, password=conn.password or None,
-            dbname=conn.dbname, connect_timeout=connect_timeout, autocommit=True,
-            application_name=application_name)
+        raw = await psycopg.AsyncConnection.connect(autocommit=True, **params)
     except psycopg.Error as error:
         raise DatabaseError(str(error)) from error
     try:

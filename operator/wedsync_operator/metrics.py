@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from wedsync_operator.api.failover import Phase as FailoverPhase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -29,10 +35,40 @@ WATCH_EVENT_AGE = Gauge(
 )
 
 
-def serve(port: int, version: str) -> None:
-    """Starts the metrics HTTP server in a background thread (prometheus_client's own)."""
+def serve(port: int, version: str, acting_within: float) -> None:
+    """Starts the metrics HTTP server in a background thread (prometheus_client's own),
+    serving `REGISTRY` as `_WhileActing` filters it."""
     OPERATOR_INFO.labels(version=version).set(1)
-    start_http_server(port, addr="0.0.0.0", registry=REGISTRY)
+    served = CollectorRegistry(auto_describe=False)
+    served.register(_WhileActing(acting_within))
+    start_http_server(port, addr="0.0.0.0", registry=served)
+
+
+class _WhileActing(Collector):
+    """The registry, less the gauges that describe objects (those with a `namespace` label)
+    while this replica does not act.
+
+    A replica that kopf's peering pauses (a replica with a higher priority came back) stops
+    its watches and daemons, so nothing updates those gauges any more: served as they are,
+    they would report a plan stale, a lag or a failover phase as of the moment it stopped
+    acting, for as long as it lives, and the alerts' `max by` would take them for the truth.
+    The heartbeat Lease tells: it comes back through the watch at every renewal (30 s) on the
+    replica that acts, and never on one that is paused. Counters and histograms (what this
+    process did) and the operator-level gauges are always served."""
+
+    def __init__(self, acting_within: float) -> None:
+        self.acting_within = acting_within
+
+    def acting(self) -> bool:
+        seen = next(iter(WATCH_EVENT_AGE.collect())).samples[0].value
+        return time.time() - seen <= self.acting_within
+
+    def collect(self) -> Iterator[Metric]:
+        acting = self.acting()
+        for family in REGISTRY.collect():
+            if acting or family.type != "gauge" or not any(
+                    "namespace" in sample.labels for sample in family.samples):
+                yield family
 
 # ---- DatabaseOptimizationPolicy ------------------------------------------------------------
 POLICY_MULTIPLIER = Gauge(
@@ -144,6 +180,12 @@ REGION_UP = Gauge(
     "unknown; the plan's PrimaryHealthy and StandbysReady conditions say which).",
     ["namespace", "plan", "region"], registry=REGISTRY,
 )
+REGION_PROBES = Counter(
+    "wedsync_region_probes_total",
+    "Probes of a region's database by the failover detector (its rate is the probe "
+    "interval; a plan whose counter stops is not being watched).",
+    ["namespace", "plan", "region"], registry=REGISTRY,
+)
 REPLICATION_LAG_SECONDS = Gauge(
     "wedsync_replication_lag_seconds",
     "Replay lag of a standby region: 0 when it has replayed all it received, else the age "
@@ -155,8 +197,7 @@ REPLICATION_LAG_BYTES = Gauge(
     "WAL bytes the primary has flushed that a standby region has not replayed yet.",
     ["namespace", "plan", "region"], registry=REGISTRY,
 )
-FAILOVER_PHASES = ("Pending", "AwaitingApproval", "Fencing", "Promoting", "Redirecting",
-                   "Verifying", "Succeeded", "Failed")
+FAILOVER_PHASES: tuple[str, ...] = get_args(FailoverPhase)
 FAILOVER_PHASE = Gauge(
     "wedsync_failover_phase",
     "1 for the phase a Failover run is in, 0 for the others.",
@@ -183,6 +224,7 @@ FAILOVERS_IN_PROGRESS = Gauge(
 def set_region_health(namespace: str, plan: str, region: str, up: bool,
                       lag_seconds: float | None, lag_bytes: int | None) -> None:
     REGION_UP.labels(namespace, plan, region).set(1 if up else 0)
+    REGION_PROBES.labels(namespace, plan, region).inc()
     for metric, value in ((REPLICATION_LAG_SECONDS, lag_seconds),
                           (REPLICATION_LAG_BYTES, lag_bytes)):
         if value is None:
@@ -194,7 +236,7 @@ def set_region_health(namespace: str, plan: str, region: str, up: bool,
 
 def forget_regions(namespace: str, plan: str, regions: tuple[str, ...]) -> None:
     """Drops the region series of a plan (deleted, or regions removed)."""
-    for metric in (REGION_UP, REPLICATION_LAG_SECONDS, REPLICATION_LAG_BYTES):
+    for metric in (REGION_UP, REGION_PROBES, REPLICATION_LAG_SECONDS, REPLICATION_LAG_BYTES):
         for region in regions:
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, plan, region)

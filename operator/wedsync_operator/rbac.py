@@ -28,6 +28,7 @@ from wedsync_operator.api.failover import PLURAL as FAILOVERS
 from wedsync_operator.api.optimization import PLURAL as POLICIES
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.resources import RESOURCES
+from wedsync_operator.api.restore import PLURAL as RESTORES
 
 #: Where the chart reads the rules (relative to the repository root).
 RULES_FILE = Path("charts/wedsync-operator/files/rbac-rules.yaml")
@@ -100,10 +101,11 @@ RULES: tuple[Rule, ...] = (
     ),
     # ---- DatabaseOptimizationPolicy ----------------------------------------------------
     Rule(
-        GROUP, (POLICIES,), ("list", "watch", "patch"),
+        GROUP, (POLICIES,), ("get", "list", "watch", "patch"),
         "wedsync_operator.handlers.optimization",
         "kopf watches the policies (daemon, on.event, on.delete) and patches its finalizer "
-        "and progress annotations onto them",
+        "and progress annotations onto them; get: whether the policy an HPA's claim names "
+        "still exists (a stale claim is taken over)",
     ),
     Rule(
         GROUP, (f"{POLICIES}/status",), ("patch",), "wedsync_operator.kube.status",
@@ -141,7 +143,8 @@ RULES: tuple[Rule, ...] = (
         "the plan's pgBackRest configuration Secret (server-side apply: create, then "
         "patch); get the Secrets the plan refers to, to say which key is missing; the "
         "failover reads regions' kubeconfig and connection Secrets and patches a traffic "
-        "Secret key. Never list or watch: the operator reads no Secret it is not pointed at",
+        "Secret key; a region Job gets a Secret of its own (create, owned by the Job). Never "
+        "list, watch or delete: the operator reads no Secret it is not pointed at",
     ),
     Rule(
         "", ("persistentvolumeclaims",), ("get",), "wedsync_operator.services.backups",
@@ -176,6 +179,49 @@ RULES: tuple[Rule, ...] = (
         "", ("services", "configmaps"), ("get", "patch"), "wedsync_operator.services.failover",
         "redirecting: the traffic object of a region in the operator's own cluster is "
         "repointed at the new primary (merge patch)",
+    ),
+    # ---- Restore ------------------------------------------------------------------------
+    Rule(
+        GROUP, (RESTORES,), ("get", "list", "watch", "patch"),
+        "wedsync_operator.services.restore",
+        "kopf runs a daemon per unfinished Restore and a delete handler (list, watch, "
+        "finalizer patch); a run reads itself again when its guarded status write was "
+        "refused (get); in-place restores of a plan are listed (one at a time; the failover "
+        "detection starts no Failover while one runs)",
+    ),
+    Rule(
+        GROUP, (f"{RESTORES}/status",), ("patch",), "wedsync_operator.kube.status",
+        "the Restore's state machine: its status is written after every step "
+        "(patch_status_guarded)",
+    ),
+    Rule(
+        "batch", ("jobs",), ("get", "create", "delete"), "wedsync_operator.services.regionjobs",
+        "the Jobs that run next to a region's data (inspection and restore), in a region "
+        "that is the operator's own cluster: created, followed (get) and deleted; the "
+        "garbage collector deletes their Pod and their Secret (created under the secrets "
+        "rule, owned by the Job) with them. Regions in other clusters use their "
+        "kubeconfig's rights",
+    ),
+    Rule(
+        "", ("pods",), ("list",), "wedsync_operator.services.regionjobs",
+        "a region Job's Pod: why it waits, and its container's termination message (the "
+        "result); the Pods of a fenced workload, until they are gone",
+    ),
+    Rule(
+        "", ("persistentvolumeclaims",), ("create", "delete"),
+        "wedsync_operator.services.restore",
+        "a clone's data volume: created for the restore, deleted with the Restore unless "
+        "clone.keep",
+    ),
+    Rule(
+        "apps", ("statefulsets",), ("create", "delete"), "wedsync_operator.services.restore",
+        "a clone's StatefulSet: created once restored, deleted with the Restore unless "
+        "clone.keep (an in-place restore scales the fenced workload: the failover's get and "
+        "patch)",
+    ),
+    Rule(
+        "", ("services",), ("create", "delete"), "wedsync_operator.services.restore",
+        "a clone's Service: created with it, deleted with it",
     ),
     # ---- the operator's health ----------------------------------------------------------
     Rule(

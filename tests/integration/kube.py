@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import yaml
@@ -71,3 +72,28 @@ def events_for(cluster: LocalCluster, namespace: str, name: str) -> list[dict[st
                           "--field-selector", f"involvedObject.name={name}")
     items: list[dict[str, Any]] = json.loads(out)["items"]
     return items
+
+
+# ---- acting as the kubelet (no Pod runs on a control plane without a node) ----------------
+def pending_pod(cluster: LocalCluster, namespace: str, job: str) -> str | None:
+    out = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json",
+                                     "-l", f"batch.kubernetes.io/job-name={job}"))
+    for pod in out["items"]:
+        if pod.get("status", {}).get("phase", "Pending") == "Pending" and not pod[
+                "metadata"].get("deletionTimestamp"):
+            return str(pod["metadata"]["name"])
+    return None
+
+
+def terminate_pod(cluster: LocalCluster, namespace: str, pod: str, exit_code: int,
+                  message: str) -> None:
+    """What the kubelet reports when the container exits: phase and terminated state."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [{
+        "name": "pgbackrest", "image": "ghcr.io/wedsync/wedsync-backup:0.1.0", "imageID": "",
+        "ready": False, "restartCount": 0, "started": False,
+        "state": {"terminated": {"exitCode": exit_code,
+                                 "reason": "Completed" if exit_code == 0 else "Error",
+                                 "message": message, "startedAt": now, "finishedAt": now}}}]}
+    cluster.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status",
+                    "--type=merge", "-p", json.dumps({"status": status}))

@@ -77,6 +77,9 @@ class BackrestBed:
     work: Path
     repo_paths: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Environment of every pgBackRest command and PostgreSQL server (the S3 keys, as the
+    #: jobs and the database pod get them).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def config(self) -> Path:
@@ -93,7 +96,7 @@ class BackrestBed:
                    env: dict[str, str] | None = None) -> str:
         """Runs a pgBackRest command list as the PostgreSQL user; records its duration."""
         started = time.perf_counter()
-        out = run(argv, env=env, timeout=600).stdout
+        out = run(argv, env={**self.env, **(env or {})}, timeout=600).stdout
         if timed is not None:
             self.timings[timed] = round(time.perf_counter() - started, 3)
         return out
@@ -121,7 +124,7 @@ class BackrestBed:
                 config: Path | None = None) -> PostgresInstance:
         """Restores into a scratch instance (not started), with the bed's configuration or
         another rendered one."""
-        target = PostgresInstance(name=name, keep_logs_in=logs)
+        target = PostgresInstance(name=name, keep_logs_in=logs, env=dict(self.env))
         target.prepare()
         repo = None if repository is None else self.number(repository)
         try:
@@ -137,13 +140,17 @@ class BackrestBed:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None,
+def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None, *,
+              s3_ca_files: dict[str, str] | None = None, env: dict[str, str] | None = None,
               **backups: Any) -> BackrestBed:
     """Starts a primary configured by `postgres_settings`, writes the rendered configuration
-    and creates the stanza in every repository."""
+    and creates the stanza in every repository. Posix repositories get scratch folders; S3
+    repositories take their CA bundle from `s3_ca_files` and their keys from `env`."""
     work = owned_dir("wedsync-pgbackrest-")
     paths: dict[str, str] = {}
     for repo in repositories:
+        if repo["type"] != "posix":
+            continue
         folder = work / "repos" / repo["name"]
         folder.mkdir(parents=True)
         chown(folder.parent)
@@ -152,12 +159,14 @@ def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None,
     for sub in ("log", "lock"):
         (work / sub).mkdir()
         chown(work / sub)
-    primary = PostgresInstance(name="primary", port=free_port(), keep_logs_in=logs)
+    primary = PostgresInstance(name="primary", port=free_port(), keep_logs_in=logs,
+                               env=dict(env or {}))
     spec = plan_spec(primary.port, primary.data_dir, repositories, **backups)
-    bed = BackrestBed(spec=spec, primary=primary, work=work, repo_paths=paths)
+    bed = BackrestBed(spec=spec, primary=primary, work=work, repo_paths=paths,
+                      env=dict(env or {}))
     try:
         bed.config.write_text(pb.render_config(
-            spec, repo_paths=paths,
+            spec, repo_paths=paths, s3_ca_files=s3_ca_files,
             pg=pb.PgAccess(socket_path=str(primary.socket_dir)),
             lock_path=str(work / "lock"), log_path=str(work / "log"),
         ))
@@ -170,6 +179,17 @@ def start_bed(repositories: Sequence[dict[str, Any]], logs: Path | None = None,
         bed.close()
         raise
     return bed
+
+
+def create_bookings(pg: PostgresInstance, rows: int) -> None:
+    """Database ``wedsync`` with a ``bookings`` table of `rows` rows of phase ``base`` (about
+    300 bytes each); later steps add rows of their own phase."""
+    pg.execute("CREATE DATABASE wedsync")
+    pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
+               "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
+    pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
+               "'couple-' || g, repeat(md5(g::text), 4) "
+               f"FROM generate_series(1, {rows}) g", dbname="wedsync")
 
 
 # ---- the database host's pgBackRest TLS server, as the backup jobs reach it -------------------

@@ -17,6 +17,7 @@ import yaml
 
 from tests.integration.chart import CHART
 from tests.integration.kube import must_get, wait_for
+from tests.integration.metrics import reconciles, wait_reconciled
 from wedsync_testbed.controlplane import Binaries, LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 
@@ -39,6 +40,9 @@ def ha_cluster(control_plane_binaries: Binaries) -> Iterator[LocalCluster]:
             {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
              "metadata": {"name": PEERING}}))
         yield local
+
+
+KIND = "DatabaseOptimizationPolicy"
 
 
 def replica(cluster: LocalCluster, logs: Path, ordinal: int,
@@ -84,8 +88,8 @@ def bounds(cluster: LocalCluster, namespace: str, name: str) -> tuple[int, int]:
 
 
 def handled(process: OperatorProcess, name: str) -> bool:
-    """Whether the replica's log shows it handling the object `name`."""
-    return re.search(rf"['\"]name['\"]: ?['\"]{re.escape(name)}['\"]",
+    """Whether the replica's log shows it writing the HPA `name` (one INFO line per write)."""
+    return re.search(rf"HPA [^ ]+/{re.escape(name)}: set HPA {re.escape(name)} ",
                      process.output()) is not None
 
 
@@ -115,7 +119,13 @@ def test_one_replica_acts_and_the_other_takes_over(ha_cluster: LocalCluster, tmp
         apply(cluster, namespace, *workload("orders", 2))
         wait_for(lambda: bounds(cluster, namespace, "orders") == (6, 12), 60,
                  "the leader to double the HPA")
-        time.sleep(3)  # give a wrongly active standby the time to show itself
+        # a spec change both replicas see: the leader reconciles it, the standby does not
+        count = reconciles(leader, KIND)
+        changed = policy("orders", 2)
+        changed["spec"]["resyncSeconds"] = 301
+        apply(cluster, namespace, changed)
+        wait_reconciled(leader, KIND, count + 1)
+        assert reconciles(standby, KIND) == 0, "the standby reconciled while the leader ran"
         assert handled(leader, "orders")
         assert not handled(standby, "orders"), "the standby acted while the leader ran"
         # kopf starts every replica paused until the peering says otherwise: the standby

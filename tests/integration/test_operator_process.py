@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.kube import wait_for
+from tests.integration.metrics import sample
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 
@@ -19,8 +21,9 @@ def test_operator_serves_liveness_and_metrics(operator: OperatorProcess) -> None
     assert liveness is not None
     assert '"uptime"' in liveness
     metrics = operator.metrics()
-    assert 'wedsync_operator_info{version="0.1.0"} 1.0' in metrics
-    assert "wedsync_reconcile_duration_seconds" in metrics
+    assert sample(metrics, "wedsync_operator_info", version="0.1.0") == 1.0
+    families = {f.name for f in text_string_to_metric_families(metrics)}
+    assert "wedsync_reconcile_duration_seconds" in families
 
 
 def test_operator_stops_cleanly_on_sigterm(operator: OperatorProcess) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +18,14 @@ from tests.integration.kube import (
     try_apply,
     wait_for,
 )
+from tests.integration.metrics import reconciles, wait_reconciled
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 
 pytestmark = pytest.mark.integration
 
 ALL_DAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+KIND = "DatabaseOptimizationPolicy"
 
 
 def workload(name: str, min_replicas: int = 2, max_replicas: int = 10,
@@ -63,6 +65,18 @@ def always(multiplier: float, name: str = "always") -> dict[str, Any]:
 def hpa_bounds(cluster: LocalCluster, namespace: str, name: str) -> tuple[int, int]:
     hpa = must_get(cluster, "hpa", name, namespace)
     return hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]
+
+
+def columns(cluster: LocalCluster, namespace: str, name: str) -> dict[str, str]:
+    """`kubectl get dbopt NAME` as header → cell (headers of two words kept whole)."""
+    header, row = cluster.kubectl("get", "dbopt", name, "-n", namespace).splitlines()[:2]
+    starts = [i for i, c in enumerate(header) if c != " " and (i == 0 or (header[i - 1] == " "
+                                                                and header[i - 2: i] == "  "))]
+    cells = {}
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else None
+        cells[header[start:end].strip()] = row[start:end].strip()
+    return cells
 
 
 def next_minute(at_least: float = 8.0) -> datetime:
@@ -151,9 +165,13 @@ def test_freeze_defers_scale_down_until_it_ends(
     assert condition(pol, "Frozen")["status"] == "True"  # type: ignore[index]
     assert pol["status"]["frozenUntil"] == freeze_end.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert hpa_bounds(cluster, namespace, "frozen") == (12, 24)
-    while datetime.now(UTC) < freeze_end - timedelta(seconds=1):
+    # a spec edit during the freeze wakes the policy: it reconciles, and does not scale down
+    count = reconciles(operator, KIND)
+    apply(cluster, namespace, policy("frozen", "frozen", weekly=[], freezes=[freeze],
+                                     resyncSeconds=301))
+    wait_reconciled(operator, KIND, count + 1)
+    if datetime.now(UTC) < freeze_end:
         assert hpa_bounds(cluster, namespace, "frozen") == (12, 24), "scaled down in a freeze"
-        time.sleep(1)
     wait_for(lambda: hpa_bounds(cluster, namespace, "frozen") == (3, 6),
              (freeze_end - datetime.now(UTC)).total_seconds() + 10,
              "the deferred scale-down at the end of the freeze")
@@ -198,7 +216,10 @@ def test_second_policy_on_the_same_hpa_reports_conflict(
                                         "Conflict"), 30, "Conflict condition")
     assert second["status"] == "True"
     assert "first" in second["message"]
-    time.sleep(2)
+    # a change to the HPA wakes the second policy: it reconciles and still writes nothing
+    count = reconciles(operator, KIND)
+    cluster.kubectl("annotate", "hpa", "shared", "-n", namespace, "note=poke")
+    wait_reconciled(operator, KIND, count + 1)
     assert hpa_bounds(cluster, namespace, "shared") == (6, 12)
 
 
@@ -255,6 +276,10 @@ def test_dry_run_reports_without_writing(
     wait_for(lambda: any(e["reason"] == "DryRun" for e in events_for(cluster, namespace, "dry")),
              15, "a DryRun event")
     assert hpa_bounds(cluster, namespace, "dry") == (2, 10)
+    # what the HPA holds, apart from what the policy would set
+    row = columns(cluster, namespace, "dry")
+    assert (row["MODE"], row["DESIRED MIN"], row["DESIRED MAX"]) == ("DryRun", "12", "24")
+    assert (row["HPA MIN"], row["HPA MAX"]) == ("2", "10")
 
 
 def test_unknown_time_zone_gets_invalid_spec_condition(
@@ -294,3 +319,167 @@ def test_api_server_rejects_invalid_specs(
     assert not accepted, message
     assert "Invalid value" in message or "Unsupported value" in message, message
     assert expected in message, message
+
+
+# ---- claims are never left behind ---------------------------------------------------------
+
+CLAIM = "dbopt.wedsync.io/policy"
+ORIGINAL = "dbopt.wedsync.io/original-bounds"
+
+
+def marks(cluster: LocalCluster, namespace: str, name: str) -> dict[str, str]:
+    """The claim's label and annotations on an HPA (empty when released)."""
+    meta = must_get(cluster, "hpa", name, namespace)["metadata"]
+    found = {f"annotation {k}": v for k, v in (meta.get("annotations") or {}).items()
+             if k in (CLAIM, ORIGINAL)}
+    found.update({f"label {k}": v for k, v in (meta.get("labels") or {}).items() if k == CLAIM})
+    return found
+
+
+def released(cluster: LocalCluster, namespace: str, name: str, bounds: tuple[int, int]
+             ) -> bool:
+    return hpa_bounds(cluster, namespace, name) == bounds and not marks(cluster, namespace,
+                                                                         name)
+
+
+def test_renaming_the_target_releases_the_old_hpa_at_once(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(cluster, namespace, *workload("first", 2, 10), *workload("second", 1, 5))
+    apply(cluster, namespace, policy("moving", "first", weekly=[always(4)]))
+    wait_for(lambda: hpa_bounds(cluster, namespace, "first") == (12, 24), 30, "first claimed")
+    assert marks(cluster, namespace, "first") == {
+        f"annotation {CLAIM}": "moving", f"annotation {ORIGINAL}": "2/10",
+        f"label {CLAIM}": "moving"}
+    apply(cluster, namespace, policy("moving", "second", weekly=[always(4)]))
+    wait_for(lambda: released(cluster, namespace, "first", (2, 10)), 30,
+             "the old target to be restored and unmarked")
+    wait_for(lambda: hpa_bounds(cluster, namespace, "second") == (12, 24), 30,
+             "the new target to be written")
+    status = wait_for(lambda: (p := get(cluster, "dbopt", "moving", namespace)) and
+                      [t["name"] for t in p["status"]["targets"]] == ["second"] and p["status"],
+                      30, "the status to hold the new target only")
+    assert status["target"] == "second"
+    assert "Restored" in {e["reason"] for e in events_for(cluster, namespace, "moving")}
+
+
+def test_an_hpa_relabelled_out_of_the_selector_is_released_at_once(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(cluster, namespace, *workload("sel-a"), *workload("sel-b"))
+    body = policy("by-label", "unused", weekly=[always(2)])
+    body["spec"]["target"] = {"selector": {"matchLabels": {"tier": "database"}}}
+    apply(cluster, namespace, body)
+    wait_for(lambda: all(hpa_bounds(cluster, namespace, n) == (6, 12)
+                         for n in ("sel-a", "sel-b")), 30, "both selected HPAs")
+    assert columns(cluster, namespace, "by-label")["TARGET"] == "tier=database"
+    cluster.kubectl("label", "hpa", "sel-b", "-n", namespace, "tier=cache", "--overwrite")
+    wait_for(lambda: released(cluster, namespace, "sel-b", (2, 10)), 30,
+             "the relabelled HPA to be restored and unmarked")
+    wait_for(lambda: [t["name"] for t in must_get(cluster, "dbopt", "by-label", namespace)[
+        "status"]["targets"]] == ["sel-a"], 30, "the status to stop listing it")
+    assert hpa_bounds(cluster, namespace, "sel-a") == (6, 12)
+
+
+def test_enforce_then_dry_run_then_delete_restores_and_says_what_the_hpa_holds(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(cluster, namespace, *workload("switch", 2, 10))
+    apply(cluster, namespace, policy("switch", "switch", weekly=[always(4)]))
+    wait_for(lambda: hpa_bounds(cluster, namespace, "switch") == (12, 24), 30, "Enforce")
+    apply(cluster, namespace, policy("switch", "switch", mode="DryRun", weekly=[always(2)]))
+    ready = wait_for(lambda: (c := condition(get(cluster, "dbopt", "switch", namespace),
+                                             "Ready")) and c["reason"] == "DryRun" and c, 30,
+                     "the DryRun condition")
+    assert "would set HPA switch min 12→6, max 24→12" in ready["message"]
+    assert "still holds min 12, max 24 written in Enforce mode, restored to 2/10" in \
+        ready["message"]
+    row = columns(cluster, namespace, "switch")
+    assert (row["DESIRED MIN"], row["HPA MIN"]) == ("6", "12")
+    assert hpa_bounds(cluster, namespace, "switch") == (12, 24)  # DryRun wrote nothing
+    cluster.kubectl("delete", "dbopt", "switch", "-n", namespace, "--timeout=30s")
+    assert released(cluster, namespace, "switch", (2, 10))
+
+
+def test_a_claim_removed_by_hand_keeps_the_real_originals(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(cluster, namespace, *workload("unclaimed", 2, 10))
+    apply(cluster, namespace, policy("unclaimed", "unclaimed", weekly=[always(4)]))
+    wait_for(lambda: hpa_bounds(cluster, namespace, "unclaimed") == (12, 24), 30, "claimed")
+    wait_for(lambda: (must_get(cluster, "dbopt", "unclaimed", namespace)["status"].get(
+        "targets") or [{}])[0].get("originalMinReplicas") == 2, 30, "originals in status")
+    cluster.kubectl("annotate", "hpa", "unclaimed", "-n", namespace, f"{CLAIM}-",
+                    f"{ORIGINAL}-")
+    wait_for(lambda: marks(cluster, namespace, "unclaimed").get(f"annotation {ORIGINAL}")
+             == "2/10", 30, "the claim to be re-applied with the recorded originals")
+    cluster.kubectl("delete", "dbopt", "unclaimed", "-n", namespace, "--timeout=30s")
+    assert released(cluster, namespace, "unclaimed", (2, 10))
+
+
+def test_a_stale_claim_of_a_policy_that_no_longer_exists_is_taken_over(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """An HPA left claimed by a policy that is gone (forced deletion, an older operator)
+    would once give every later policy a Conflict naming a policy that does not exist."""
+    deployment, hpa = workload("orphan", 2, 10)
+    apply(cluster, namespace, deployment)
+    # the HPA as a team applies it, then the claim as the operator leaves it (its own field
+    # manager); server-side both, so kubectl moves no client-side fields between managers
+    cluster.kubectl("apply", "--server-side", "--field-manager=team", "-n", namespace,
+                    "-f", "-", input=json.dumps(hpa))
+    left = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "orphan", "labels": {CLAIM: "gone"},
+                         "annotations": {CLAIM: "gone", ORIGINAL: "2/10"}},
+            "spec": {"minReplicas": 12, "maxReplicas": 24}}
+    cluster.kubectl("apply", "--server-side", "--field-manager=wedsync-operator",
+                    "--force-conflicts", "-n", namespace, "-f", "-", input=json.dumps(left))
+    assert hpa_bounds(cluster, namespace, "orphan") == (12, 24)
+    apply(cluster, namespace, policy("heir", "orphan", weekly=[always(2)]))
+    wait_for(lambda: hpa_bounds(cluster, namespace, "orphan") == (6, 12), 30,
+             "the stale claim to be taken over")
+    assert marks(cluster, namespace, "orphan") == {
+        f"annotation {CLAIM}": "heir", f"annotation {ORIGINAL}": "2/10", f"label {CLAIM}": "heir"}
+    pol = must_get(cluster, "dbopt", "heir", namespace)
+    assert condition(pol, "Conflict")["status"] == "False"  # type: ignore[index]
+    assert any("taken over from deleted policy gone" in e["message"]
+               for e in events_for(cluster, namespace, "heir"))
+    cluster.kubectl("delete", "dbopt", "heir", "-n", namespace, "--timeout=30s")
+    assert released(cluster, namespace, "orphan", (2, 10))
+
+
+# ---- what the operator says ---------------------------------------------------------------
+
+def test_what_kubectl_and_the_log_show(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    apply(cluster, namespace, *workload("shown", 2, 10))
+    apply(cluster, namespace, policy("shown", "shown", weekly=[always(3)]))
+    wait_for(lambda: hpa_bounds(cluster, namespace, "shown") == (9, 18), 30, "the write")
+    events = wait_for(lambda: [e for e in events_for(cluster, namespace, "shown")
+                               if e["reason"] == "Scaled"], 30, "the Scaled event")
+    # Events come from the operator, not from the framework it is built on
+    assert events[0]["source"]["component"] == "wedsync-operator"
+    assert events[0]["reportingComponent"] == "wedsync-operator"
+    # no kopf bookkeeping for `kubectl describe` to show
+    described = cluster.kubectl("describe", "dbopt", "shown", "-n", namespace)
+    assert "last-handled-configuration" not in described
+    # one INFO line for the HPA write, with a timestamp and the object
+    line = wait_for(lambda: next((ln for ln in operator.output().splitlines()
+                                  if "HPA " + namespace + "/shown: set HPA shown min 2→9" in ln),
+                                 None), 30, "the log line of the write")
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO ", line), line
+    assert f"[{namespace}/shown]" in line
+    # `kubectl explain` says the defaults that `describe` shows filled in
+    explained = cluster.kubectl("explain", "dbopt.spec.mode")
+    assert 'Default: "Enforce"' in explained
+    # an invalid policy: the condition without pydantic's prefix, and no Frozen value
+    apply(cluster, namespace, policy("shown", "shown", timeZone="Europe/Londn",
+                                     weekly=[always(3)]))
+    invalid = wait_for(lambda: (c := condition(get(cluster, "dbopt", "shown", namespace),
+                                               "InvalidSpec")) and c["status"] == "True" and c,
+                       30, "InvalidSpec")
+    assert invalid["message"].startswith("spec.timeZone: 'Europe/Londn' is not an IANA")
+    row = columns(cluster, namespace, "shown")
+    assert row["FROZEN"] in ("", "<none>")
+    assert row["TARGET"] == "shown"

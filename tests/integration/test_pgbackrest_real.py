@@ -11,15 +11,13 @@ backups are real and taken now; `expire` then runs under libfaketime with its cl
 forward (12 hours, then 2 days), so pgBackRest's own retention arithmetic decides what goes.
 Nothing in the repository is edited.
 
-The measured durations go to bench/results/pgbackrest-times.json.
+The same commands are timed by bench/pgbackrest.py, which records the figures; a test writes
+no benchmark results.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ import pytest
 from tests.integration.pg_fixtures import (
     LIBFAKETIME,
     BackrestBed,
+    create_bookings,
     make_certificates,
     posix,
     skip_reason,
@@ -46,7 +45,6 @@ pytestmark = [
     pytest.mark.skipif(_reason is not None, reason=_reason or ""),
 ]
 
-RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "pgbackrest-times.json"
 BASE_ROWS = 300_000
 
 REPOSITORIES = [
@@ -87,32 +85,23 @@ def cycle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackrestBed]:
                     longTerm=LONG_TERM)
     try:
         pg = bed.primary
-        pg.execute("CREATE DATABASE wedsync")
-        pg.execute("CREATE TABLE bookings (id bigserial PRIMARY KEY, phase text NOT NULL, "
-                   "couple text NOT NULL, notes text NOT NULL)", dbname="wedsync")
-        pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'base', "
-                   "'couple-' || g, repeat(md5(g::text), 4) "
-                   f"FROM generate_series(1, {BASE_ROWS}) g", dbname="wedsync")
-        bed.timings["database_size_bytes"] = int(pg.execute(
-            "SELECT sum(pg_database_size(datname)) FROM pg_database"))
-
-        bed.backup("repo1", "full", timed="full_backup_seconds")
-        bed.backup("offsite", "full", timed="full_backup_second_repository_seconds")
+        create_bookings(pg, BASE_ROWS)
+        bed.backup("repo1", "full")
+        bed.backup("offsite", "full")
         pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'after-full', "
                    "'late-' || g, md5(g::text) FROM generate_series(1, 5000) g",
                    dbname="wedsync")
         pg.execute("UPDATE bookings SET notes = 'moved to June' WHERE id % 1000 = 0",
                    dbname="wedsync")
-        bed.backup("repo1", "incr", timed="incremental_backup_seconds")
+        bed.backup("repo1", "incr")
         pg.execute("INSERT INTO bookings (phase, couple, notes) SELECT 'after-incr', "
                    "'last-minute-' || g, 'wal only' FROM generate_series(1, 100) g",
                    dbname="wedsync")
         pg.wait_archived(pg.switch_wal())
         bed.pgbackrest(pb.verify_command(bed.stanza, bed.number("repo1"),
-                                         config=str(bed.config)), timed="verify_seconds")
+                                         config=str(bed.config)))
         bed.pgbackrest(pb.verify_command(bed.stanza, bed.number("offsite"),
-                                         config=str(bed.config)),
-                       timed="verify_second_repository_seconds")
+                                         config=str(bed.config)))
         yield bed
     finally:
         bed.close()
@@ -128,18 +117,14 @@ def test_full_incremental_and_wal_restore_every_committed_write(
                 for phase in ("base", "after-full", "after-incr")}
     moved = count(cycle.primary, "notes = 'moved to June'")
 
-    restored = cycle.restore("restored-repo1", repository="repo1",
-                             timed="restore_seconds", logs=tmp_path)
-    started = _now()
+    restored = cycle.restore("restored-repo1", repository="repo1", logs=tmp_path)
     with restored:  # starts PostgreSQL, which replays the archived WAL, then promotes
         restored.wait_writable()
-        cycle.timings["restore_start_to_writable_seconds"] = round(_now() - started, 3)
         got = {phase: count(restored, f"phase = '{phase}'") for phase in expected}
         assert got == expected == {"base": BASE_ROWS, "after-full": 5000, "after-incr": 100}
         assert count(restored, "notes = 'moved to June'") == moved
         # a drill's scratch copy must never push WAL into the real repositories
         assert restored.execute("SHOW archive_mode") == "off"
-    _record(cycle)
 
 
 def test_the_repository_in_the_other_region_holds_its_own_restorable_copy(
@@ -320,25 +305,3 @@ def test_verify_fails_when_a_backup_file_is_corrupted(
     biggest.write_bytes(bytes(data))
     with pytest.raises(PostgresError, match="invalid"):
         bed.pgbackrest(verify)
-
-
-def _now() -> float:
-    return datetime.now(UTC).timestamp()
-
-
-def _record(bed: BackrestBed) -> None:
-    """Writes the measured durations (merged with any earlier figures) for the benchmarks."""
-    version = run(["pgbackrest", "version"]).stdout.strip()
-    pg_version = bed.primary.execute("SHOW server_version")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "what": "pgBackRest with the configuration and commands of wedsync_operator."
-        "domain.pgbackrest, real PostgreSQL on loopback, posix repositories on local disk",
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine()},
-        "pgbackrest": re.sub(r"^pgBackRest ", "", version),
-        "postgresql": pg_version,
-        "rows": BASE_ROWS + 5100,
-        **bed.timings,
-    }
-    RESULTS.write_text(json.dumps(document, indent=2) + "\n")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -31,9 +30,12 @@ from tests.integration.kube import (
     events_for,
     get,
     must_get,
+    pending_pod,
+    terminate_pod,
     try_apply,
     wait_for,
 )
+from tests.integration.metrics import sample
 from wedsync_operator.kube.objects import ObjectClient
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
@@ -133,30 +135,6 @@ def backups_status(cluster: LocalCluster, namespace: str, name: str, kind: str
 
 # ---- acting as the kubelet -----------------------------------------------------------------
 
-def pending_pod(cluster: LocalCluster, namespace: str, job: str) -> str | None:
-    out = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json",
-                                     "-l", f"batch.kubernetes.io/job-name={job}"))
-    for pod in out["items"]:
-        if pod.get("status", {}).get("phase", "Pending") == "Pending" and not pod[
-                "metadata"].get("deletionTimestamp"):
-            return str(pod["metadata"]["name"])
-    return None
-
-
-def terminate_pod(cluster: LocalCluster, namespace: str, pod: str, exit_code: int,
-                  message: str) -> None:
-    """What the kubelet reports when the container exits: phase and terminated state."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = {"phase": "Succeeded" if exit_code == 0 else "Failed", "containerStatuses": [{
-        "name": "pgbackrest", "image": "ghcr.io/wedsync/wedsync-backup:0.1.0", "imageID": "",
-        "ready": False, "restartCount": 0, "started": False,
-        "state": {"terminated": {"exitCode": exit_code,
-                                 "reason": "Completed" if exit_code == 0 else "Error",
-                                 "message": message, "startedAt": now, "finishedAt": now}}}]}
-    cluster.kubectl("patch", "pod", pod, "-n", namespace, "--subresource=status",
-                    "--type=merge", "-p", json.dumps({"status": status}))
-
-
 def run_job(cluster: LocalCluster, namespace: str, cronjob: str, job: str,
             *attempts: tuple[int, str]) -> None:
     """`kubectl create job --from=cronjob/...`, then each attempt's Pod exits as given."""
@@ -170,30 +148,17 @@ def run_job(cluster: LocalCluster, namespace: str, cronjob: str, job: str,
 
 # ---- metrics -------------------------------------------------------------------------------
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
-        if not match:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
-
-
 OWN_KINDS = ("secrets", "cronjobs", "jobs", "disasterrecoveryplans")
 
 
 def own_writes(text: str) -> float:
-    return sum(metric(text, "wedsync_api_writes_total", kind=k) for k in OWN_KINDS)
+    return sum(sample(text, "wedsync_api_writes_total", kind=k) for k in OWN_KINDS)
 
 
 def reconciles(text: str) -> tuple[float, float]:
     labels = {"kind": "DisasterRecoveryPlan"}
-    return (metric(text, "wedsync_reconcile_duration_seconds_count", **labels),
-            metric(text, "wedsync_reconcile_duration_seconds_sum", **labels))
+    return (sample(text, "wedsync_reconcile_duration_seconds_count", **labels),
+            sample(text, "wedsync_reconcile_duration_seconds_sum", **labels))
 
 
 def reconciled(operator: OperatorProcess, at_least: float) -> bool:
@@ -235,11 +200,15 @@ def test_plan_creates_its_secret_and_cronjobs_and_a_no_op_writes_nothing(
     assert condition(drplan, "BackupsHealthy")["status"] == "Unknown"  # type: ignore[index]
     assert condition(drplan, "BackupStale")["status"] == "False"  # type: ignore[index]
     assert condition(drplan, "RestoreVerified")["reason"] == "NoDrillYet"  # type: ignore[index]
-    columns = cluster.kubectl("get", "drplan", "bookings", "-n", namespace)
-    assert columns.split("\n")[0].split() == ["NAME", "PRIMARY", "LAST", "FULL", "LAST",
-                                              "INCR", "VERIFIED", "POINT", "READY", "AGE"]
-    assert "eu-west" in columns
-    assert "True" in columns
+    columns = cluster.kubectl("get", "drplan", "bookings", "-n", namespace).splitlines()
+    assert columns[0].split() == ["NAME", "SERVING", "PRIMARY", "STANDBYS", "BACKUPS", "LAST",
+                                  "FULL", "LAST", "INCR", "VERIFIED", "POINT", "READY", "AGE"]
+    # the placeholder databases do not answer: the line says the plan does not protect yet
+    name, serving, primary, standbys, backups_ok = columns[1].split()[:5]
+    assert (name, serving, backups_ok) == ("bookings", "eu-west", "Unknown")
+    assert primary == condition(drplan, "PrimaryHealthy")["status"] != "True"  # type: ignore[index]
+    assert standbys in ("False", "Unknown")
+    assert "True" in columns[1].split()[5:]  # Ready: the backup objects are in place
 
     # A no-op: hand edits of fields the operator does not set wake it, and it writes nothing.
     before = operator.metrics()
@@ -249,7 +218,7 @@ def test_plan_creates_its_secret_and_cronjobs_and_a_no_op_writes_nothing(
                         f"note-{i}=by-hand")
         wait_for(partial(reconciled, operator, count + i + 1), TIMEOUT,
                  "the operator to reconcile after the hand edit")
-    time.sleep(1)
+    # a reconcile is counted after its writes: what it wrote is in the counters by now
     after = operator.metrics()
     assert own_writes(after) == writes, "a no-op reconcile wrote something"
     new_count, new_seconds = reconciles(after)
@@ -260,7 +229,6 @@ def test_plan_creates_its_secret_and_cronjobs_and_a_no_op_writes_nothing(
     operator.stop()
     operator.start()
     wait_for(partial(reconciled, operator, 1), TIMEOUT, "the resumed reconcile")
-    time.sleep(1)
     assert own_writes(operator.metrics()) == 0
 
 
@@ -338,7 +306,7 @@ def test_a_successful_job_is_tracked_into_status(
     drplan = must_get(cluster, "drplan", "ok", namespace)
     assert condition(drplan, "BackupsHealthy")["status"] == "True"  # type: ignore[index]
     assert condition(drplan, "BackupStale")["status"] == "False"  # type: ignore[index]
-    assert metric(operator.metrics(), "wedsync_backup_last_success_timestamp_seconds",
+    assert sample(operator.metrics(), "wedsync_backup_last_success_timestamp_seconds",
                   plan="ok", type="full") == completed.timestamp()
 
     run_job(cluster, namespace, "ok-restore-drill", "ok-drill-1", (0, json.dumps({
@@ -350,7 +318,7 @@ def test_a_successful_job_is_tracked_into_status(
     assert drplan["status"]["verifiedRestorablePoint"] == "2026-01-02T03:04:05Z"
     assert drplan["status"]["lastRestoreSeconds"] == 7.412
     assert "restored in 7.412s" in condition(drplan, "RestoreVerified")["message"]  # type: ignore[index]
-    assert metric(operator.metrics(), "wedsync_backup_verified_restorable_age_seconds",
+    assert sample(operator.metrics(), "wedsync_backup_verified_restorable_age_seconds",
                   plan="ok") > 0
 
 
@@ -385,19 +353,24 @@ def test_a_failing_job_raises_the_condition_and_one_warning_event(
                 if e["reason"] == "BackupFailed"]
 
     events = wait_for(failure_events, TIMEOUT, "the BackupFailed event")
+    events_posted = sample(operator.metrics(), "wedsync_api_writes_total", kind="events")
     assert events[0]["type"] == "Warning"
     assert "Job bad-incr-1 failed" in events[0]["message"]
     assert "unable to find primary cluster" in events[0]["message"]
     # later reconciles (woken by hand edits) do not report the same Job again
+    count = reconciles(operator.metrics())[0]
     for i in range(3):
         cluster.kubectl("annotate", "cronjob", "bad-backup-verify", "-n", namespace,
                         f"poke-{i}=1")
-    time.sleep(3)
+        wait_for(partial(reconciled, operator, count + i + 1), TIMEOUT,
+                 "the operator to reconcile after the hand edit")
+    assert sample(operator.metrics(), "wedsync_api_writes_total", kind="events") == \
+        events_posted, "a later reconcile posted another Event"
     assert len(failure_events()) == 1
     assert events[0].get("count", 1) == 1
     marked = must_get(cluster, "job", "bad-incr-1", namespace)
     assert marked["metadata"]["annotations"]["dbopt.wedsync.io/failure-reported"] == "true"
-    assert metric(operator.metrics(), "wedsync_backup_failures_total", plan="bad",
+    assert sample(operator.metrics(), "wedsync_backup_failures_total", plan="bad",
                   type="incremental") == 1
 
     # the next incremental succeeds: healthy again, the failure stays on record
@@ -450,6 +423,12 @@ def test_bad_input_is_refused_by_the_api_server_or_reported(
     assert "Unsupported value: \"gcs\"" in message
     assert "posix" in message
 
+    url_endpoint = plan("bad-endpoint")
+    url_endpoint["spec"]["backups"]["repositories"][1]["s3"]["endpoint"] = "https://minio:9000"
+    accepted, message = try_apply(cluster, namespace, url_endpoint)
+    assert not accepted
+    assert "s3.endpoint must be a host name only" in message
+
     # What CEL cannot check (minute 61, an unknown time zone) the operator reports.
     apply(cluster, namespace, *references("late"))
     apply(cluster, namespace, plan("late", full={"schedule": "61 2 * * *"}))
@@ -463,7 +442,7 @@ def test_bad_input_is_refused_by_the_api_server_or_reported(
     assert events[0]["type"] == "Warning"
 
     apply(cluster, namespace, plan("late", timeZone="Mars/Olympus_Mons"))
-    wait_for(lambda: "unknown time zone 'Mars/Olympus_Mons'" in str(
+    wait_for(lambda: "'Mars/Olympus_Mons' is not an IANA time zone name" in str(
         condition(get(cluster, "drplan", "late", namespace), "InvalidSpec")), TIMEOUT,
         "the time zone to be reported")
     apply(cluster, namespace, plan("late"))
@@ -530,3 +509,56 @@ def test_create_of_an_object_the_plan_already_owns_is_success(
     first, again, status = asyncio.run(scenario())
     assert first == again
     assert status == 409
+
+
+@pytest.mark.parametrize(("schedule", "says"), [
+    ("0 0 * * 7", "day-of-week value 7 in '7' is out of range: use 0-6"),
+    ("0 2 30 2 *", "schedule '0 2 30 2 *' never fires"),
+])
+def test_a_schedule_the_cronjob_controller_would_refuse_or_never_fire_is_invalid_spec(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess, schedule: str, says: str
+) -> None:
+    """Once an endless retry of the API server's 422 (no status, no Event, an empty row) or a
+    Ready plan whose full backups never run: now an InvalidSpec condition naming the field."""
+    apply(cluster, namespace, *references("sched"))
+    apply(cluster, namespace, plan("sched", full={"schedule": schedule}))
+    invalid = wait_for(lambda: (c := condition(get(cluster, "drplan", "sched", namespace),
+                                               "InvalidSpec")) and c["status"] == "True" and c,
+                       TIMEOUT, "the InvalidSpec condition")
+    assert invalid["message"].startswith(f"spec.backups.full.schedule: {says}"), invalid
+    ready = condition(get(cluster, "drplan", "sched", namespace), "Ready")
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert get(cluster, "cronjob", "sched-backup-full", namespace) is None
+    warnings = [e for e in events_for(cluster, namespace, "sched")
+                if e["reason"] == "InvalidSpec"]
+    assert warnings
+    assert sample(operator.metrics(), "wedsync_reconcile_errors_total") == 0
+
+
+def test_a_write_the_api_server_refuses_is_a_condition_not_a_retry_loop(
+    cluster: LocalCluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Requests above limits pass the plan's schema, and the API server refuses the CronJobs
+    (422): that is said on the plan, and the fixed spec is applied at once."""
+    apply(cluster, namespace, *references("refused"))
+    body = plan("refused", resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}})
+    apply(cluster, namespace, body)
+    ready = wait_for(lambda: (c := condition(get(cluster, "drplan", "refused", namespace),
+                                             "Ready")) and c["reason"] == "WriteRefused" and c,
+                     TIMEOUT, "the WriteRefused condition")
+    assert ready["status"] == "False"
+    assert "the API server refused CronJob refused-backup-full" in ready["message"]
+    assert "must be less than or equal to cpu limit" in ready["message"]
+    invalid = condition(get(cluster, "drplan", "refused", namespace), "InvalidSpec")
+    assert invalid is not None
+    assert (invalid["status"], invalid["reason"]) == ("True", "RefusedByApiServer")
+    # a refusal is not an error: nothing is retried on a timer (the back-off is for errors)
+    assert sample(operator.metrics(), "wedsync_reconcile_errors_total") == 0
+    count = reconciles(operator.metrics())[0]
+    body["spec"]["backups"]["resources"] = {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}
+    apply(cluster, namespace, body)
+    wait_for(partial(reconciled, operator, count + 1), TIMEOUT, "the reconcile of the fix")
+    wait_for(lambda: (c := condition(get(cluster, "drplan", "refused", namespace), "Ready"))
+             and c["status"] == "True", TIMEOUT, "the fixed plan to become Ready")
+    assert sample(operator.metrics(), "wedsync_reconcile_errors_total") == 0

@@ -165,6 +165,25 @@ def test_local_database_access_needs_no_tls_secret() -> None:
     assert [s["secret"]["name"] for s in sources] == ["bookings-pgbackrest"]
 
 
+def test_an_s3_ca_bundle_is_projected_where_the_configuration_names_it() -> None:
+    private = {**S3, "s3": {**S3["s3"], "caSecret": {"name": "minio-ca",  # type: ignore[dict-item]
+                                                     "key": "bundle.pem"}}}
+    spec = plan(repositories=[posix("repo1"), private])
+    cronjobs = backups.build_cronjobs("bookings", "weddings", spec, OWNER)
+    for cronjob in cronjobs:
+        pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        config = next(v for v in pod["volumes"] if v["name"] == "pgbackrest-config")
+        sources = config["projected"]["sources"]
+        assert {"secret": {"name": "minio-ca", "items": [
+            {"key": "bundle.pem", "path": "s3-ca/offsite.crt"}]}} in sources
+        mount = next(m for m in container(cronjob)["volumeMounts"]
+                     if m["name"] == "pgbackrest-config")
+        assert mount["mountPath"] + "/s3-ca/offsite.crt" == pb.s3_ca_file("offsite")
+    secret = backups.build_config_secret("bookings", "weddings", spec, OWNER)
+    text = base64.b64decode(secret["data"]["pgbackrest.conf"]).decode()
+    assert f"repo2-storage-ca-file={pb.s3_ca_file('offsite')}\n" in text
+
+
 def test_s3_keys_and_the_drill_user_come_from_secrets() -> None:
     jobs = by_type(backups.build_cronjobs("bookings", "weddings", FULL, OWNER))
     names = [e["name"] for e in container(jobs["full"])["env"]]

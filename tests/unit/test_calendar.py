@@ -13,13 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from wedsync_operator.api.optimization import OptimizationPolicySpec
+from wedsync_operator.domain import walltime
 from wedsync_operator.domain.bounds import Bounds, apply_freeze, scale
 from wedsync_operator.domain.calendar import (
     TIMES,
     evaluate,
     frozen_until,
     next_transition,
-    resolve_wall_time,
     transitions,
 )
 
@@ -44,7 +44,7 @@ def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> date
 
 def local(zone: str, year: int, month: int, day: int, hour: int, minute: int) -> datetime:
     """A local wall time that exists once (only use away from DST changes)."""
-    return resolve_wall_time(datetime(year, month, day, hour, minute), ZoneInfo(zone))
+    return walltime.resolve(datetime(year, month, day, hour, minute), ZoneInfo(zone))
 
 
 def window(zone: str, rule: dict[str, Any], start: datetime, end: datetime
@@ -419,12 +419,12 @@ def test_a_day_that_never_happened_is_never_active() -> None:
     ("Asia/Kolkata", datetime(2026, 3, 29, 1, 30), utc(2026, 3, 28, 20, 0)),
 ])
 def test_resolve_wall_time(zone: str, wall: datetime, expected: datetime) -> None:
-    assert resolve_wall_time(wall, ZoneInfo(zone)) == expected
+    assert walltime.resolve(wall, ZoneInfo(zone)) == expected
 
 
 def test_resolve_wall_time_refuses_aware_times() -> None:
     with pytest.raises(ValueError, match="naive"):
-        resolve_wall_time(utc(2026, 1, 1), ZoneInfo(LONDON))
+        walltime.resolve(utc(2026, 1, 1), ZoneInfo(LONDON))
 
 
 # --- bounds ------------------------------------------------------------------------------------

@@ -17,12 +17,13 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from wedsync_operator.api.optimization import WEEKDAYS, OptimizationPolicySpec
+from wedsync_operator.api.optimization import OptimizationPolicySpec
+from wedsync_operator.api.times import WEEKDAYS
+from wedsync_operator.domain import walltime
 from wedsync_operator.domain.bounds import Bounds, scale
 from wedsync_operator.domain.calendar import (
     evaluate,
     next_transition,
-    resolve_wall_time,
     transitions,
 )
 
@@ -339,7 +340,7 @@ def test_a_wall_time_is_the_first_instant_the_clock_reads_it_or_later(
     zone = ZoneInfo(zone_name)
     wall = (near.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0)
             + timedelta(minutes=shift))
-    resolved = resolve_wall_time(wall, zone)
+    resolved = walltime.resolve(wall, zone)
 
     def reads(instant: datetime) -> datetime:
         return instant.astimezone(zone).replace(tzinfo=None)
@@ -353,4 +354,4 @@ def test_a_wall_time_is_the_first_instant_the_clock_reads_it_or_later(
         probe += timedelta(minutes=1)
     # and an existing, unrepeated wall time is read back exactly
     if reads(resolved) == wall:
-        assert resolve_wall_time(reads(resolved), zone) == resolved
+        assert walltime.resolve(reads(resolved), zone) == resolved

@@ -39,8 +39,8 @@ def test_structural_schema_inlines_refs_and_keeps_rules() -> None:
         assert keyword not in text
     props = schema["properties"]
     assert set(props) == {"timeZone", "mode", "window", "windows"}
-    assert props["mode"] == {"default": "Enforce", "description": "Mode.", "enum":
-                             ["Enforce", "DryRun"], "type": "string"}
+    assert props["mode"] == {"default": "Enforce", "description": 'Mode. Default: "Enforce".',
+                             "enum": ["Enforce", "DryRun"], "type": "string"}
     window = props["window"]
     assert window["type"] == "object"
     assert window["x-kubernetes-validations"] == [{"rule": "self.start < self.end",
@@ -68,3 +68,11 @@ def test_checked_in_crds_match_the_models() -> None:
     for folder in CRD_FOLDERS:
         present = {p.name: p.read_text() for p in (REPO / folder).glob("*.yaml")}
         assert present == expected, f"{folder} drifted from the models: run `make crds`"
+
+
+def test_descriptions_say_the_defaults_that_kubectl_explain_does_not_show() -> None:
+    props = structural(Toy)["properties"]
+    assert props["mode"]["description"] == 'Mode. Default: "Enforce".'
+    assert props["timeZone"]["description"] == 'Zone. Default: "UTC".'
+    assert props["windows"]["description"] == "Windows."  # an empty list: nothing to say
+    assert props["window"]["description"] == "Optional window."

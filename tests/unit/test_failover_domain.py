@@ -12,6 +12,7 @@ from wedsync_operator.api.failover import FailoverRunSpec, FailoverRunStatus
 from wedsync_operator.api.recovery import FailoverSpec, Freeze, RecoveryPlanSpec
 from wedsync_operator.domain import failover as machine
 from wedsync_operator.domain import freezes
+from wedsync_operator.domain.lineage import Verdict, parse_lsn
 
 T0 = datetime(2026, 6, 6, 10, 0, tzinfo=UTC)  # a Saturday
 
@@ -41,14 +42,54 @@ def test_the_named_standby_is_promoted() -> None:
         ("east", "north")
 
 
+STREAMING = Verdict("Streaming", "streams", 1)
+
+
+def seen(lag: int | None = 0, verdict: Verdict = STREAMING) -> machine.Standby:
+    return machine.Standby(verdict, lag)
+
+
 def test_without_a_name_the_least_lagging_standby_is_chosen() -> None:
-    lags: dict[str, int | None] = {"west": 900, "north": 10}
-    assert machine.choose_regions(plan("west", "north"), run(), None, lags) == \
-        ("east", "north")
+    two = plan("west", "north")
+    assert machine.choose_regions(two, run(), None, {"west": seen(900), "north": seen(10)}) \
+        == ("east", "north")
+    assert machine.choose_regions(two, run(), None, {"west": seen(None), "north": seen(5)}) \
+        == ("east", "north")  # unknown lag goes last
+    assert machine.choose_regions(two, run(), None, {"west": seen(5), "north": seen(5)}) \
+        == ("east", "west")  # plan order breaks the tie
+    assert machine.choose_regions(two, run(), None) == ("east", "west")
+
+
+DIVERGED = Verdict("Diverged", "not in recovery: it accepts writes of its own", 1)
+
+
+def test_a_diverged_region_is_never_chosen_and_never_a_target() -> None:
+    """The fail-back bug: after a switchover east → west and west's loss, east (the old
+    primary, never rebuilt) must not be promoted."""
     assert machine.choose_regions(plan("west", "north"), run(), None,
-                                 {"west": None, "north": 5}) == \
-        ("east", "north")  # unknown lag goes last; plan order breaks the tie
-    assert machine.choose_regions(plan("west", "north"), run(), None) == ("east", "west")
+                                  {"west": seen(0, DIVERGED), "north": seen(10_000)}) == \
+        ("east", "north")
+    with pytest.raises(machine.PlanError, match="west is Diverged: not in recovery"):
+        machine.choose_regions(plan("west"), run(), None, {"west": seen(0, DIVERGED)})
+    with pytest.raises(machine.PlanError, match="west is Diverged"):
+        machine.choose_regions(plan("west", "north"), run("Switchover", toRegion="west"),
+                               None, {"west": seen(0, DIVERGED), "north": seen()})
+
+
+def test_no_candidate_while_a_standby_cannot_be_observed_waits() -> None:
+    unseen = machine.Standby(None, problem="connection refused")
+    with pytest.raises(machine.NoCandidateYet, match="north cannot be checked now "
+                       r"\(connection refused\)"):
+        machine.choose_regions(plan("west", "north"), run(), None,
+                               {"west": seen(0, DIVERGED), "north": unseen})
+
+
+def test_a_switchover_needs_a_streaming_target() -> None:
+    idle = Verdict("NotStreaming", "its WAL receiver is not running", 1)
+    with pytest.raises(machine.NoCandidateYet, match="cannot catch up for a switchover"):
+        machine.choose_regions(plan("west"), run("Switchover"), None, {"west": seen(0, idle)})
+    assert machine.choose_regions(plan("west"), run("Failover"), None,
+                                  {"west": seen(0, idle)}) == ("east", "west")
 
 
 def test_the_current_primary_from_status_is_the_source() -> None:
@@ -145,11 +186,12 @@ def test_a_switchover_walks_every_phase_in_order() -> None:
         status = finish(spec, status, at)
         at += timedelta(seconds=2)
     assert seen == [("Fencing", "Fence"), ("Promoting", "CatchUp"), ("Promoting", "Promote"),
-                    ("Redirecting", "Redirect"), ("Verifying", "Verify")]
+                    ("Redirecting", "Redirect"), ("Verifying", "Verify"),
+                    ("Verifying", "Follow")]
     assert status.phase == "Succeeded"
     assert machine.decide(spec, status).kind == "done"
-    assert status.rto_seconds == 9.0  # fence start T0 → verify end T0+9s
-    assert status.finished_at == T0 + timedelta(seconds=9)
+    assert status.rto_seconds == 9.0  # fence start T0 → verify end T0+9s (not the Follow)
+    assert status.finished_at == T0 + timedelta(seconds=11)
 
 
 def test_a_detected_failover_counts_its_rto_from_the_first_failed_probe() -> None:
@@ -162,8 +204,8 @@ def test_a_detected_failover_counts_its_rto_from_the_first_failed_probe() -> Non
         at += timedelta(seconds=2)
     assert status.phase == "Succeeded"
     assert status.outage_started_at == failing
-    # the verify ends at T0+7s (three steps): 12 s of detection + 7 s of workflow
-    assert status.rto_seconds == 19.0
+    # the verify ends at T0+9s (five steps): 12 s of detection + 9 s of workflow
+    assert status.rto_seconds == 21.0
 
 
 def test_a_run_a_person_created_counts_from_the_start_of_fencing() -> None:
@@ -175,9 +217,10 @@ def test_a_run_a_person_created_counts_from_the_start_of_fencing() -> None:
     assert status.outage_started_at == T0
 
 
-def test_a_failover_has_no_catch_up() -> None:
-    assert machine.steps_for("Failover", "Promoting") == ("Promote",)
+def test_only_a_drill_has_no_catch_up() -> None:
+    assert machine.steps_for("Failover", "Promoting") == ("CatchUp", "Promote")
     assert machine.steps_for("Switchover", "Promoting") == ("CatchUp", "Promote")
+    assert machine.steps_for("Drill", "Promoting") == ("Promote",)
 
 
 def test_a_gated_run_waits_until_approved() -> None:
@@ -234,6 +277,44 @@ def test_a_failed_step_fails_the_run() -> None:
     assert machine.decide(run(), failed).kind == "done"
 
 
+def fenced(spec: FailoverRunSpec) -> FailoverRunStatus:
+    status = machine.begin(FailoverRunStatus(), "east", "west", [], False, T0)
+    return finish(spec, status, T0)
+
+
+def test_a_run_failing_after_the_fence_rolls_back_before_it_fails() -> None:
+    spec = run("Switchover")
+    status = fenced(spec)
+    assert status.phase == "Promoting"
+    status = machine.step_started(status, "CatchUp", T0)
+    failing = machine.fail(status, "CatchUp", "the standby replayed 0/1 of 0/2", T0,
+                           "Switchover")
+    assert failing.phase == "RollingBack"
+    assert failing.failure == "the standby replayed 0/1 of 0/2"
+    assert machine.decide(spec, failing) == machine.Decision("step", "Unfence")
+    done = finish(spec, failing, T0)
+    assert done.phase == "Failed"
+    assert "rolled back: east serves writes again" in done.message
+    assert machine.decide(spec, done).kind == "done"
+
+
+def test_a_run_that_started_promoting_never_rolls_back() -> None:
+    spec = run("Failover")
+    status = machine.step_started(finish(spec, fenced(spec), T0), "Promote", T0)
+    assert machine.fail(status, "Promote", "not promoted by this run", T0,
+                        "Failover").phase == "Failed"
+
+
+def test_a_failing_roll_back_fails_with_both_reasons() -> None:
+    spec = run("Switchover")
+    status = machine.fail(machine.step_started(fenced(spec), "CatchUp", T0), "CatchUp",
+                          "too slow", T0, "Switchover")
+    status = machine.step_started(status, "Unfence", T0)
+    failed = machine.fail(status, "Unfence", "west is not in recovery", T0, "Switchover")
+    assert failed.phase == "Failed"
+    assert failed.message == "too slow; the roll-back failed too: west is not in recovery"
+
+
 def test_step_facts_land_in_the_status() -> None:
     status = machine.begin(FailoverRunStatus(), "east", "west", [], False, T0)
     status = machine.step_started(status, "Fence", T0)
@@ -254,10 +335,84 @@ def test_a_drill_succeeds_without_claiming_a_new_primary() -> None:
 
 # ---- LSNs ---------------------------------------------------------------------------------
 def test_lsn_arithmetic() -> None:
-    assert machine.parse_lsn("0/3000060") == 0x3000060
-    assert machine.parse_lsn("16/B374D848") == (0x16 << 32) + 0xB374D848
+    assert parse_lsn("0/3000060") == 0x3000060
+    assert parse_lsn("16/B374D848") == (0x16 << 32) + 0xB374D848
     assert machine.data_loss("0/3000160", "0/3000060") == 0x100
     assert machine.data_loss("0/3000060", "0/3000160") == 0  # replayed past: nothing lost
     assert machine.data_loss(None, "0/1") is None
     with pytest.raises(ValueError, match="not an LSN"):
-        machine.parse_lsn("3000060")
+        parse_lsn("3000060")
+
+
+# ---- detection ----------------------------------------------------------------------------
+def test_a_lost_primary_starts_a_run_only_when_a_standby_can_be_promoted() -> None:
+    settings = FailoverSpec()
+    assert machine.detect(settings, 3, None, None, T0, ["west"]).start
+    assert machine.detect(settings, 3, None, None, T0).start  # candidates not known
+    refused = machine.detect(settings, 3, None, None, T0, [],
+                             "east is Diverged: not in recovery")
+    assert not refused.start
+    assert "no standby on its lineage can be promoted (east is Diverged" in refused.reason
+    assert not machine.detect(settings, 2, None, None, T0, ["west"]).start
+
+
+def test_equal_lags_are_broken_by_the_declared_priority() -> None:
+    spec = plan("west", "north", "south")
+    regions = [r.model_copy(update={"priority": 5}) if r.name == "south" else r
+               for r in spec.regions]
+    spec = spec.model_copy(update={"regions": regions})
+    views = {"west": seen(100), "north": seen(100), "south": seen(100)}
+    assert machine.choose_regions(spec, run(), None, views) == ("east", "south")
+    assert machine.choose_regions(spec, run(), None, {**views, "west": seen(99)}) == \
+        ("east", "west")
+
+
+# ---- re-protection: Rebuild runs ------------------------------------------------------------
+def test_a_rebuild_walks_its_own_phases_and_never_rolls_back() -> None:
+    spec = run("Rebuild", toRegion="east")
+    status = machine.begin(FailoverRunStatus(), "west", "east", [], False, T0, rebuild=True)
+    assert (status.phase, status.message) == ("Rebuilding",
+                                              "rebuilding east as a standby of west")
+    seen: list[tuple[str, str | None]] = []
+    at = T0
+    while machine.decide(spec, status).kind == "step":
+        seen.append((status.phase, machine.decide(spec, status).step))
+        assert not machine.must_roll_back("Rebuild", status)
+        status = finish(spec, status, at)
+        at += timedelta(seconds=2)
+    assert seen == [("Rebuilding", "Stop"), ("Rebuilding", "Rewind"), ("Rebuilding", "Start"),
+                    ("Verifying", "Rejoin")]
+    assert status.phase == "Succeeded"
+    assert status.message == "east is a standby of west again"
+    assert status.rto_seconds is None  # nothing was unavailable
+
+
+def test_a_rebuild_waits_for_approval_unless_the_plan_says_automatic() -> None:
+    manual = FailoverSpec()
+    assert manual.rebuild == "Manual"
+    [why] = machine.rebuild_gate_reasons(manual, [])
+    assert "discards any write" in why
+    assert machine.rebuild_gate_reasons(FailoverSpec(rebuild="Automatic"), []) == []
+    assert machine.rebuild_gate_reasons(FailoverSpec(rebuild="Automatic"), ["saturday"]) == [
+        "freeze window active: saturday"]
+    gated = machine.begin(FailoverRunStatus(), "west", "east", [why], False, T0, rebuild=True)
+    assert gated.phase == "AwaitingApproval"
+    approved = run("Rebuild", toRegion="east", approved=True)
+    assert machine.decide(approved, gated).kind == "release"
+    assert machine.release(gated, T0, rebuild=True).phase == "Rebuilding"
+
+
+@pytest.mark.parametrize(("to", "error"), [
+    ("north", "toRegion 'north' is not a region of plan 'p'"),
+    ("east", "east is the serving primary: it cannot be rebuilt as a standby of itself"),
+])
+def test_a_rebuild_of_the_primary_or_an_unknown_region_is_refused(to: str, error: str) -> None:
+    with pytest.raises(machine.PlanError, match=error):
+        machine.rebuild_regions(plan("west"), run("Rebuild", toRegion=to), None)
+    assert machine.rebuild_regions(plan("west"), run("Rebuild", toRegion="east"), "west") == (
+        "west", "east")
+
+
+def test_a_rebuild_names_its_region() -> None:
+    with pytest.raises(ValueError, match="a Rebuild names the region to rebuild in toRegion"):
+        run("Rebuild")

@@ -15,6 +15,11 @@ from pydantic import ValidationError
 from wedsync_operator.api import optimization
 from wedsync_operator.api.crds import structural
 from wedsync_operator.api.optimization import (
+    NextTransition,
+    OptimizationPolicySpec,
+    OptimizationPolicyStatus,
+)
+from wedsync_operator.api.times import (
     DATE_RE,
     DATED_FEB29_RE,
     END_TIME_RE,
@@ -22,9 +27,6 @@ from wedsync_operator.api.optimization import (
     MONTH_DAY_RE,
     NO_SUCH_DAY_RE,
     START_TIME_RE,
-    NextTransition,
-    OptimizationPolicySpec,
-    OptimizationPolicyStatus,
 )
 
 VALID: dict[str, Any] = {
@@ -128,8 +130,11 @@ INVALID = [
                  id="no-days"),
     pytest.param(with_change(["weekly", 0, "days"], ["Sat", "Sat"]), "weekly.0.days",
                  "days must not repeat a day", id="repeated-day"),
-    pytest.param(with_change(["weekly", 0, "days"], ["Saturday"]), "weekly.0.days.0",
-                 "'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat' or 'Sun'", id="day-name"),
+    pytest.param(with_change(["weekly", 0, "days"], ["Sat", "Saturday"]), "weekly.0.days",
+                 "days must not repeat a day (Sat and Saturday are the same day)",
+                 id="same-day-short-and-long"),
+    pytest.param(with_change(["weekly", 0, "days"], ["Satday"]), "weekly.0.days.0",
+                 "'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun', 'Monday'", id="day-name"),
     pytest.param(with_change(["weekly", 0, "start"], "24:00"), "weekly.0.start",
                  "from 00:00 to 23:59", id="start-24"),
     pytest.param(with_change(["weekly", 0, "start"], "8:00"), "weekly.0.start",
@@ -151,7 +156,7 @@ INVALID = [
     pytest.param(with_change(["freezes", 1, "date"], ...), "freezes.1",
                  "set exactly one of days", id="freeze-neither"),
     pytest.param(with_change(["freezes", 0, "end"], ...), "freezes.0",
-                 "a weekly freeze (days) needs both start and end", id="weekly-freeze-times"),
+                 "set both start and end, or neither", id="freeze-one-time"),
 ]
 
 
@@ -279,9 +284,15 @@ def test_time_rules() -> None:
 
 def test_printer_columns_and_names() -> None:
     columns = {c["name"]: c for c in optimization.PRINTER_COLUMNS}
-    assert list(columns) == ["Target", "Multiplier", "Min", "Max", "Frozen", "Next", "Ready",
-                             "Age"]
-    assert columns["Min"]["jsonPath"] == ".status.appliedMinReplicas"
+    assert list(columns) == ["Target", "Mode", "Multiplier", "Desired Min", "Desired Max",
+                             "HPA Min", "HPA Max", "Frozen", "Next", "Ready", "Age"]
+    # the target as written (a name or a selector); what the HPA holds apart from the wish
+    assert columns["Target"]["jsonPath"] == ".status.target"
+    assert columns["HPA Min"]["jsonPath"] == ".status.appliedMinReplicas"
+    assert columns["Desired Min"]["jsonPath"] == ".status.desiredMinReplicas"
+    # no default: an invalid policy shows no Frozen value rather than a false one
+    frozen = structural(OptimizationPolicyStatus)["properties"]["frozen"]
+    assert "default" not in frozen
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     # a `date` column shows the age since then: "<invalid>" for a future instant
     assert columns["Next"]["type"] == "string"

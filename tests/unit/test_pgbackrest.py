@@ -131,6 +131,26 @@ def test_a_value_with_a_line_break_cannot_inject_options() -> None:
         pb.render_config(plan([posix("repo1"), bad]))
 
 
+def test_an_s3_store_with_a_private_ca_and_its_own_port() -> None:
+    private = {**S3, "s3": {**S3["s3"], "port": 9443,  # type: ignore[dict-item]
+                            "caSecret": {"name": "minio-ca"}}}
+    text = pb.render_config(plan([posix("repo1"), private]))
+    assert ("repo2-s3-uri-style=path\n"
+            "repo2-storage-port=9443\n"
+            "repo2-storage-ca-file=/etc/pgbackrest/s3-ca/offsite.crt\n") in text
+    # where the CA bundle is depends on where the command runs (the testbed, the database pod)
+    local = pb.render_config(plan([posix("repo1"), private]),
+                             s3_ca_files={"offsite": "/srv/ca/bundle.pem"})
+    assert "repo2-storage-ca-file=/srv/ca/bundle.pem\n" in local
+    # verification is pgBackRest's default and is never turned off; keys never in the file
+    for option in ("verify-tls", "verify-ssl", "s3-key"):
+        assert option not in text
+    # the public store: the system CAs and port 443, nothing extra
+    public = pb.render_config(plan([posix("repo1"), S3]))
+    assert "storage-port" not in public
+    assert "storage-ca-file" not in public
+
+
 def test_s3_keys_reach_pgbackrest_as_environment_variables() -> None:
     assert pb.s3_credential_env(plan([posix("repo1"), S3])) == [
         {"name": "PGBACKREST_REPO2_S3_KEY", "valueFrom": {"secretKeyRef": {

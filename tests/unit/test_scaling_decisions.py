@@ -1,4 +1,5 @@
-"""What a policy decides for each HPA: writes, no-ops, freezes, conflicts, foreign owners."""
+"""What a policy decides for each HPA: writes, no-ops, freezes, conflicts, foreign owners,
+claims (which originals win), DryRun, stale claims and releases."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from wedsync_operator.domain.bounds import Bounds
 from wedsync_operator.domain.calendar import Evaluation
+from wedsync_operator.domain.conditions import merge_conditions
 from wedsync_operator.kube.hpa import Hpa
 from wedsync_operator.kube.status import status_patch
 from wedsync_operator.services.scaling import (
     CLAIM,
+    CLAIM_LABEL,
     ORIGINAL,
     Outcome,
+    claim_label,
+    decide_release,
     decide_target,
     label_selector,
-    merge_conditions,
     parse_bounds,
-    release_bounds,
     selector_matches,
 )
 
@@ -25,11 +29,14 @@ from wedsync_operator.services.scaling import (
 def hpa(min_replicas: int = 2, max_replicas: int = 10, claimed_by: str | None = None,
         original: str | None = None, owners: tuple[str, ...] = ()) -> Hpa:
     annotations = {}
+    labels = {}
     if claimed_by:
         annotations[CLAIM] = claimed_by
+        labels[CLAIM_LABEL] = claim_label(claimed_by)
     if original:
         annotations[ORIGINAL] = original
-    return Hpa("ns", "pool", "42", min_replicas, max_replicas, annotations, owners)
+    return Hpa("ns", "pool", "42", min_replicas, max_replicas, annotations, owners, labels,
+               uid="uid-1")
 
 
 def evaluation(low: int, high: int, frozen: bool = False) -> Evaluation:
@@ -41,7 +48,7 @@ def test_first_write_claims_and_records_the_original_bounds() -> None:
     plan = decide_target("policy", hpa(2, 10), evaluation(24, 48), dry_run=False)
     assert plan.outcome is Outcome.APPLY
     assert (plan.bounds.min_replicas, plan.bounds.max_replicas) == (24, 48)
-    assert plan.claim("policy") == {CLAIM: "policy", ORIGINAL: "2/10"}
+    assert plan.marks("policy") == ({CLAIM_LABEL: "policy"}, {CLAIM: "policy", ORIGINAL: "2/10"})
     assert "2→24" in plan.message
 
 
@@ -56,7 +63,7 @@ def test_no_op_when_the_hpa_already_holds_the_bounds() -> None:
 def test_original_bounds_survive_later_writes() -> None:
     current = hpa(24, 48, claimed_by="policy", original="2/10")
     plan = decide_target("policy", current, evaluation(36, 72), dry_run=False)
-    assert plan.claim("policy")[ORIGINAL] == "2/10"
+    assert plan.marks("policy")[1][ORIGINAL] == "2/10"
 
 
 def test_freeze_defers_scale_down_but_not_scale_up() -> None:
@@ -87,18 +94,95 @@ def test_hpa_with_an_owner_is_left_to_that_owner() -> None:
     assert "ScaledObject/orders" in plan.message
 
 
-def test_dry_run_decides_but_says_it_would() -> None:
+def test_dry_run_decides_but_says_it_would_and_reports_what_the_hpa_holds() -> None:
     plan = decide_target("policy", hpa(), evaluation(24, 48), dry_run=True)
     assert plan.outcome is Outcome.DRY_RUN
     assert plan.message.startswith("would set")
+    assert (plan.bounds.min_replicas, plan.bounds.max_replicas) == (2, 10)  # what it holds
+    assert (plan.desired.min_replicas, plan.desired.max_replicas) == (24, 48)
+    assert not plan.holds
 
 
-def test_release_restores_only_what_this_policy_claimed() -> None:
-    restored = release_bounds("policy", hpa(24, 48, claimed_by="policy", original="2/10"))
-    assert restored is not None
-    assert (restored.min_replicas, restored.max_replicas) == (2, 10)
-    assert release_bounds("policy", hpa(24, 48, claimed_by="other", original="2/10")) is None
-    assert release_bounds("policy", hpa()) is None
+def test_dry_run_keeps_an_earlier_enforce_write_and_says_so() -> None:
+    """Switched from Enforce to DryRun: nothing is written, the claim stays (its deletion
+    restores the originals), and the message says the HPA still holds the earlier values."""
+    held = hpa(24, 48, claimed_by="policy", original="2/10")
+    plan = decide_target("policy", held, evaluation(6, 12), dry_run=True)
+    assert plan.outcome is Outcome.DRY_RUN
+    assert plan.holds
+    assert plan.original == Bounds(2, 10)
+    assert "still holds min 24, max 48 written in Enforce mode, restored to 2/10" in \
+        plan.message
+
+
+def test_the_status_record_of_the_originals_wins_over_the_annotation() -> None:
+    edited = hpa(24, 48, claimed_by="policy", original="24/48")  # annotation edited by hand
+    plan = decide_target("policy", edited, evaluation(24, 48), dry_run=False,
+                         record=Bounds(2, 10))
+    assert plan.original == Bounds(2, 10)
+    assert plan.outcome is Outcome.APPLY  # the annotation is rewritten to the record
+    assert plan.marks("policy")[1][ORIGINAL] == "2/10"
+
+
+def test_a_claim_removed_by_hand_is_restored_with_the_recorded_originals() -> None:
+    unclaimed = hpa(24, 48)  # claim and original annotations both removed by hand
+    plan = decide_target("policy", unclaimed, evaluation(24, 48), dry_run=False,
+                         record=Bounds(2, 10))
+    assert plan.outcome is Outcome.APPLY
+    assert plan.marks("policy")[1] == {CLAIM: "policy", ORIGINAL: "2/10"}
+
+
+def test_without_a_record_the_annotation_then_the_current_bounds_count() -> None:
+    only_original = hpa(24, 48, original="3/9")  # the claim alone was removed
+    assert decide_target("policy", only_original, evaluation(24, 48),
+                         dry_run=False).original == Bounds(3, 9)
+    assert decide_target("policy", hpa(4, 8), evaluation(24, 48),
+                         dry_run=False).original == Bounds(4, 8)
+
+
+def test_a_stale_claim_is_taken_over_with_its_recorded_originals() -> None:
+    orphan = hpa(24, 48, claimed_by="deleted-policy", original="2/10")
+    plan = decide_target("policy", orphan, evaluation(6, 12), dry_run=False, stale=True)
+    assert plan.outcome is Outcome.APPLY
+    assert plan.takes_over == "deleted-policy"
+    assert plan.original == Bounds(2, 10)
+    assert plan.marks("policy")[1] == {CLAIM: "policy", ORIGINAL: "2/10"}
+    assert "taken over from deleted policy deleted-policy" in plan.message
+    dry = decide_target("policy", orphan, evaluation(6, 12), dry_run=True, stale=True)
+    assert dry.outcome is Outcome.DRY_RUN
+    assert dry.message.startswith("would take over")
+
+
+def test_an_existing_claim_is_a_conflict_even_with_a_record() -> None:
+    plan = decide_target("second", hpa(6, 12, claimed_by="first", original="2/10"),
+                         evaluation(24, 48), dry_run=False, record=Bounds(1, 3))
+    assert plan.outcome is Outcome.CONFLICT
+    assert not plan.holds
+
+
+def test_release_restores_what_this_policy_holds() -> None:
+    claimed = decide_release("policy", hpa(24, 48, claimed_by="policy", original="2/10"),
+                             None, "gone")
+    assert claimed is not None
+    assert claimed.original == Bounds(2, 10)
+    assert claimed.message == "restored HPA pool to min 2, max 10 (gone)"
+    # the status record wins; a hand-removed claim is still this policy's when recorded
+    assert decide_release("policy", hpa(24, 48, claimed_by="policy", original="24/48"),
+                          Bounds(2, 10), "gone").original == Bounds(2, 10)  # type: ignore[union-attr]
+    assert decide_release("policy", hpa(24, 48), Bounds(2, 10), "gone") is not None
+    # another policy's, or nobody's and unrecorded: not this policy's to restore
+    assert decide_release("policy", hpa(24, 48, claimed_by="other", original="2/10"),
+                          Bounds(2, 10), "gone") is None
+    assert decide_release("policy", hpa(), None, "gone") is None
+
+
+def test_long_policy_names_get_a_stable_label_value() -> None:
+    name = "bookings-" + "x" * 240
+    value = claim_label(name)
+    assert len(value) <= 63
+    assert value == claim_label(name)
+    assert value != claim_label(name + "y")
+    assert claim_label("short") == "short"
 
 
 @pytest.mark.parametrize("text", ["", "x", "5/2", "0/3", "3", "a/b"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 GROUP = "dbopt.wedsync.io"
@@ -58,3 +58,21 @@ class Condition(ApiModel):
     observed_generation: int | None = Field(
         default=None, description="The spec generation this condition was computed from."
     )
+
+
+def problems(error: ValidationError, root: str = "spec") -> list[tuple[str, str]]:
+    """(field path, message) of each problem pydantic found, the path from `root` and the
+    message without pydantic's own prefixes ("Value error, ")."""
+    found = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        message = str(item["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        found.append((f"{root}.{where}" if where else root, message))
+    return found
+
+
+def summary(error: ValidationError, root: str = "spec") -> str:
+    """`problems` on one line, for a condition: ``FIELD: message; FIELD: message``."""
+    return "; ".join(f"{field}: {message}" for field, message in problems(error, root))

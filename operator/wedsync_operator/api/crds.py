@@ -7,6 +7,7 @@ module's output, and a test fails when the files drift from it.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,8 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
         node["type"] = "string"
     if node.get("default", 0) is None:
         del node["default"]
+    if "default" in node and "description" in node:
+        node["description"] = with_default(node["description"], node["default"])
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROPPED:
@@ -83,6 +86,15 @@ def _rewrite(node: Any, defs: dict[str, Any]) -> Any:
         else:
             out[key] = value
     return out
+
+
+def with_default(description: str, default: Any) -> str:
+    """The description with its default said in words: `kubectl explain` shows descriptions,
+    not the schema's `default`, which the API server fills in and `describe` shows."""
+    if isinstance(default, dict | list | str) and not default:
+        return description  # an empty object, list or text: nothing to say
+    text = json.dumps(default, separators=(", ", ": "))  # strings quoted, e.g. "0 2 * * *"
+    return f"{description.rstrip()} Default: {text}."
 
 
 def crd(resource: Resource) -> dict[str, Any]:

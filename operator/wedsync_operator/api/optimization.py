@@ -10,22 +10,14 @@ how non-existent and repeated local times are read.
 Every check the API server can make is a CEL rule here (so ``kubectl apply`` refuses a bad
 policy); the same checks run in pydantic, with the same messages, so the plan CLI and the
 operator say the same thing without a cluster. Only the time-zone name is checked by pydantic
-alone: CEL has no time-zone database.
-
-The regular expressions contain no backslash, so one text serves both Python and CEL string
-literals; they are anchored with ``^…$`` and CEL's ``matches`` has RE2 semantics, where ``$``
-matches only at the very end (Python's ``$`` also matches before a final newline, so
-`_matches` reads it as ``\\Z``).
+alone: CEL has no time-zone database. Dates, times, weekdays, time zones and freezes are the
+shared vocabulary of `api.times` (the same in every resource).
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
-import re
-import zoneinfo
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -37,6 +29,22 @@ from pydantic import (
 )
 
 from wedsync_operator.api.base import ApiModel, Condition, validations
+from wedsync_operator.api.times import (
+    MSG_BOTH_TIMES,
+    MSG_WINDOW_EMPTY,
+    DateSpec,
+    Days,
+    EndTime,
+    Freeze,
+    MonthDay,
+    RuleName,
+    StartTime,
+    TimeZone,
+    check_unique_names,
+    check_window,
+    matches,
+    unique_names_rule,
+)
 
 KIND: Final = "DatabaseOptimizationPolicy"
 PLURAL: Final = "databaseoptimizationpolicies"
@@ -45,53 +53,16 @@ SHORT_NAMES: Final = ["dbopt"]
 
 #: Upper bound of every rule list: keeps the CEL cost estimate far below the API server's budget.
 MAX_RULES: Final = 64
-#: Longest rule name.
-MAX_NAME: Final = 63
-
-Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-#: Monday first, as `datetime.date.weekday()` counts.
-WEEKDAYS: Final[tuple[str, ...]] = get_args(Weekday)
 
 Mode = Literal["Enforce", "DryRun"]
 
 # --- regular expressions (shared by CEL and Python) -------------------------------------------
 
-MONTH_DAY_RE: Final = "^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
-DATE_RE: Final = "^([1-9][0-9]{3}-)?(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
-#: Month-day pairs that no year has (the check that comes after the format check).
-NO_SUCH_DAY_RE: Final = "(02-3[01]|(04|06|09|11)-31)$"
-DATED_FEB29_RE: Final = "^[0-9]{4}-02-29$"
-#: YYYY-02-29 in a leap year: divisible by 4 and not by 100, or divisible by 400.
-LEAP_FEB29_RE: Final = (
-    "^([0-9]{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)-02-29$"
-)
-START_TIME_RE: Final = "^([01][0-9]|2[0-3]):[0-5][0-9]$"
-END_TIME_RE: Final = "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
 HPA_NAME_RE: Final = "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 # --- messages (shared by CEL and Python) ------------------------------------------------------
 
-MSG_MONTH_DAY: Final = "must be MM-DD, e.g. 04-01 (month 01-12, day 01-31)"
-MSG_DATE: Final = (
-    "must be MM-DD (every year) or YYYY-MM-DD (once), e.g. 02-14 or 2026-12-31"
-)
-MSG_NO_SUCH_DAY: Final = (
-    "that day does not exist in that month (02-29 is allowed; 02-30, 02-31, 04-31, 06-31, "
-    "09-31 and 11-31 are not)"
-)
-MSG_LEAP: Final = (
-    "YYYY-02-29 needs a leap year; write 02-29 for the 29th of February of every leap year"
-)
-MSG_START_TIME: Final = "must be HH:MM on a 24-hour clock, from 00:00 to 23:59"
-MSG_END_TIME: Final = (
-    "must be HH:MM on a 24-hour clock, from 00:00 to 23:59, or 24:00 for the end of the day"
-)
 MSG_MULTIPLIER: Final = "multiplier must be greater than 0"
-MSG_WINDOW_EMPTY: Final = (
-    "start and end must differ (an end before the start crosses midnight; "
-    "00:00 to 24:00 is a whole day)"
-)
-MSG_BOTH_TIMES: Final = "set both start and end, or neither (neither means the whole day)"
 MSG_TARGET: Final = (
     "set exactly one of target.name (one HPA) or target.selector (every matching HPA in "
     "the namespace)"
@@ -109,59 +80,9 @@ MSG_EXPRESSION_VALUES: Final = (
 )
 MSG_BASELINE: Final = "baseline.minReplicas must not exceed baseline.maxReplicas"
 MSG_CEILINGS: Final = "ceilings.minReplicas must not exceed ceilings.maxReplicas"
-MSG_DAYS_UNIQUE: Final = "days must not repeat a day"
-MSG_FREEZE_KIND: Final = (
-    "set exactly one of days (a weekly freeze, with start and end) or date (a dated freeze, "
-    "all day or with start and end)"
-)
-MSG_WEEKLY_FREEZE_TIMES: Final = "a weekly freeze (days) needs both start and end"
-
-
-def _unique_names_message(field: str) -> str:
-    return f"rule names must be unique within {field}"
-
-
-@functools.cache
-def _python_pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern.replace("$", r"\Z"))
-
-
-def _matches(pattern: str, value: str) -> bool:
-    """What CEL's ``value.matches(pattern)`` answers (RE2 search, ``$`` at the very end)."""
-    return _python_pattern(pattern).search(value) is not None
 
 
 # --- scalar types ------------------------------------------------------------------------------
-
-
-def _check_month_day(value: str) -> str:
-    if not _matches(MONTH_DAY_RE, value):
-        raise ValueError(f"{value!r} {MSG_MONTH_DAY}")
-    if _matches(NO_SUCH_DAY_RE, value):
-        raise ValueError(f"{value!r}: {MSG_NO_SUCH_DAY}")
-    return value
-
-
-def _check_date(value: str) -> str:
-    if not _matches(DATE_RE, value):
-        raise ValueError(f"{value!r} {MSG_DATE}")
-    if _matches(NO_SUCH_DAY_RE, value):
-        raise ValueError(f"{value!r}: {MSG_NO_SUCH_DAY}")
-    if _matches(DATED_FEB29_RE, value) and not _matches(LEAP_FEB29_RE, value):
-        raise ValueError(f"{value!r}: {MSG_LEAP}")
-    return value
-
-
-def _check_start_time(value: str) -> str:
-    if not _matches(START_TIME_RE, value):
-        raise ValueError(f"{value!r} {MSG_START_TIME}")
-    return value
-
-
-def _check_end_time(value: str) -> str:
-    if not _matches(END_TIME_RE, value):
-        raise ValueError(f"{value!r} {MSG_END_TIME}")
-    return value
 
 
 def _check_multiplier(value: float) -> float:
@@ -171,74 +92,10 @@ def _check_multiplier(value: float) -> float:
 
 
 def _check_hpa_name(value: str) -> str:
-    if not _matches(HPA_NAME_RE, value):
+    if not matches(HPA_NAME_RE, value):
         raise ValueError(f"{value!r} {MSG_HPA_NAME}")
     return value
 
-
-def _check_days(days: list[str]) -> list[str]:
-    if len(set(days)) != len(days):
-        raise ValueError(f"{MSG_DAYS_UNIQUE}, got {days}")
-    return days
-
-
-MonthDay = Annotated[
-    str,
-    Field(
-        json_schema_extra={
-            "maxLength": 5,
-            **validations(
-                (f"self.matches('{MONTH_DAY_RE}')", MSG_MONTH_DAY),
-                (f"!self.matches('{NO_SUCH_DAY_RE}')", MSG_NO_SUCH_DAY),
-            ),
-        }
-    ),
-    AfterValidator(_check_month_day),
-]
-"""A day of the year, MM-DD."""
-
-DateSpec = Annotated[
-    str,
-    Field(
-        json_schema_extra={
-            "maxLength": 10,
-            **validations(
-                (f"self.matches('{DATE_RE}')", MSG_DATE),
-                (f"!self.matches('{NO_SUCH_DAY_RE}')", MSG_NO_SUCH_DAY),
-                (
-                    f"!self.matches('{DATED_FEB29_RE}') || self.matches('{LEAP_FEB29_RE}')",
-                    MSG_LEAP,
-                ),
-            ),
-        }
-    ),
-    AfterValidator(_check_date),
-]
-"""A yearly date, MM-DD, or a one-off date, YYYY-MM-DD."""
-
-StartTime = Annotated[
-    str,
-    Field(
-        json_schema_extra={
-            "maxLength": 5,
-            **validations((f"self.matches('{START_TIME_RE}')", MSG_START_TIME)),
-        }
-    ),
-    AfterValidator(_check_start_time),
-]
-"""A local wall time, HH:MM, 00:00 to 23:59."""
-
-EndTime = Annotated[
-    str,
-    Field(
-        json_schema_extra={
-            "maxLength": 5,
-            **validations((f"self.matches('{END_TIME_RE}')", MSG_END_TIME)),
-        }
-    ),
-    AfterValidator(_check_end_time),
-]
-"""A local wall time, HH:MM, 00:00 to 23:59, or 24:00 (the end of the day)."""
 
 Multiplier = Annotated[
     float,
@@ -246,40 +103,6 @@ Multiplier = Annotated[
     AfterValidator(_check_multiplier),
 ]
 """A positive factor applied to the baseline replicas."""
-
-RuleName = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
-
-Days = Annotated[
-    list[Weekday],
-    Field(
-        min_length=1,
-        max_length=7,
-        json_schema_extra=validations(("self.all(d, self.exists_one(e, e == d))",
-                                       MSG_DAYS_UNIQUE)),
-    ),
-    AfterValidator(_check_days),
-]
-
-
-def _unique_names_rule(field: str) -> dict[str, Any]:
-    return validations(
-        ("self.all(x, self.exists_one(y, y.name == x.name))", _unique_names_message(field))
-    )
-
-
-def _check_unique_names(field: str, rules: list[Any]) -> None:
-    names = [rule.name for rule in rules]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"{_unique_names_message(field)}; repeated: {', '.join(repeated)}")
-
-
-def _check_window(start: str | None, end: str | None) -> None:
-    """Both times or neither, and never start == end."""
-    if (start is None) != (end is None):
-        raise ValueError(MSG_BOTH_TIMES)
-    if start is not None and start == end:
-        raise ValueError(f"start and end are both {start}: {MSG_WINDOW_EMPTY}")
 
 
 # --- target ------------------------------------------------------------------------------------
@@ -456,7 +279,8 @@ class WeeklyWindow(ApiModel):
     )
 
     name: RuleName = Field(description="Unique among the weekly windows, e.g. saturday-surge.")
-    days: Days = Field(description="Days the window starts on: Mon, Tue, Wed, Thu, Fri, Sat, Sun.")
+    days: Days = Field(description="Days the window starts on: Mon to Sun or Monday to "
+                       "Sunday.")
     start: StartTime = Field(description="Local start time, HH:MM.")
     end: EndTime = Field(
         description="Local end time, HH:MM (exclusive). Before `start` means the window ends "
@@ -466,7 +290,7 @@ class WeeklyWindow(ApiModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> WeeklyWindow:
-        _check_window(self.start, self.end)
+        check_window(self.start, self.end)
         return self
 
 
@@ -494,73 +318,18 @@ class SpecialDate(ApiModel):
 
     @model_validator(mode="after")
     def _window(self) -> SpecialDate:
-        _check_window(self.start, self.end)
-        return self
-
-
-class Freeze(ApiModel):
-    """A time when nothing is scaled down: weekly (days, start, end) or dated (date)."""
-
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            ("has(self.days) != has(self.date)", MSG_FREEZE_KIND),
-            ("!has(self.days) || (has(self.start) && has(self.end))", MSG_WEEKLY_FREEZE_TIMES),
-            ("has(self.start) == has(self.end)", MSG_BOTH_TIMES),
-            ("!has(self.start) || !has(self.end) || self.start != self.end", MSG_WINDOW_EMPTY),
-        )
-    )
-
-    name: RuleName = Field(description="Unique among the freezes, e.g. wedding-day.")
-    days: Days | None = Field(
-        default=None, description="Weekly freeze: the days it starts on (Mon to Sun)."
-    )
-    date: DateSpec | None = Field(
-        default=None,
-        description="Dated freeze: MM-DD every year or YYYY-MM-DD once.",
-    )
-    start: StartTime | None = Field(default=None, description="Local start time, HH:MM.")
-    end: EndTime | None = Field(
-        default=None,
-        description="Local end time, HH:MM (exclusive); before `start` means the next day.",
-    )
-
-    @model_validator(mode="after")
-    def _kind(self) -> Freeze:
-        if (self.days is None) == (self.date is None):
-            raise ValueError(MSG_FREEZE_KIND)
-        if self.days is not None and (self.start is None or self.end is None):
-            raise ValueError(MSG_WEEKLY_FREEZE_TIMES)
-        _check_window(self.start, self.end)
+        check_window(self.start, self.end)
         return self
 
 
 # --- spec --------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _zone_names() -> tuple[str, ...]:
-    return tuple(sorted(zoneinfo.available_timezones()))
-
-
-def _check_time_zone(value: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        close = difflib.get_close_matches(value, _zone_names(), n=3)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
-            f"{value!r} is not an IANA time zone name; use one like 'Europe/London', "
-            f"'America/New_York' or 'UTC'{hint}"
-        ) from None
-    return value
-
-
 class OptimizationPolicySpec(ApiModel):
     """What capacity the target HPAs get, when, and when nothing may scale down."""
 
     target: Target = Field(description="The HPA, or the HPAs, this policy drives.")
-    time_zone: Annotated[str, Field(min_length=1, max_length=64),
-                         AfterValidator(_check_time_zone)] = Field(
+    time_zone: TimeZone = Field(
         default="UTC",
         description="IANA time zone of every date and time in the rules, e.g. Europe/London.",
     )
@@ -576,25 +345,25 @@ class OptimizationPolicySpec(ApiModel):
         default_factory=list,
         max_length=MAX_RULES,
         description="Yearly ranges of whole days, e.g. April to October x4.",
-        json_schema_extra=_unique_names_rule("seasons"),
+        json_schema_extra=unique_names_rule("seasons"),
     )
     weekly: list[WeeklyWindow] = Field(
         default_factory=list,
         max_length=MAX_RULES,
         description="Weekly local time windows, e.g. Saturday 08:00-12:00 x6.",
-        json_schema_extra=_unique_names_rule("weekly"),
+        json_schema_extra=unique_names_rule("weekly"),
     )
     special_dates: list[SpecialDate] = Field(
         default_factory=list,
         max_length=MAX_RULES,
         description="Yearly or one-off dates, e.g. 02-14 x6 or 12-31 x8.",
-        json_schema_extra=_unique_names_rule("specialDates"),
+        json_schema_extra=unique_names_rule("specialDates"),
     )
     freezes: list[Freeze] = Field(
         default_factory=list,
         max_length=MAX_RULES,
         description="Times when nothing is scaled down; scale-downs wait for the freeze to end.",
-        json_schema_extra=_unique_names_rule("freezes"),
+        json_schema_extra=unique_names_rule("freezes"),
     )
     resync_seconds: int = Field(
         default=300,
@@ -607,7 +376,7 @@ class OptimizationPolicySpec(ApiModel):
     @classmethod
     def _unique_names(cls, rules: list[Any], info: ValidationInfo) -> list[Any]:
         name = info.field_name or "rules"
-        _check_unique_names({"special_dates": "specialDates"}.get(name, name), rules)
+        check_unique_names({"special_dates": "specialDates"}.get(name, name), rules)
         return rules
 
 
@@ -615,16 +384,22 @@ class OptimizationPolicySpec(ApiModel):
 
 
 class TargetStatus(ApiModel):
-    """What the policy applied to one HPA, and what the HPA had before."""
+    """One HPA the policy holds (or, in DryRun, targets): what it holds now, and what it had
+    before the policy first wrote it."""
 
     name: str = Field(description="The HPA's name.")
-    min_replicas: int | None = Field(default=None, description="minReplicas applied now.")
-    max_replicas: int | None = Field(default=None, description="maxReplicas applied now.")
+    uid: str | None = Field(default=None, description="The HPA's uid (a recreated HPA of the "
+                            "same name is another object, with no recorded originals).")
+    min_replicas: int | None = Field(default=None, description="minReplicas the HPA holds now.")
+    max_replicas: int | None = Field(default=None, description="maxReplicas the HPA holds now.")
     original_min_replicas: int | None = Field(
-        default=None, description="The HPA's minReplicas before the policy; restored on delete."
+        default=None, description="The HPA's minReplicas before the policy first wrote it; "
+        "restored when the policy is deleted or stops targeting it. This record wins over the "
+        "HPA's original-bounds annotation. Absent: the policy does not hold the HPA."
     )
     original_max_replicas: int | None = Field(
-        default=None, description="The HPA's maxReplicas before the policy; restored on delete."
+        default=None, description="The HPA's maxReplicas before the policy first wrote it; "
+        "restored like originalMinReplicas."
     )
 
 
@@ -642,6 +417,10 @@ class OptimizationPolicyStatus(ApiModel):
     observed_generation: int | None = Field(
         default=None, description="The spec generation this status was computed from."
     )
+    target: str | None = Field(
+        default=None, description="The target as `kubectl get` shows it: the HPA's name, or "
+        "the label selector."
+    )
     active_rules: list[str] = Field(
         default_factory=list,
         description="Rules active now, as kind/name, e.g. season/peak-season.",
@@ -656,18 +435,22 @@ class OptimizationPolicyStatus(ApiModel):
         default=None, description="ceil(baseline.maxReplicas * multiplier), capped."
     )
     applied_min_replicas: int | None = Field(
-        default=None, description="minReplicas written (differs from desired while frozen)."
+        default=None, description="minReplicas the (first) HPA holds now: what the policy "
+        "wrote (above desired while a freeze defers a scale-down), or in DryRun what the HPA "
+        "has, whoever wrote it."
     )
     applied_max_replicas: int | None = Field(
-        default=None, description="maxReplicas written (differs from desired while frozen)."
+        default=None, description="maxReplicas the (first) HPA holds now, as appliedMinReplicas."
     )
     targets: list[TargetStatus] = Field(
-        default_factory=list, description="Each HPA the policy drives."
+        default_factory=list, description="Each HPA the policy holds (and in DryRun, each it "
+        "targets)."
     )
     next_transition: NextTransition | None = Field(
         default=None, description="The next change of the outcome, if any within two years."
     )
-    frozen: bool = Field(default=False, description="Whether a freeze is active now.")
+    frozen: bool | None = Field(default=None, description="Whether a freeze is active now "
+                                "(absent while the spec is invalid).")
     frozen_until: datetime | None = Field(
         default=None, description="When the active freezes end (UTC)."
     )
@@ -679,10 +462,16 @@ class OptimizationPolicyStatus(ApiModel):
 #: `kubectl get dbopt` columns. `Next` is a string (RFC 3339): kubectl renders a `date`
 #: column as the age since then, which is "<invalid>" for a time in the future.
 PRINTER_COLUMNS: Final[list[dict[str, str]]] = [
-    {"name": "Target", "type": "string", "jsonPath": ".spec.target.name"},
+    {"name": "Target", "type": "string", "jsonPath": ".status.target",
+     "description": "The HPA's name, or the label selector."},
+    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
     {"name": "Multiplier", "type": "number", "jsonPath": ".status.effectiveMultiplier"},
-    {"name": "Min", "type": "integer", "jsonPath": ".status.appliedMinReplicas"},
-    {"name": "Max", "type": "integer", "jsonPath": ".status.appliedMaxReplicas"},
+    {"name": "Desired Min", "type": "integer", "jsonPath": ".status.desiredMinReplicas",
+     "description": "minReplicas the policy sets (would set, in DryRun)."},
+    {"name": "Desired Max", "type": "integer", "jsonPath": ".status.desiredMaxReplicas"},
+    {"name": "HPA Min", "type": "integer", "jsonPath": ".status.appliedMinReplicas",
+     "description": "minReplicas the HPA holds now."},
+    {"name": "HPA Max", "type": "integer", "jsonPath": ".status.appliedMaxReplicas"},
     {"name": "Frozen", "type": "boolean", "jsonPath": ".status.frozen"},
     {"name": "Next", "type": "string", "jsonPath": ".status.nextTransition.at"},
     {"name": "Ready", "type": "string",

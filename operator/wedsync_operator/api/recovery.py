@@ -9,14 +9,18 @@ operator gives the same answer for objects that were stored before a rule existe
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from wedsync_operator.api import cron
 from wedsync_operator.api.base import ApiModel, Condition, validations
-from wedsync_operator.domain import cron
+
+# Freeze is re-exported: the failover code and its tests import it from here
+from wedsync_operator.api.times import Freeze as Freeze
+from wedsync_operator.api.times import TimeZone
 
 KIND = "DisasterRecoveryPlan"
 PLURAL = "disasterrecoveryplans"
@@ -32,19 +36,10 @@ _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
-_CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
-
-#: The five-field shape as a CEL (RE2) regex: spaces only and no backslashes, which CEL
-#: string literals would read as escapes. Ranges are checked by `domain.cron`.
-_CRON_FIELD = "([*?]|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?"
-_CRON_LIST = f"{_CRON_FIELD}(,{_CRON_FIELD})*"
-CRON_CEL_REGEX = "^ *" + " +".join([_CRON_LIST] * 5) + " *$"
-_CRON_MESSAGE = ("schedule must be five cron fields separated by spaces: "
-                 "'minute hour day-of-month month day-of-week', e.g. '0 2 * * *'")
 
 
 def _schedule_rule(field: str = "schedule") -> tuple[str, str]:
-    return (f"self.{field}.matches('{CRON_CEL_REGEX}')", _CRON_MESSAGE)
+    return (f"self.{field}.matches('{cron.CEL_REGEX}')", cron.CEL_MESSAGE)
 
 
 def _check_schedule(value: str) -> str:
@@ -54,7 +49,7 @@ def _check_schedule(value: str) -> str:
         raise ValueError(str(error)) from None
 
 
-#: A five-field cron schedule, checked field by field (ranges, names, steps).
+#: A cron schedule as the CronJob controller reads it (`api.cron`): checked field by field.
 CronSchedule = Annotated[str, Field(max_length=100),
                          AfterValidator(_check_schedule)]
 
@@ -171,6 +166,17 @@ class Region(ApiModel):
     fence: FenceTarget = Field(description="The workload to fence (scale to zero) before a "
                                "standby is promoted.")
     traffic: TrafficTarget = Field(description="The object to repoint at the new primary.")
+    replication_secret: LocalObjectRef | None = Field(
+        default=None,
+        description="Secret (keys host, port, user, password) with the address and role the "
+        "standbys of the other regions stream from when this region is the primary: "
+        "written into their primary_conninfo when they are re-pointed or rebuilt. Absent: "
+        "the connection Secret (its address must then be reachable from the other regions' "
+        "database pods, and its user have the REPLICATION attribute).")
+    priority: int = Field(
+        default=0, ge=-1000, le=1000,
+        description="Among standbys that lag equally, the one with the highest priority is "
+        "promoted first (then plan order).")
 
 
 # ---- backups -------------------------------------------------------------------------------
@@ -195,12 +201,34 @@ class S3Credentials(ApiModel):
                                        description="Key of the secret access key.")
 
 
+class S3CaSecret(ApiModel):
+    """A Secret holding the PEM bundle of the CA that signed an S3 endpoint's certificate."""
+
+    name: str = Field(max_length=253, pattern=_DNS_SUBDOMAIN, description="Secret name.")
+    key: str = Field(default="ca.crt", max_length=253, pattern=_SECRET_KEY,
+                     description="Key holding the PEM bundle.")
+
+
+#: A host name or IPv4 address: no scheme, path or port (RE2 without backslashes, for CEL).
+_HOST_REGEX = "^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?$"
+_S3_ENDPOINT_HOST = (
+    f"self.endpoint.matches('{_HOST_REGEX}')",
+    "s3.endpoint must be a host name only, e.g. s3.eu-central-1.amazonaws.com (no "
+    "https://, path or port: set s3.port for a port other than 443)")
+
+
 class S3Repository(ApiModel):
-    """A repository in an S3-compatible bucket."""
+    """A repository in an S3-compatible bucket, reached over HTTPS with signature v4. The
+    endpoint's certificate is always verified: against the backup image's system CAs, or
+    against `caSecret` for a store with a private CA."""
+
+    model_config = _config(_S3_ENDPOINT_HOST)
 
     bucket: str = Field(max_length=63, description="Bucket name.")
     endpoint: str = Field(max_length=253, description="S3 endpoint host, e.g. "
-                          "`s3.eu-central-1.amazonaws.com`.")
+                          "`s3.eu-central-1.amazonaws.com` or `minio.storage.svc`.")
+    port: int | None = Field(default=None, ge=1, le=65535,
+                             description="HTTPS port of the endpoint; absent: 443.")
     region: str = Field(max_length=63, description="S3 region of the bucket.")
     uri_style: Literal["host", "path"] = Field(
         default="host", description="`host` (bucket.endpoint) or `path` (endpoint/bucket), as "
@@ -208,6 +236,16 @@ class S3Repository(ApiModel):
     path: str = Field(default="/pgbackrest", max_length=255, pattern=r"^/",
                       description="Path of the repository inside the bucket.")
     credentials_secret: S3Credentials = Field(description="Secret with the access keys.")
+    ca_secret: S3CaSecret | None = Field(
+        default=None,
+        description="Secret (in the plan's namespace) with the PEM bundle of the CA that "
+        "signed the endpoint's certificate, for a store with a private CA; mounted into the "
+        "backup jobs as pgBackRest's `repoN-storage-ca-file`. Absent: the image's system CAs.")
+
+    @model_validator(mode="after")
+    def _endpoint_is_a_host(self) -> Self:
+        _check(re.fullmatch(_HOST_REGEX, self.endpoint) is not None, _S3_ENDPOINT_HOST)
+        return self
 
 
 class RepositoryRetention(ApiModel):
@@ -330,50 +368,6 @@ class RestoreDrill(ApiModel):
         description="Repository to restore from; absent means the first regular repository.")
 
 
-Weekday = Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-_FREEZE_WHEN = ("has(self.days) != has(self.date)",
-                "freeze: set exactly one of days (weekly) or date (one day)")
-_FREEZE_TIMES = ("has(self.start) == has(self.end)",
-                 "freeze: set both start and end, or neither for the whole day")
-
-
-class Freeze(ApiModel):
-    """A freeze window (e.g. wedding days) in backups.timeZone: heavy jobs wait it out."""
-
-    model_config = _config(_FREEZE_WHEN, _FREEZE_TIMES)
-
-    name: str = Field(max_length=63, description="Name shown in conditions and events.")
-    days: list[Weekday] | None = Field(default=None, min_length=1, max_length=7,
-                                       description="Weekdays the freeze repeats on.")
-    date: str | None = Field(
-        default=None, max_length=10, pattern=r"^([0-9]{4}-)?[0-9]{2}-[0-9]{2}$",
-        description="`YYYY-MM-DD` for one day, or `MM-DD` for the same day every year.")
-    start: str | None = Field(default=None, max_length=5, pattern=_CLOCK,
-                              description="Local start time `HH:MM`; absent = all day.")
-    end: str | None = Field(
-        default=None, max_length=5, pattern=_CLOCK,
-        description="Local end time `HH:MM`; at or before start means it ends the next day.")
-
-    @field_validator("date")
-    @classmethod
-    def _real_date(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        text = value if len(value) == 10 else f"2000-{value}"  # a leap year allows 02-29
-        try:
-            datetime.strptime(text, "%Y-%m-%d")
-        except ValueError:
-            raise ValueError(f"freeze date {value!r} is not a calendar date: use YYYY-MM-DD "
-                             "or MM-DD") from None
-        return value
-
-    @model_validator(mode="after")
-    def _shape(self) -> Self:
-        _check((self.days is not None) != (self.date is not None), _FREEZE_WHEN)
-        _check((self.start is not None) == (self.end is not None), _FREEZE_TIMES)
-        return self
-
-
 class ResourceList(ApiModel):
     """CPU and memory quantities."""
 
@@ -439,24 +433,15 @@ class BackupsSpec(ApiModel):
         description="Suspend heavy jobs (full, long-term, verify, restore drill) while a "
         "freeze is active; WAL archiving and incremental backups go on.")
     freezes: list[Freeze] = Field(default_factory=list, max_length=32,
-                                  description="Freeze windows (e.g. wedding days).")
-    time_zone: str = Field(default="UTC", max_length=64,
-                           description="IANA time zone of the schedules and freezes, e.g. "
-                           "`Europe/London`.")
+                                  description="Freeze windows (e.g. wedding days), the same "
+                                  "as a DatabaseOptimizationPolicy's.")
+    time_zone: TimeZone = Field(default="UTC",
+                                description="IANA time zone of the schedules and freezes, e.g. "
+                                "`Europe/London`.")
     image: str = Field(default="ghcr.io/wedsync/wedsync-backup:0.1.0", max_length=512,
                        description="Image of the backup jobs (pgBackRest, psql, pg_ctl).")
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements,
                                             description="Resources of the backup jobs.")
-
-    @field_validator("time_zone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as "
-                             "`Europe/London` or `UTC`") from None
-        return value
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -520,6 +505,62 @@ class FailoverSpec(ApiModel):
     cooldown_seconds: int = Field(default=600, ge=0, le=86400,
                                   description="Minimum seconds between two automatic "
                                   "failovers, against flapping.")
+    switchover_timeout_seconds: int = Field(
+        default=60, ge=5, le=3600,
+        description="Longest a Switchover waits, after fencing, for the standby to replay "
+        "everything the old primary wrote; then it fails without promoting and the old "
+        "primary gets its writers back (a switchover never loses a write).")
+    rebuild: Literal["Automatic", "Manual"] = Field(
+        default="Manual",
+        description="Re-protection after a failover: once the former primary (or a Diverged "
+        "region) can be reached, the operator creates a Failover of type Rebuild for it. "
+        "Manual: the run waits for `spec.approved: true` (a rebuild discards the writes the "
+        "old primary holds that the new one never received). Automatic: it goes ahead.")
+    rebuild_timeout_seconds: int = Field(
+        default=3600, ge=60, le=86400,
+        description="Longest the rebuild Job (pg_rewind, else a pgBackRest delta restore) may "
+        "run before the Rebuild fails.")
+
+
+# ---- restore (the Restore resource's defaults for this plan) -----------------------------------
+class CloneStorage(ApiModel):
+    """The volume of a clone made by a Restore."""
+
+    size: str | None = Field(
+        default=None, max_length=32, pattern=_QUANTITY,
+        description="Requested size, e.g. `20Gi`; absent: one and a half times the size of "
+        "the backup restored, at least 1Gi.")
+    storage_class_name: str | None = Field(
+        default=None, max_length=253, pattern=_DNS_SUBDOMAIN,
+        description="StorageClass of the clone's PersistentVolumeClaim; absent: the "
+        "cluster's default.")
+
+
+class CloneTemplate(ApiModel):
+    """How a Restore of mode Clone runs the restored database: a StatefulSet of one replica
+    with its own PersistentVolumeClaim and a Service, beside the untouched primary."""
+
+    image: str | None = Field(
+        default=None, max_length=512,
+        description="Image of the clone's PostgreSQL server; absent: backups.image (which "
+        "holds the PostgreSQL server of database.pgVersion).")
+    command: list[Annotated[str, Field(max_length=1024)]] | None = Field(
+        default=None, max_length=32,
+        description="Command of the clone's container; absent: `postgres -D "
+        "<database.dataDirectory>` listening on database.port, with archiving off.")
+    storage: CloneStorage = Field(default_factory=CloneStorage,
+                                  description="The clone's volume.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the clone's container; absent: "
+        "backups.resources.")
+
+
+class RestoreSettings(ApiModel):
+    """Defaults of the Restores of this plan."""
+
+    clone_template: CloneTemplate = Field(
+        default_factory=CloneTemplate,
+        description="How clones are run, unless a Restore brings its own template.")
 
 
 # ---- spec ----------------------------------------------------------------------------------
@@ -544,6 +585,8 @@ class RecoveryPlanSpec(ApiModel):
     backups: BackupsSpec = Field(description="Backups with pgBackRest.")
     failover: FailoverSpec = Field(default_factory=FailoverSpec,
                                    description="Failover settings.")
+    restore: RestoreSettings = Field(default_factory=RestoreSettings,
+                                     description="Defaults of the Restores of this plan.")
 
     @model_validator(mode="after")
     def _topology(self) -> Self:
@@ -596,6 +639,65 @@ class BackupsStatus(ApiModel):
     drill: BackupRunStatus | None = Field(default=None, description="Restore drills.")
 
 
+class TimelineSwitch(ApiModel):
+    """One ancestor in a timeline history: `timeline` ended at `lsn`."""
+
+    timeline: int = Field(ge=1, description="An ancestor timeline.")
+    lsn: str = Field(max_length=32, description="Where the next timeline branched off it.")
+
+
+class LineageStatus(ApiModel):
+    """The serving primary's lineage as last seen: what every other region is judged
+    against, also while the serving primary does not answer."""
+
+    region: str = Field(max_length=63, description="The region it was seen in.")
+    timeline: int = Field(ge=1, description="Its current timeline.")
+    history: list[TimelineSwitch] = Field(default_factory=list,
+                                          description="Ancestor timelines, oldest first.")
+    last_seen_lsn: str | None = Field(
+        default=None, max_length=32,
+        description="Its WAL flush position at the last probe it answered, written when it "
+        "stops answering: the lag of the standbys is measured against it meanwhile.")
+
+
+RegionRole = Literal["Primary", "Standby"]
+RegionState = Literal["Serving", "Streaming", "NotStreaming", "Diverged", "Down",
+                      "Misconfigured", "Unknown", "NotServing"]
+
+
+class RegionStatus(ApiModel):
+    """One region as the operator's probes see it (no figure that changes at every probe:
+    lag and positions are metrics)."""
+
+    name: str = Field(max_length=63, description="The region.")
+    role: RegionRole = Field(description="Primary: it serves writes; Standby otherwise.")
+    state: RegionState = Field(
+        description="Serving (answers, accepts writes); Streaming (a standby on the serving "
+        "primary's lineage whose WAL receiver streams); NotStreaming (on the lineage, not "
+        "receiving WAL now); Diverged (not in recovery, or its history left the serving "
+        "primary's: must be rebuilt, never promoted); Down, Misconfigured, Unknown (cannot "
+        "be probed); NotServing (the serving region answers but does not accept writes).")
+    timeline: int | None = Field(default=None, description="Its (replay) timeline as far as "
+                                 "known.")
+    fenced: bool | None = Field(default=None, description="Closed to every writer but "
+                                "superusers (a fenced former primary).")
+    message: str = Field(default="", max_length=4096, description="What was found.")
+
+
+class ProtectionStatus(ApiModel):
+    """How long the plan has gone without every declared standby streaming from the serving
+    primary (StandbysReady False): after a failover, until re-protection."""
+
+    unprotected_since: datetime | None = Field(
+        default=None, description="Since when some declared standby does not stream from the "
+        "serving primary (absent while every one does).")
+    reprotected_at: datetime | None = Field(
+        default=None, description="When every declared standby streamed again, last time.")
+    last_unprotected_seconds: float | None = Field(
+        default=None, description="How long the last unprotected span lasted: the time to "
+        "re-protect.")
+
+
 class RecoveryPlanStatus(ApiModel):
     """What the operator observed and did for this plan."""
 
@@ -608,13 +710,31 @@ class RecoveryPlanStatus(ApiModel):
         default=None, description="Latest point a restore drill proved restorable.")
     last_restore_seconds: float | None = Field(default=None, description="Measured duration "
                                                "of the last restore drill's restore.")
+    lineage: LineageStatus | None = Field(default=None, description="The serving primary's "
+                                          "lineage as last seen.")
+    regions: list[RegionStatus] = Field(default_factory=list, description="Every region as "
+                                        "the last probe saw it.")
+    protection: ProtectionStatus | None = Field(
+        default=None, description="Unprotected spans (a standby not streaming) and the time "
+        "to re-protect.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, "
                                         "BackupsHealthy, BackupStale, ... conditions.")
 
 
+#: `kubectl get drplan`: one line says whether the database is protected: the region serving
+#: writes, whether its primary answers, whether the standbys stream, and the backups.
 PRINTER_COLUMNS: list[dict[str, str]] = [
-    {"name": "Primary", "type": "string", "jsonPath": ".status.currentPrimary",
+    {"name": "Serving", "type": "string", "jsonPath": ".status.currentPrimary",
      "description": "Region currently serving writes."},
+    {"name": "Primary", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"PrimaryHealthy\")].status",
+     "description": "Whether the serving region's database answers (PrimaryHealthy)."},
+    {"name": "Standbys", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"StandbysReady\")].status",
+     "description": "Whether every standby streams within the lag limit (StandbysReady)."},
+    {"name": "Backups", "type": "string",
+     "jsonPath": ".status.conditions[?(@.type==\"BackupsHealthy\")].status",
+     "description": "Whether the last run of every backup job succeeded (BackupsHealthy)."},
     {"name": "Last Full", "type": "date", "jsonPath": ".status.backups.full.lastSuccess",
      "description": "Last successful full backup."},
     {"name": "Last Incr", "type": "date", "jsonPath": ".status.backups.incremental.lastSuccess",
@@ -622,7 +742,7 @@ PRINTER_COLUMNS: list[dict[str, str]] = [
     {"name": "Verified Point", "type": "date", "jsonPath": ".status.verifiedRestorablePoint",
      "description": "Latest point a restore drill proved restorable."},
     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")]"
-     ".status", "description": "Whether the plan is fully in force."},
+     ".status", "description": "Whether the backups' objects are in place."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp",
      "description": "Age of the plan."},
 ]

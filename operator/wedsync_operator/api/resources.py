@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from wedsync_operator.api import failover, optimization, recovery
+from wedsync_operator.api import failover, optimization, recovery, restore
 from wedsync_operator.api.crds import Resource, crd
 
 RESOURCES: tuple[Resource, ...] = (
@@ -41,6 +41,18 @@ RESOURCES: tuple[Resource, ...] = (
         description="One run of the failover workflow of a DisasterRecoveryPlan: fence, "
         "promote, redirect, verify; resumable, with measured RTO and data loss.",
         printer_columns=tuple(failover.PRINTER_COLUMNS),
+    ),
+    Resource(
+        kind=restore.KIND,
+        plural=restore.PLURAL,
+        singular=restore.SINGULAR,
+        short_names=tuple(restore.SHORT_NAMES),
+        spec=restore.RestoreSpec,
+        status=restore.RestoreStatus,
+        description="Restores a DisasterRecoveryPlan's database to a time, an LSN, a restore "
+        "point or the latest point, as a clone beside the primary or in place (approved, "
+        "fenced, verified).",
+        printer_columns=tuple(restore.PRINTER_COLUMNS),
     ),
 )
 

@@ -15,7 +15,10 @@ certificate comes from the Secret ``<plan>-pgbackrest-tls`` (keys ``ca.crt``, ``
 Posix repositories are mounted from their PersistentVolumeClaims at ``/pgbackrest/<name>``;
 a claim in another region must be
 reachable from the cluster that runs the jobs (e.g. an NFS-backed ReadWriteMany volume), which
-is why an S3 repository is the usual second copy.
+is why an S3 repository is the usual second copy. An S3 repository's keys reach the jobs as
+environment variables from its credentials Secret, and its CA bundle (``s3.caSecret``, for a
+store with a private CA) is projected beside ``pgbackrest.conf`` at
+``/etc/pgbackrest/s3-ca/<name>.crt``.
 
 Every object carries the labels below and a controller owner reference to the plan, so the
 garbage collector deletes them with it. Names longer than Kubernetes allows are shortened with a
@@ -265,7 +268,6 @@ def _cronjob(plan_name: str, namespace: str, spec: RecoveryPlanSpec, owner: Mapp
 
 def _pod_spec(plan_name: str, namespace: str, spec: RecoveryPlanSpec, job_type: JobType,
               command: list[str], *, remote: bool) -> dict[str, Any]:
-    backups = spec.backups
     config_sources: list[dict[str, Any]] = [{"secret": {
         "name": config_secret_name(plan_name),
         "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}],
@@ -276,28 +278,74 @@ def _pod_spec(plan_name: str, namespace: str, spec: RecoveryPlanSpec, job_type: 
             "items": [{"key": k, "path": f"tls/{k}", "mode": 0o400}
                       for k in ("ca.crt", "tls.crt", "tls.key")],
         }})
+    config_sources += s3_ca_sources(spec)
+    volumes, mounts = config_volume(config_sources)
+    repo_volumes, repo_mounts = repository_volumes(spec)
+    volumes += repo_volumes
+    mounts += repo_mounts
+    env: list[dict[str, Any]] = [*pb.s3_credential_env(spec)]
+    if job_type == "restore-drill":
+        volumes.append({"name": "scratch", "emptyDir": {}})
+        mounts.append({"name": "scratch", "mountPath": "/scratch"})
+        env += _drill_user_env(spec, namespace)
+    return job_pod_spec(job_container(spec, command, env, mounts), volumes)
+
+
+# ---- pod pieces shared by every Job the operator runs (backups, restores, rebuilds) ----------
+def s3_ca_sources(spec: RecoveryPlanSpec) -> list[dict[str, Any]]:
+    """Projected-volume sources that put each S3 repository's private CA bundle (its
+    ``s3.caSecret``) beside ``pgbackrest.conf``, where the configuration names it."""
+    sources: list[dict[str, Any]] = []
+    for repo in spec.backups.repositories:
+        if repo.s3 is not None and repo.s3.ca_secret is not None:
+            ca = repo.s3.ca_secret
+            sources.append({"secret": {"name": ca.name, "items": [{
+                "key": ca.key, "path": s3_ca_path(repo.name)}]}})
+    return sources
+
+
+def s3_ca_path(repository: str) -> str:
+    """The CA bundle's path inside the configuration volume."""
+    return pb.s3_ca_file(repository).removeprefix(f"{pb.CONFIG_DIR}/")
+
+
+def config_volume(sources: list[dict[str, Any]]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pgBackRest configuration (projected from `sources`) at ``/etc/pgbackrest`` and a
+    writable ``/tmp`` (lock files, sockets, logs): the volumes and their mounts."""
     volumes: list[dict[str, Any]] = [
-        {"name": "pgbackrest-config", "projected": {"sources": config_sources,
-                                                    "defaultMode": 0o440}},
+        {"name": "pgbackrest-config", "projected": {"sources": sources, "defaultMode": 0o440}},
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "pgbackrest-config", "mountPath": pb.CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    for repo in backups.repositories:
-        if repo.posix is None:
+    return volumes, mounts
+
+
+def repository_volumes(spec: RecoveryPlanSpec, only: Set[str] | None = None
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The claims of the posix repositories (those named in `only`, when given), mounted at
+    ``/pgbackrest/<name>``: the volumes and their mounts."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for repo in spec.backups.repositories:
+        if repo.posix is None or (only is not None and repo.name not in only):
             continue
         volume = fit_name("repo", repo.name, _LABEL_MAX)
         volumes.append({"name": volume, "persistentVolumeClaim": {
             "claimName": repo.posix.claim_name}})
         mounts.append({"name": volume, "mountPath": f"{pb.REPO_MOUNT_ROOT}/{repo.name}"})
-    env: list[dict[str, Any]] = [*pb.s3_credential_env(spec)]
-    if job_type == "restore-drill":
-        volumes.append({"name": "scratch", "emptyDir": {}})
-        mounts.append({"name": "scratch", "mountPath": "/scratch"})
-        env += _drill_user_env(spec, namespace)
-    container: dict[str, Any] = {
+    return volumes, mounts
+
+
+def job_container(spec: RecoveryPlanSpec, command: list[str], env: list[dict[str, Any]],
+                  mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one container of a Job: the backup image, the backup jobs' resources, non-root
+    with a read-only root filesystem, and its last words as the termination message."""
+    backups = spec.backups
+    return {
         "name": "pgbackrest",
         "image": backups.image,
         "imagePullPolicy": "IfNotPresent",
@@ -315,6 +363,10 @@ def _pod_spec(plan_name: str, namespace: str, spec: RecoveryPlanSpec, job_type: 
             "capabilities": {"drop": ["ALL"]},
         },
     }
+
+
+def job_pod_spec(container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pod of a Job: never restarted in place, no API token, the postgres user."""
     return {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,

@@ -17,7 +17,9 @@ between them.
 Local wall time and DST
 -----------------------
 Every date and time in a policy is a wall-clock reading in ``spec.timeZone``. A wall time *W*
-stands for **the first instant at which the local clock reads W or later**. Hence:
+stands for **the first instant at which the local clock reads W or later**
+(`domain.walltime.resolve`, the one resolver; freezes are read by `domain.freezes`, the same
+for plans). Hence:
 
 - a wall time that exists once is that instant;
 - a wall time that occurs twice (clocks go back) is its *first* occurrence;
@@ -42,15 +44,15 @@ length: it is skipped, is never active and causes no transition.
 
 from __future__ import annotations
 
-import functools
-import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from wedsync_operator.api.optimization import WEEKDAYS, OptimizationPolicySpec
+from wedsync_operator.api.optimization import OptimizationPolicySpec
+from wedsync_operator.api.times import Freeze, weekday_index
+from wedsync_operator.domain import freezes, walltime
 from wedsync_operator.domain.bounds import Bounds, scale
 
 #: How far `next_transition` looks ahead.
@@ -59,7 +61,6 @@ HORIZON = timedelta(days=732)
 TIMES = "\N{MULTIPLICATION SIGN}"
 
 _DAY = timedelta(days=1)
-_WHOLE_DAY = 24 * 60
 #: Scanning step of the transition search (instants), and the margin in local days around it
 #: within which every occurrence that could touch the step is generated.
 _CHUNK = timedelta(days=8)
@@ -103,47 +104,6 @@ class Transition:
 # --- wall time ---------------------------------------------------------------------------------
 
 
-def resolve_wall_time(wall: datetime, zone: ZoneInfo) -> datetime:
-    """The instant (UTC) that the naive local `wall` time of `zone` stands for.
-
-    The first instant at which the local clock reads `wall` or later: the first occurrence of a
-    repeated time, the end of the gap for a time skipped by a forward jump.
-    """
-    if wall.tzinfo is not None:
-        raise ValueError(f"wall time must be naive (a local clock reading), got {wall!r}")
-    return _resolve(wall, zone)
-
-
-def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
-    return instant.astimezone(zone).replace(tzinfo=None)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _resolve(wall: datetime, zone: ZoneInfo) -> datetime:
-    # PEP 495: fold=0 reads the wall time with the offset in force before a transition, fold=1
-    # with the one after. A time that exists round-trips with at least one of them.
-    earlier, later = sorted(wall.replace(tzinfo=zone, fold=f).astimezone(UTC) for f in (0, 1))
-    for candidate in (earlier, later):
-        if _wall(candidate, zone) == wall:
-            return candidate
-    # In a gap: the clock reads less than `wall` at `earlier` and more at `later`; find the
-    # first whole second at which it reads `wall` or later: the jump. Offsets are whole
-    # seconds, so the jump is at a whole second.
-    low = math.floor(earlier.timestamp())
-    high = math.ceil(later.timestamp())
-    while high - low > 1:
-        middle = (low + high) // 2
-        if _wall(datetime.fromtimestamp(middle, UTC), zone) >= wall:
-            high = middle
-        else:
-            low = middle
-    return datetime.fromtimestamp(high, UTC)
-
-
-def _at(zone: ZoneInfo, day: date, minutes: int) -> datetime:
-    return _resolve(datetime.combine(day, time()) + timedelta(minutes=minutes), zone)
-
-
 def _utc(instant: datetime, what: str) -> datetime:
     if instant.tzinfo is None or instant.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware, got {instant!r}")
@@ -167,17 +127,21 @@ class _Rule:
     dated: tuple[int | None, int, int] | None = None
     start: int | None = None
     end: int | None = None
+    #: a freeze: its windows come from `domain.freezes`, the one freeze evaluator
+    freeze: Freeze | None = None
 
     def occurrences(self, zone: ZoneInfo, first: date, last: date) -> Iterator[
             tuple[datetime, datetime]]:
         """Intervals of activity starting on local days first…last (seasons: a superset)."""
-        if self.season is not None:
+        if self.freeze is not None:
+            yield from freezes.freeze_windows(self.freeze, zone, first, last)
+        elif self.season is not None:
             (start_month, start_day), (end_month, end_day) = self.season
             wraps = (start_month, start_day) > (end_month, end_day)
             for year in range(first.year - 1, last.year + 1):
                 begin = _day_start(year, start_month, start_day)
                 stop = _day_after(year + 1 if wraps else year, end_month, end_day)
-                yield from _nonempty(_at(zone, begin, 0), _at(zone, stop, 0))
+                yield from _nonempty(walltime.at(zone, begin, 0), walltime.at(zone, stop, 0))
         elif self.weekdays is not None:
             day = first
             while day <= last:
@@ -196,11 +160,7 @@ class _Rule:
                     yield from self._window(zone, day)
 
     def _window(self, zone: ZoneInfo, day: date) -> Iterator[tuple[datetime, datetime]]:
-        start, end = 0, _WHOLE_DAY
-        if self.start is not None and self.end is not None:
-            start, end = self.start, self.end
-        end_day = day if end > start else day + _DAY
-        yield from _nonempty(_at(zone, day, start), _at(zone, end_day, end))
+        yield from freezes.window(zone, day, self.start, self.end)
 
 
 def _nonempty(begin: datetime, stop: datetime) -> Iterator[tuple[datetime, datetime]]:
@@ -227,22 +187,8 @@ def _month_day(text: str) -> tuple[int, int]:
     return int(month), int(day)
 
 
-def _dated(text: str) -> tuple[int | None, int, int]:
-    parts = [int(p) for p in text.split("-")]
-    if len(parts) == 3:
-        return parts[0], parts[1], parts[2]
-    return None, parts[0], parts[1]
-
-
-def _minutes(text: str | None) -> int | None:
-    if text is None:
-        return None
-    hours, minutes = text.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
 def _weekdays(days: list[str]) -> frozenset[int]:
-    return frozenset(WEEKDAYS.index(d) for d in days)
+    return frozenset(weekday_index(d) for d in days)
 
 
 @dataclass(frozen=True)
@@ -359,28 +305,21 @@ def _compile(spec: OptimizationPolicySpec) -> _Calendar:
             name=weekly.name,
             multiplier=weekly.multiplier,
             weekdays=_weekdays(list(weekly.days)),
-            start=_minutes(weekly.start),
-            end=_minutes(weekly.end),
+            start=freezes.minutes(weekly.start),
+            end=freezes.minutes(weekly.end),
         ))
     for special in spec.special_dates:
         rules.append(_Rule(
             label=f"specialDate/{special.name}",
             name=special.name,
             multiplier=special.multiplier,
-            dated=_dated(special.date),
-            start=_minutes(special.start),
-            end=_minutes(special.end),
+            dated=freezes.dated(special.date),
+            start=freezes.minutes(special.start),
+            end=freezes.minutes(special.end),
         ))
     for freeze in spec.freezes:
-        rules.append(_Rule(
-            label=f"freeze/{freeze.name}",
-            name=freeze.name,
-            multiplier=None,
-            weekdays=_weekdays(list(freeze.days)) if freeze.days is not None else None,
-            dated=_dated(freeze.date) if freeze.date is not None else None,
-            start=_minutes(freeze.start),
-            end=_minutes(freeze.end),
-        ))
+        rules.append(_Rule(label=f"freeze/{freeze.name}", name=freeze.name, multiplier=None,
+                           freeze=freeze))
     ceilings = spec.ceilings
     return _Calendar(
         zone=ZoneInfo(spec.time_zone),

@@ -1,25 +1,29 @@
-"""Freeze windows (wedding days) of a DisasterRecoveryPlan, in local wall time: pure.
+"""Freeze windows (wedding days) in local wall time: the one evaluator of `api.times.Freeze`
+for every resource. Pure: the clock is an argument.
 
-A freeze names days (weekdays, a yearly `MM-DD` or a one-off `YYYY-MM-DD`) and optionally a
-local start and end time in the plan's `backups.timeZone`. A window without times is the whole
-local day; an end at or before the start is on the next day; a local time skipped by a DST
-change is read as in `domain.calendar` (the end of the gap). The backups defer heavy jobs
-during freezes; the failover asks for approval during them.
+A freeze names days (weekdays, a yearly ``MM-DD`` or a one-off ``YYYY-MM-DD``) and optionally a
+local start and end time in the resource's time zone. Without times it is the whole local day;
+an end before the start is on the next day (24:00 is the end of the day). Local times are read
+by `domain.walltime.resolve` (a time skipped by DST is the instant of the jump, a repeated time
+its first occurrence), exactly as the policy calendar reads its windows.
+
+Policies defer scale-downs during freezes (`domain.calendar` folds them into its evaluation);
+plans defer heavy backup jobs and ask for approval before a failover.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from wedsync_operator.api.recovery import Freeze
-from wedsync_operator.domain.calendar import resolve_wall_time
+from wedsync_operator.api.times import Freeze, weekday_index
+from wedsync_operator.domain import walltime
 
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 #: How far ahead freeze windows are looked for (a yearly date recurs within it).
 FREEZE_HORIZON_DAYS = 370
+_WHOLE_DAY = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -37,40 +41,60 @@ class FreezeState:
         return bool(self.active)
 
 
-def _clock_minutes(text: str | None) -> int:
+def minutes(text: str | None) -> int | None:
+    """``HH:MM`` (24:00 included) as minutes after midnight; None for None."""
     if text is None:
-        return 0
-    hours, minutes = text.split(":")
-    return int(hours) * 60 + int(minutes)
+        return None
+    hours, mins = text.split(":")
+    return int(hours) * 60 + int(mins)
 
 
-def _on_day(freeze: Freeze, day: date) -> bool:
+def dated(text: str) -> tuple[int | None, int, int]:
+    """``MM-DD`` → (None, month, day); ``YYYY-MM-DD`` → (year, month, day)."""
+    parts = [int(p) for p in text.split("-")]
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return None, parts[0], parts[1]
+
+
+def window(zone: ZoneInfo, day: date, start: int | None, end: int | None
+           ) -> Iterator[tuple[datetime, datetime]]:
+    """The window starting on local `day` from `start` to `end` (minutes; both None for the
+    whole day), as UTC instants; nothing when DST leaves it empty. An end not after the start
+    is on the next day."""
+    first, last = (0, _WHOLE_DAY) if start is None or end is None else (start, end)
+    end_day = day if last > first else day + timedelta(days=1)
+    begin, stop = walltime.at(zone, day, first), walltime.at(zone, end_day, last)
+    if begin < stop:
+        yield begin, stop
+
+
+def _days(freeze: Freeze, first: date, last: date) -> Iterator[date]:
     if freeze.days is not None:
-        return _WEEKDAYS[day.weekday()] in freeze.days
+        weekdays = {weekday_index(d) for d in freeze.days}
+        day = first
+        while day <= last:
+            if day.weekday() in weekdays:
+                yield day
+            day += timedelta(days=1)
+        return
     assert freeze.date is not None
-    if len(freeze.date) == 10:
-        return day.isoformat() == freeze.date
-    return day.strftime("%m-%d") == freeze.date
-
-
-def _wall(day: date, minutes: int, zone: ZoneInfo) -> datetime:
-    return resolve_wall_time(datetime.combine(day, time()) + timedelta(minutes=minutes), zone)
+    once, month, day_of_month = dated(freeze.date)
+    for year in ([once] if once is not None else range(first.year, last.year + 1)):
+        try:
+            found = date(year, month, day_of_month)
+        except ValueError:  # 02-29 outside leap years
+            continue
+        if first <= found <= last:
+            yield found
 
 
 def freeze_windows(freeze: Freeze, zone: ZoneInfo, first: date, last: date
                    ) -> Iterator[tuple[datetime, datetime]]:
-    """The freeze's windows starting on local days first…last, as UTC instants. A window
-    without times is the whole day; an end at or before the start is on the next day. Local
-    times are read as in `domain.calendar` (a time skipped by DST is the end of the gap)."""
-    start, end = _clock_minutes(freeze.start), _clock_minutes(freeze.end)
-    day = first
-    while day <= last:
-        if _on_day(freeze, day):
-            end_day = day if end > start else day + timedelta(days=1)
-            begin, stop = _wall(day, start, zone), _wall(end_day, end, zone)
-            if begin < stop:
-                yield begin, stop
-        day += timedelta(days=1)
+    """The freeze's windows starting on local days first…last, as UTC instants, in order."""
+    start, end = minutes(freeze.start), minutes(freeze.end)
+    for day in _days(freeze, first, last):
+        yield from window(zone, day, start, end)
 
 
 def freeze_state(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,

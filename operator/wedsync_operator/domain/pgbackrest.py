@@ -32,6 +32,8 @@ CONFIG_DIR = "/etc/pgbackrest"
 CONFIG_FILE = f"{CONFIG_DIR}/pgbackrest.conf"
 REPO_MOUNT_ROOT = "/pgbackrest"
 TLS_DIR = f"{CONFIG_DIR}/tls"
+#: Where the jobs find an S3 repository's CA bundle (`s3.caSecret`): ``<dir>/<name>.crt``.
+S3_CA_DIR = f"{CONFIG_DIR}/s3-ca"
 
 BackupType = Literal["full", "diff", "incr"]
 
@@ -78,6 +80,7 @@ def render_config(
     spec: RecoveryPlanSpec,
     *,
     repo_paths: Mapping[str, str] | None = None,
+    s3_ca_files: Mapping[str, str] | None = None,
     pg: PgAccess | None = None,
     lock_path: str = "/tmp/pgbackrest",
     log_path: str | None = None,
@@ -88,17 +91,21 @@ def render_config(
 
     `repo_paths` maps a posix repository's name to the directory that holds it where the
     command runs (default: the volume mounted at ``/pgbackrest/<name>`` plus the repository's
-    `posix.path`). `log_path` None turns file logging off (jobs log to the console, which
-    Kubernetes keeps). `spool_path` set turns on asynchronous WAL archiving. S3 keys are not
+    `posix.path`); `s3_ca_files` likewise maps an S3 repository's name to its CA bundle
+    (default: `s3_ca_file`, where the jobs mount ``s3.caSecret``). `log_path` None turns file
+    logging off (jobs log to the console, which Kubernetes keeps). `spool_path` set turns on
+    asynchronous WAL archiving. S3 keys are not
     written here: jobs get them as ``PGBACKREST_REPO<N>_S3_KEY``/``_S3_KEY_SECRET``
-    environment variables from the credentials Secret (`s3_credential_env`).
+    environment variables from the credentials Secret (`s3_credential_env`). TLS verification
+    of an S3 endpoint is never turned off.
     """
     backups = spec.backups
     access = pg or PgAccess()
     numbers = repository_numbers(backups.repositories)
     glob: list[tuple[str, str]] = []
     for repo in sorted(backups.repositories, key=lambda r: numbers[r.name]):
-        glob += _repository_options(backups, repo, numbers[repo.name], repo_paths or {})
+        glob += _repository_options(backups, repo, numbers[repo.name], repo_paths or {},
+                                    s3_ca_files or {})
     glob += [
         ("process-max", str(process_max)),
         ("start-fast", "y"),
@@ -133,8 +140,14 @@ def render_config(
     return header + _section("global", glob) + "\n" + _section(db.stanza, stanza)
 
 
+def s3_ca_file(repository: str) -> str:
+    """Where the jobs mount the CA bundle of the named S3 repository."""
+    return f"{S3_CA_DIR}/{repository}.crt"
+
+
 def _repository_options(backups: BackupsSpec, repo: Repository, number: int,
-                        repo_paths: Mapping[str, str]) -> list[tuple[str, str]]:
+                        repo_paths: Mapping[str, str],
+                        s3_ca_files: Mapping[str, str]) -> list[tuple[str, str]]:
     p = f"repo{number}"
     out: list[tuple[str, str]] = [(f"{p}-type", repo.type)]
     if repo.posix is not None:
@@ -149,6 +162,11 @@ def _repository_options(backups: BackupsSpec, repo: Repository, number: int,
             (f"{p}-s3-region", s3.region),
             (f"{p}-s3-uri-style", s3.uri_style),
         ]
+        if s3.port is not None:
+            out.append((f"{p}-storage-port", str(s3.port)))
+        if s3.ca_secret is not None:
+            out.append((f"{p}-storage-ca-file",
+                        s3_ca_files.get(repo.name, s3_ca_file(repo.name))))
     lt = backups.long_term
     if lt is not None and lt.repository == repo.name:
         out += [
@@ -211,6 +229,11 @@ def _config_arg(config: str | None) -> list[str]:
 
 def _base(stanza: str, config: str | None) -> list[str]:
     return ["pgbackrest", *_config_arg(config), f"--stanza={stanza}"]
+
+
+def base_command(stanza: str, *, config: str | None = None) -> list[str]:
+    """``pgbackrest [--config=...] --stanza=...``: the start of every command line."""
+    return _base(stanza, config)
 
 
 def stanza_create_command(stanza: str, *, config: str | None = None) -> list[str]:

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from wedsync_operator.handlers import failover, lifecycle, optimization, recovery
+from wedsync_operator.handlers import failover, lifecycle, optimization, recovery, restore
 
-__all__ = ["failover", "lifecycle", "optimization", "recovery"]
+__all__ = ["failover", "lifecycle", "optimization", "recovery", "restore"]

@@ -1,16 +1,25 @@
 """What every handler module needs: the clock, sleeping until a moment or a wake-up, posting
-the events a service decided on."""
+the events a service decided on, logging the writes it made, and the one error boundary
+(typed adapter errors, a growing jittered back-off)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import kopf
 
 from wedsync_operator import metrics
+from wedsync_operator.api.base import GROUP, VERSION
+from wedsync_operator.domain.backoff import RECONCILE, Backoff
+from wedsync_operator.domain.conditions import refused_status
+from wedsync_operator.kube.errors import ConflictError, ForbiddenError, KubeError, TransientError
+from wedsync_operator.kube.status import patch_status
 from wedsync_operator.services.events import Event
 
 
@@ -42,3 +51,61 @@ def post(body: kopf.Body, events: Iterable[Event]) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         metrics.API_WRITES.labels("events", "create").inc()
+
+
+def report(body: kopf.Body, events: Iterable[Event], writes: Iterable[str],
+           logger: kopf.Logger) -> None:
+    """Posts the events of a reconcile and logs one INFO line per write it made."""
+    post(body, events)
+    for line in writes:
+        logger.info(line)
+
+
+@dataclass
+class Retry:
+    """Consecutive failures of one object's loop, and the wait they have earned."""
+
+    failures: int = 0
+    backoff: Backoff = RECONCILE
+
+    def failed(self) -> float:
+        """Counts a failure; returns the seconds to wait before the next try."""
+        self.failures += 1
+        return self.backoff.delay(self.failures, random.random())
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+
+def error_reason(error: KubeError) -> str:
+    """The `reason` label of wedsync_reconcile_errors_total: ApiError<status>, or
+    Unreachable when nothing answered."""
+    return f"ApiError{error.status}" if error.status else "Unreachable"
+
+
+async def say_refused(api: Any, plural: str, namespace: str, name: str, body: kopf.Body,
+                      error: KubeError) -> None:
+    """Best effort, for a request the API server refused (403, another 4xx): Ready=False on
+    the object with the server's words. When even that write fails, the log line and the
+    back-off of `failed` remain."""
+    status = refused_status(dict(body.status), isinstance(error, ForbiddenError),
+                            error.describe(), now(), body.metadata.get("generation"))
+    with contextlib.suppress(KubeError):
+        await patch_status(api, GROUP, VERSION, plural, namespace, name, dict(body.status),
+                           status)
+
+
+def refused(error: KubeError) -> bool:
+    """Whether the API server refused the request for good (as sent): not worth a quick retry
+    but worth a condition."""
+    return not isinstance(error, TransientError | ConflictError)
+
+
+def failed(kind: str, error: KubeError, retry: Retry, logger: kopf.Logger) -> datetime:
+    """A reconcile that failed on the API: counted, logged, and retried after the back-off.
+    Returns when to try again."""
+    metrics.RECONCILE_ERRORS.labels(kind, error_reason(error)).inc()
+    delay = retry.failed()
+    logger.warning(f"reconcile failed ({error.describe()}); retrying in {delay:.1f}s "
+                   f"(failure {retry.failures} in a row)")
+    return now() + timedelta(seconds=delay)

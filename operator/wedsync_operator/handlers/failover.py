@@ -26,11 +26,13 @@ from wedsync_operator.api.failover import (
 )
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec
+from wedsync_operator.domain import rebuild
 from wedsync_operator.domain.failover import detect
 from wedsync_operator.handlers import common, recovery
 from wedsync_operator.kube.regions import RegionClients, get_or_none
 from wedsync_operator.kube.status import patch_status_guarded
 from wedsync_operator.services import failover, health
+from wedsync_operator.services import restore as restores
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 5.0
@@ -150,6 +152,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     probed = ""
     reported = ""
     seen: tuple[str, ...] = ()
+    known = health.known_from_status(body.status)
     try:
         while not stopped:
             try:
@@ -167,8 +170,12 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             started = asyncio.get_running_loop().time()
             probe_started = common.now()
             found = await health.probe_plan(regions, namespace, plan,
-                                            body.status.get("currentPrimary"), seen_up)
+                                            body.status.get("currentPrimary"), seen_up, known)
+            known = found.known
             seen_up |= {r.region for r in found.regions if r.state == "Up"}
+            await _fence_diverged(namespace, body, regions, plan, found, logger)
+            await _follow(namespace, body, regions, plan, found, logger)
+            await _reprotect(namespace, body, regions, plan, found, logger)
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)
@@ -181,11 +188,10 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 failing_since = probe_started
             if failures:
                 try:
-                    await _on_failure(namespace, name, body, regions, plan, primary, failures,
-                                      failing_since, reported, logger)
+                    reported = await _on_failure(namespace, name, body, regions, plan, found,
+                                                 failures, failing_since, reported, logger)
                 except (ApiException, TimeoutError, OSError) as error:
                     logger.warning(f"failover detection could not act: {error}")
-                reported = primary.message
             elif reported and primary.state == "Up":
                 kopf.event(body, type="Normal", reason="PrimaryHealthy",
                            message=f"primary {primary.region} answers again")
@@ -198,10 +204,21 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
 
 
 async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: RegionClients,
-                      plan: RecoveryPlanSpec, primary: health.RegionHealth, failures: int,
-                      failing_since: datetime, reported: str, logger: kopf.Logger) -> None:
+                      plan: RecoveryPlanSpec, found: health.PlanHealth, failures: int,
+                      failing_since: datetime, reported: str, logger: kopf.Logger) -> str:
+    """Acts on a failed probe of the serving primary; returns what the plan's events have
+    said about it (a lost primary is told once, not at every probe)."""
+    primary = found.primary
+    # An in-place Restore owns the primary from its checks to its end (it fences it itself):
+    # no Failover may start meanwhile.
+    restoring = await restores.in_place_running(regions.local, namespace, name)
+    if restoring is not None:
+        logger.info(f"primary {primary.region} probe failed ({primary.message}): no failover "
+                    f"while the in-place Restore {restoring} runs")
+        return reported
     active, last = await failover.plan_runs(regions.local, namespace, name)
-    decision = detect(plan.failover, failures, active, last, common.now())
+    decision = detect(plan.failover, failures, active, last, common.now(),
+                      found.promotable(), health.why_not_promotable(found))
     logger.warning(f"primary {primary.region} probe failed ({primary.message}): "
                    f"{decision.reason}")
     if decision.start:
@@ -211,6 +228,81 @@ async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: Regio
                                        common.now(), failing_since)
         kopf.event(body, type="Warning", reason="FailoverStarted",
                    message=f"{decision.reason}: started Failover {run}")
-    elif failures >= plan.failover.probe.failure_threshold and reported != primary.message:
+        return primary.message
+    if failures >= plan.failover.probe.failure_threshold and reported != primary.message:
         kopf.event(body, type="Warning", reason="PrimaryUnreachable",
                    message=f"{primary.region}: {primary.message}; {decision.reason}")
+        return primary.message
+    return reported
+
+
+async def _fence_diverged(namespace: str, body: kopf.Body, regions: RegionClients,
+                          plan: RecoveryPlanSpec, found: health.PlanHealth,
+                          logger: kopf.Logger) -> None:
+    """Never two writable primaries: a region that is not the serving one but accepts writes
+    (a former primary that came back after a Failover) is fenced at once — database and
+    workload — while the serving primary answers and accepts writes. Not when the serving
+    region itself is not writable: a plan that names the wrong primary must not fence the
+    real one."""
+    if not found.primary.writable:
+        return
+    for region in found.standbys:
+        if not region.writable:
+            continue
+        try:
+            message = await failover.fence_diverged(regions, namespace, plan, region.region,
+                                                    found.known)
+        except (*failover.KUBE_ERRORS, *failover.DB_ERRORS, failover.StepWait) as error:
+            logger.warning(f"could not fence {region.region}, which accepts writes: {error}")
+            continue
+        kopf.event(body, type="Warning", reason="FencedDiverged", message=message)
+        logger.warning(message)
+
+
+async def _follow(namespace: str, body: kopf.Body, regions: RegionClients,
+                  plan: RecoveryPlanSpec, found: health.PlanHealth, logger: kopf.Logger) -> None:
+    """A standby on the lineage that does not stream from the serving primary (it was down
+    during a failover, or still points at the old primary) is re-pointed at it."""
+    if not found.primary.writable:
+        return
+    by_name = {r.name: r for r in plan.regions}
+    primary = by_name[found.primary.region]
+    for region in found.standbys:
+        if region.verdict is None or region.verdict.state != "NotStreaming":
+            continue
+        result = await failover.follow(regions, namespace, primary, by_name[region.region],
+                                       found.known.lineage,
+                                       found.known.timelines.get(region.region))
+        if result.state == "Repointed":
+            kopf.event(body, type="Normal", reason="Repointed", message=result.message)
+            logger.info(result.message)
+
+
+async def _reprotect(namespace: str, body: kopf.Body, regions: RegionClients,
+                     plan: RecoveryPlanSpec, found: health.PlanHealth,
+                     logger: kopf.Logger) -> None:
+    """Re-protection: the former primary of the latest Failover or Switchover, and any
+    Diverged region, gets a Rebuild run (once; approved by the plan's failover.rebuild
+    setting) while the serving primary accepts writes and no in-place Restore runs."""
+    if not found.primary.writable:
+        return
+    states = {r.region: (r.verdict.state if r.verdict is not None else r.state)
+              for r in found.standbys}
+    if all(state == "Streaming" for state in states.values()):
+        return
+    name = str(body.metadata.get("name"))
+    try:
+        if await restores.in_place_running(regions.local, namespace, name) is not None:
+            return
+        runs = await failover.plan_run_list(regions.local, namespace, name)
+        for region, why in rebuild.to_rebuild(runs, states, found.primary.region).items():
+            run = await failover.start_rebuild(regions.local, namespace, plan, name,
+                                               str(body.metadata.get("uid")), region, why)
+            gate = ("it goes ahead (failover.rebuild: Automatic)"
+                    if plan.failover.rebuild == "Automatic" else
+                    "it waits for approval (failover.rebuild: Manual)")
+            message = f"{why}: created Rebuild {run}; {gate}"
+            kopf.event(body, type="Normal", reason="RebuildStarted", message=message)
+            logger.info(message)
+    except (ApiException, TimeoutError, OSError) as error:
+        logger.warning(f"re-protection could not act: {error}")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import kopf
 
 from wedsync_operator import __version__, metrics
-from wedsync_operator.config import ANNOTATION_PREFIX, FINALIZER, RuntimeConfig
+from wedsync_operator.config import ANNOTATION_PREFIX, FIELD_MANAGER, FINALIZER, RuntimeConfig
 from wedsync_operator.kube import heartbeat
 from wedsync_operator.kube.clients import local_api_client
 from wedsync_operator.kube.hpa import HpaClient
@@ -24,10 +27,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = 30  # WARNING: events for problems only; changes post their own
+    # Events say who wrote them: the operator (and which replica), not "kopf"
+    settings.posting.reporting_component = FIELD_MANAGER
+    settings.posting.reporting_instance = os.environ.get("POD_NAME") or socket.gethostname()
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
@@ -50,7 +54,31 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.heartbeat_task = asyncio.create_task(heartbeat.renew_forever(
         memo.api, runtime.heartbeat_namespace, runtime.heartbeat_seconds, memo.heartbeat,
         peering, pod))
-    metrics.serve(runtime.metrics_port, __version__)
+    # a replica whose heartbeat has not come back within the liveness limit does not act
+    # (kopf's peering paused it): it serves no gauges of objects
+    metrics.serve(runtime.metrics_port, __version__, runtime.watch_silence_seconds)
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Keeps no last-handled configuration on the objects (kopf's default is an annotation
+    that `kubectl describe` shows in full).
+
+    kopf compares an object with that stored essence to tell a creation from an update from a
+    no-op, for on.create/update/field handlers. The operator has none: its reconcilers are
+    daemons and watch handlers, woken by generation changes, and its one changing handler is
+    on.delete, which kopf recognises by the deletion timestamp alone. So every object reads
+    as unchanged, and nothing is stored. tests/unit/test_handlers.py fails if a create,
+    update, resume or field handler is ever registered (that one would never fire)."""
+
+    def build(self, *, body: kopf.Body,
+              extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 @kopf.on.cleanup()

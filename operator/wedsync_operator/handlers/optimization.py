@@ -1,8 +1,9 @@
 """DatabaseOptimizationPolicy handlers.
 
 One daemon per policy sleeps until the policy's next calendar boundary (or its resync), and is
-woken early when the policy's spec changes or an HPA it targets changes. The decisions live in
-`services.policies`; this module only schedules, writes the status and posts events.
+woken early when the policy's spec changes or an HPA it targets or holds changes. The decisions
+live in `services.policies`; this module only schedules, writes the status, posts events, logs
+the writes and restores the HPAs when the policy is deleted.
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
-from wedsync_operator.api.base import GROUP, VERSION
-from wedsync_operator.api.optimization import PLURAL
+from wedsync_operator.api.base import API_VERSION, GROUP, VERSION
+from wedsync_operator.api.optimization import KIND, PLURAL
 from wedsync_operator.handlers import common
+from wedsync_operator.kube import errors
 from wedsync_operator.kube.hpa import HpaClient
-from wedsync_operator.kube.status import patch_status
+from wedsync_operator.kube.objects import ObjectClient
+from wedsync_operator.kube.status import patch_status, status_patch
 from wedsync_operator.services import policies
-from wedsync_operator.services.scaling import CLAIM, selector_matches
+from wedsync_operator.services.scaling import CLAIM, targets
 
-#: after an unexpected error the daemon retries this much later
-ERROR_BACKOFF_SECONDS = 10.0
 #: wake this long after a boundary, so the evaluation sees the new side of it
 BOUNDARY_EPSILON = 0.002
 #: read the HPAs and decide this long before a boundary; the writes wait for the boundary
@@ -47,6 +47,8 @@ class PolicyRuntime:
     boundary: datetime | None = None
     #: HPA name → (min, max) this policy last wrote or saw in place
     written: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: consecutive failed reconciles (the back-off grows with them)
+    retry: common.Retry = field(default_factory=common.Retry)
 
 
 @kopf.on.startup(id="policy-registry")
@@ -95,33 +97,46 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
                           runtime: PolicyRuntime, logger: kopf.Logger, at: datetime | None
                           ) -> datetime | None:
     """One reconcile under the policy's lock; returns when to run the next, or None when the
-    policy has been released (deleted)."""
+    policy has been released (deleted). The one error boundary of the policy path: the
+    adapters raise `kube.errors`; a refusal (4xx) of a write is already a condition, anything
+    the API server may answer later is retried with a growing, jittered back-off."""
     started = time.perf_counter()
-    async with runtime.lock:
-        if runtime.released:
-            return None
-        ref = policies.PolicyRef(namespace, name, body.metadata.get("generation"))
-        try:
-            result = await policies.reconcile(ref, body.spec, body.status, _hpas(memo), common.now,
-                                              runtime.written, at=at, wait_until=_sleep_until)
-            await _hpas(memo).settled()  # the boundary's HPA writes go first
-            await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
-                               dict(body.status), result.status)
-        except (TimeoutError, ApiException, OSError) as error:
-            reason = f"ApiError{getattr(error, 'status', '')}"
-            metrics.RECONCILE_ERRORS.labels("DatabaseOptimizationPolicy", reason).inc()
-            logger.warning(f"reconcile failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
-                           f"{error}")
-            return common.now() + timedelta(seconds=ERROR_BACKOFF_SECONDS)
-        finally:
-            metrics.RECONCILE_SECONDS.labels("DatabaseOptimizationPolicy").observe(
-                time.perf_counter() - started)
-    boundary, written = runtime.boundary, result.written_at
-    if boundary is not None and written is not None and written >= boundary:
-        metrics.TRANSITION_LAG.observe((written - boundary).total_seconds())
-    runtime.boundary = result.boundary
-    common.post(body, result.events)
-    return result.wake_at
+    try:
+        async with runtime.lock:
+            if runtime.released:
+                return None
+            ref = policies.PolicyRef(namespace, name, body.metadata.get("generation"))
+            try:
+                result = await policies.reconcile(
+                    ref, body.spec, body.status, _hpas(memo), common.now, runtime.written,
+                    _policy_exists(memo), at=at, wait_until=_sleep_until)
+                await _hpas(memo).settled()  # the boundary's HPA writes go first
+                changed = status_patch(dict(body.status), result.status)
+                if await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
+                                      dict(body.status), result.status):
+                    result.log.append(f"status: {', '.join(sorted(changed or {}))}")
+            except errors.KubeError as error:
+                if common.refused(error):
+                    await common.say_refused(memo.api, PLURAL, namespace, name, body, error)
+                return common.failed(KIND, error, runtime.retry, logger)
+            runtime.retry.succeeded()
+        boundary, written = runtime.boundary, result.written_at
+        if boundary is not None and written is not None and written >= boundary:
+            metrics.TRANSITION_LAG.observe((written - boundary).total_seconds())
+        runtime.boundary = result.boundary
+        common.report(body, result.events, result.log, logger)
+        return result.wake_at
+    finally:
+        metrics.RECONCILE_SECONDS.labels(KIND).observe(time.perf_counter() - started)
+
+
+def _policy_exists(memo: kopf.Memo) -> policies.PolicyExists:
+    objects = ObjectClient(memo.api)
+
+    async def exists(namespace: str, name: str) -> bool:
+        return await objects.get(API_VERSION, KIND, namespace, name) is not None
+
+    return exists
 
 
 async def _sleep_until(at: datetime) -> None:
@@ -141,36 +156,38 @@ async def policy_event(namespace: str | None, name: str, body: kopf.Body, memo: 
 async def hpa_event(namespace: str | None, name: str, labels: Mapping[str, str],
                     annotations: Mapping[str, str], spec: kopf.Spec, memo: kopf.Memo,
                     **_: Any) -> None:
-    """Wakes the policies that target this HPA: drift is corrected at once, and a missing
-    target is picked up when it appears. The echo of a policy's own write wakes nobody."""
+    """Wakes the policies that target this HPA (drift is corrected at once, a missing target
+    is picked up when it appears) and the policy its claim names (an HPA relabelled out of
+    its selector is released at once). The echo of a policy's own write wakes nobody."""
     bounds = (spec.get("minReplicas", 1), spec.get("maxReplicas"))
+    claimant = annotations.get(CLAIM)
     for (ns, policy), runtime in _runtimes(memo).items():
         if ns != namespace:
             continue
-        target = runtime.target
-        if target.get("name") == name or (
-            "selector" in target and selector_matches(target["selector"], labels)
-        ):
-            if annotations.get(CLAIM) == policy and runtime.written.get(name) == bounds:
+        if targets(runtime.target, name, labels) or claimant == policy:
+            if claimant == policy and runtime.written.get(name) == bounds and \
+                    targets(runtime.target, name, labels):
                 continue
             runtime.wake.set()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="restore")
 async def restore_on_delete(namespace: str | None, name: str, body: kopf.Body,
-                            memo: kopf.Memo, **_: Any) -> None:
-    """Restores the original bounds of every HPA the policy managed, then lets it go."""
+                            memo: kopf.Memo, logger: kopf.Logger, retry: int,
+                            **_: Any) -> None:
+    """Restores every HPA the policy holds, whatever its mode, then lets it go."""
     assert namespace is not None  # a namespaced resource
     runtime = _runtimes(memo).setdefault((namespace, name), PolicyRuntime())
     async with runtime.lock:
         ref = policies.PolicyRef(namespace, name, body.metadata.get("generation"))
-        if body.spec.get("mode") != "DryRun":
-            try:
-                events = await policies.release(ref, body.spec, _hpas(memo))
-            except ApiException as error:
-                raise kopf.TemporaryError(f"restoring the HPAs failed: {error}", delay=5) \
-                    from error
-            common.post(body, events)
+        try:
+            result = await policies.release(ref, body.spec, body.status, _hpas(memo))
+        except errors.KubeError as error:
+            metrics.RECONCILE_ERRORS.labels(KIND, common.error_reason(error)).inc()
+            delay = common.Retry(failures=retry).failed()
+            raise kopf.TemporaryError(f"restoring the HPAs failed ({error.describe()}); "
+                                      f"retrying in {delay:.1f}s", delay=delay) from error
+        common.report(body, result.events, result.log, logger)
         runtime.released = True
         runtime.wake.set()
     _runtimes(memo).pop((namespace, name), None)

@@ -20,25 +20,23 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import aiohttp
 import kopf
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.recovery import KIND, PLURAL
 from wedsync_operator.domain import backups as builders
+from wedsync_operator.domain import runs
 from wedsync_operator.handlers import common
+from wedsync_operator.kube import errors
 from wedsync_operator.kube.objects import ObjectClient
 from wedsync_operator.kube.status import patch_status, status_patch
 from wedsync_operator.services import backups, health
 from wedsync_operator.services.health import PlanHealth
 
-#: after an unexpected error the daemon retries this much later
-ERROR_BACKOFF_SECONDS = 10.0
 #: after a wake-up, wait this long for the rest of a burst of watch events
 DEBOUNCE_SECONDS = 0.05
 #: longest wait for the watch to deliver the operator's own status write
@@ -64,6 +62,8 @@ class PlanRuntime:
     current_primary: str | None = None
     #: the regions' health as the failover detector last probed it
     health: PlanHealth | None = None
+    #: consecutive failed reconciles (the back-off grows with them)
+    retry: common.Retry = field(default_factory=common.Retry)
 
 
 @dataclass
@@ -124,37 +124,40 @@ async def backups_daemon(stopped: kopf.DaemonStopped, namespace: str | None, nam
 
 async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,
                           runtime: PlanRuntime, logger: kopf.Logger) -> datetime:
-    """One reconcile under the plan's lock; returns when to run the next."""
+    """One reconcile under the plan's lock; returns when to run the next. The one error
+    boundary of the backups path: the adapters raise `kube.errors`; a refused write (4xx) is
+    already a condition, anything the API server may answer later is retried with a growing,
+    jittered back-off."""
     started = time.perf_counter()
-    async with runtime.lock:
-        meta = body.metadata
-        ref = backups.PlanRef(
-            namespace=namespace, name=name, uid=str(meta.uid),
-            generation=meta.get("generation"),
-            api_version=str(body.get("apiVersion") or f"{GROUP}/{VERSION}"),
-            kind=str(body.get("kind") or KIND),
-            created=backups.parse_time(meta.get("creationTimestamp")),
-        )
-        try:
-            result = await backups.reconcile(ref, body.spec, body.status,
-                                             ObjectClient(memo.api), common.now, runtime.health)
-            runtime.written.update(result.written)
-            if await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
-                                  dict(body.status), result.status):
-                runtime.expected = _without_nulls(result.status)
-        except (TimeoutError, ApiException, OSError, aiohttp.ClientError) as error:
-            reason = f"ApiError{getattr(error, 'status', '')}"
-            metrics.RECONCILE_ERRORS.labels(KIND, reason).inc()
-            logger.warning(f"reconcile failed, retrying in {ERROR_BACKOFF_SECONDS:.0f}s: "
-                           f"{error}")
-            return common.now() + timedelta(seconds=ERROR_BACKOFF_SECONDS)
-        finally:
-            metrics.RECONCILE_SECONDS.labels(KIND).observe(time.perf_counter() - started)
-    common.post(body, result.events)
-    if result.writes:
-        logger.info(f"reconciled with {result.writes} writes: "
-                    f"{'; '.join(e.message for e in result.events)}")
-    return result.wake_at
+    try:
+        async with runtime.lock:
+            meta = body.metadata
+            ref = backups.PlanRef(
+                namespace=namespace, name=name, uid=str(meta.uid),
+                generation=meta.get("generation"),
+                api_version=str(body.get("apiVersion") or f"{GROUP}/{VERSION}"),
+                kind=str(body.get("kind") or KIND),
+                created=runs.parse_time(meta.get("creationTimestamp")),
+            )
+            try:
+                result = await backups.reconcile(ref, body.spec, body.status,
+                                                 ObjectClient(memo.api), common.now,
+                                                 runtime.health)
+                runtime.written.update(result.written)
+                changed = status_patch(dict(body.status), result.status)
+                if await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,
+                                      dict(body.status), result.status):
+                    runtime.expected = _without_nulls(result.status)
+                    result.log.append(f"status: {', '.join(sorted(changed or {}))}")
+            except errors.KubeError as error:
+                if common.refused(error):
+                    await common.say_refused(memo.api, PLURAL, namespace, name, body, error)
+                return common.failed(KIND, error, runtime.retry, logger)
+            runtime.retry.succeeded()
+        common.report(body, result.events, result.log, logger)
+        return result.wake_at
+    finally:
+        metrics.RECONCILE_SECONDS.labels(KIND).observe(time.perf_counter() - started)
 
 
 async def _caught_up(body: kopf.Body, runtime: PlanRuntime, stopped: kopf.DaemonStopped
@@ -201,7 +204,8 @@ def report_health(memo: kopf.Memo, namespace: str, name: str, found: PlanHealth)
     before = runtime.health
     runtime.health = found
     if before is None or not health.same_conditions(health.conditions(before),
-                                                    health.conditions(found)):
+                                                    health.conditions(found)) or \
+            health.status_fields(before, {}) != health.status_fields(found, {}):
         runtime.wake.set()
 
 

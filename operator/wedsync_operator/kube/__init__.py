@@ -1,1 +1,2 @@
-"""Adapters to the Kubernetes API: clients per cluster, server-side apply, conflict handling."""
+"""Adapters to the Kubernetes API: clients per cluster, server-side apply, guarded status
+writes, and the typed errors (`kube.errors`) that are all services see of a failed request."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import __version__
+from wedsync_operator.kube import errors
 
 #: Content types of a server-side apply and of a JSON merge patch.
 APPLY = "application/apply-patch+yaml"
@@ -37,14 +40,25 @@ async def call(api: client.ApiClient, method: str, path: str, body: Any = None,
                ) -> Any:
     """One raw API request by path, returning the decoded JSON object. The adapters address
     the few resources they touch by path, which keeps server-side apply
-    (`application/apply-patch+yaml`) and merge patches explicit."""
-    return await api.call_api(
-        path, method, query_params=query or [], body=body,
-        header_params={"Accept": "application/json", "Content-Type": content_type},
-        response_types_map={200: "object", 201: "object", 202: "object"},
-        auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True,
-        _request_timeout=request_seconds,
-    )
+    (`application/apply-patch+yaml`) and merge patches explicit.
+
+    A failed request raises the operator's own error (`kube.errors`): Transient, Conflict,
+    Invalid, Forbidden or NotFound."""
+    try:
+        return await api.call_api(
+            path, method, query_params=query or [], body=body,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            response_types_map={200: "object", 201: "object", 202: "object"},
+            auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=True,
+            _request_timeout=request_seconds,
+        )
+    except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as error:
+        if isinstance(error, errors.KubeError):
+            raise
+        translated = errors.translate(error)
+        if translated is None:
+            raise
+        raise translated from error
 
 
 def tune(api: client.ApiClient) -> None:

@@ -1,21 +1,21 @@
 """HorizontalPodAutoscaler access: read, list by selector, and server-side apply of the bounds.
 
-The operator writes only `spec.minReplicas`, `spec.maxReplicas` and its own claim annotations,
-as the `wedsync-operator` field manager. Every apply carries the resourceVersion it was
+The operator writes only `spec.minReplicas`, `spec.maxReplicas` and its own claim label and
+annotations, as the `wedsync-operator` field manager. Every apply carries the resourceVersion it was
 decided on, so two writers racing for one HPA cannot both win.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
 from wedsync_operator.config import FIELD_MANAGER
+from wedsync_operator.kube import errors
 from wedsync_operator.kube.clients import APPLY, call
 
 #: HPA writes in flight at once (see HpaClient.__init__)
@@ -33,6 +33,8 @@ class Hpa:
     max_replicas: int
     annotations: dict[str, str]
     owners: tuple[str, ...]  # "Kind/name" of each ownerReference
+    labels: dict[str, str] = field(default_factory=dict)
+    uid: str = ""
 
     @classmethod
     def from_api(cls, obj: Any) -> Hpa:
@@ -46,6 +48,8 @@ class Hpa:
             max_replicas=int(spec["maxReplicas"]),
             annotations=dict(meta.get("annotations") or {}),
             owners=tuple(f"{o['kind']}/{o['name']}" for o in meta.get("ownerReferences") or ()),
+            labels=dict(meta.get("labels") or {}),
+            uid=str(meta.get("uid") or ""),
         )
 
 
@@ -78,10 +82,8 @@ class HpaClient:
                 "GET",
                 f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers/{name}",
             )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        except errors.NotFoundError:
+            return None
         return Hpa.from_api(obj)
 
     async def list(self, namespace: str, label_selector: str) -> list[Hpa]:
@@ -93,15 +95,17 @@ class HpaClient:
                        for item in obj.get("items", [])), key=lambda h: h.name)
 
     async def apply(self, hpa: Hpa, min_replicas: int, max_replicas: int,
-                    annotations: dict[str, str]) -> Hpa:
-        """Server-side apply of the bounds and claim annotations, conditional on the HPA not
-        having changed since it was read. Annotations left out are released."""
+                    labels: dict[str, str], annotations: dict[str, str]) -> Hpa:
+        """Server-side apply of the bounds and the claim's labels and annotations, conditional
+        on the HPA not having changed since it was read (else `errors.ConflictError`). Labels
+        and annotations left out are released."""
         body = {
             "apiVersion": "autoscaling/v2",
             "kind": "HorizontalPodAutoscaler",
             "metadata": {
                 "name": hpa.name, "namespace": hpa.namespace,
-                "resourceVersion": hpa.resource_version, "annotations": annotations,
+                "resourceVersion": hpa.resource_version, "labels": labels,
+                "annotations": annotations,
             },
             "spec": {"minReplicas": min_replicas, "maxReplicas": max_replicas},
         }

@@ -12,6 +12,9 @@ Writes go out as the operator's field manager (`config.FIELD_MANAGER`) and are c
 - `create` treats ``409 AlreadyExists`` as success when the existing object is controlled by
   the same owner (a retry after a lost response, or another replica that got there first).
 - `delete` can be made conditional on the uid, so an object recreated meanwhile survives.
+
+A failed request raises `kube.errors` (TransientError, ConflictError, InvalidError,
+ForbiddenError, NotFoundError), never the client library's own exceptions.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import metrics
 from wedsync_operator.config import FIELD_MANAGER
+from wedsync_operator.domain.drift import controller_uid
+from wedsync_operator.kube import errors
 from wedsync_operator.kube.clients import APPLY, MERGE, call
 
 #: Kinds whose plural the English rules in `plural` get wrong.
@@ -52,15 +56,6 @@ def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
     return f"{collection_path(api_version, kind, namespace)}/{name}"
 
 
-def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    """The uid of the object's controller owner, if it has one."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            uid = ref.get("uid")
-            return str(uid) if uid else None
-    return None
-
-
 class ObjectClient:
     """Async access to namespaced objects through one kubernetes_asyncio ApiClient."""
 
@@ -84,10 +79,8 @@ class ObjectClient:
         try:
             obj: dict[str, Any] = await self._call(
                 "GET", object_path(api_version, kind, namespace, name))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        except errors.NotFoundError:
+            return None
         return obj
 
     async def list(self, api_version: str, kind: str, namespace: str, label_selector: str
@@ -122,9 +115,7 @@ class ObjectClient:
                 "POST", collection_path(obj["apiVersion"], obj["kind"], meta["namespace"]),
                 body=dict(obj), query=[("fieldManager", FIELD_MANAGER)],
             )
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        except errors.ConflictError:
             existing = await self.get(obj["apiVersion"], obj["kind"], meta["namespace"],
                                       meta["name"])
             ours = controller_uid(obj)
@@ -141,10 +132,8 @@ class ObjectClient:
             stored: dict[str, Any] = await self._call(
                 "PATCH", object_path(api_version, kind, namespace, name), body=dict(patch),
                 content_type=MERGE)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        except errors.NotFoundError:
+            return None
         return stored
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str, *,
@@ -159,8 +148,6 @@ class ObjectClient:
         try:
             await self._call("DELETE", object_path(api_version, kind, namespace, name),
                              body=body)
-        except ApiException as error:
-            if error.status in (404, 409):
-                return False
-            raise
+        except (errors.NotFoundError, errors.ConflictError):
+            return False
         return True

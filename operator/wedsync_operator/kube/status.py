@@ -8,7 +8,11 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from wedsync_operator import metrics
-from wedsync_operator.kube.clients import MERGE
+from wedsync_operator.kube.clients import MERGE, call
+
+
+def _path(group: str, version: str, plural: str, namespace: str, name: str) -> str:
+    return f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}/status"
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -23,16 +27,14 @@ async def patch_status_guarded(api: client.ApiClient, group: str, version: str, 
                                namespace: str, name: str, resource_version: str,
                                old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     """Writes the status only if the object is still at `resource_version` (optimistic
-    concurrency: an ApiException 409 when someone else wrote it meanwhile); returns the
+    concurrency: `errors.Conflict`, a 409, when someone else wrote it meanwhile); returns the
     resourceVersion after the write (the same one when nothing changed)."""
     patch = status_patch(old, new)
     if patch is None:
         return resource_version
-    stored = await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        group, version, namespace, plural, name,
-        {"metadata": {"resourceVersion": resource_version}, "status": patch},
-        _content_type=MERGE,
-    )
+    stored = await call(api, "PATCH", _path(group, version, plural, namespace, name),
+                        {"metadata": {"resourceVersion": resource_version}, "status": patch},
+                        content_type=MERGE)
     metrics.API_WRITES.labels(plural, "patch-status").inc()
     return str(stored["metadata"]["resourceVersion"])
 
@@ -44,9 +46,7 @@ async def patch_status(api: client.ApiClient, group: str, version: str, plural: 
     patch = status_patch(old, new)
     if patch is None:
         return False
-    await client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        group, version, namespace, plural, name, {"status": patch},
-        _content_type=MERGE,
-    )
+    await call(api, "PATCH", _path(group, version, plural, namespace, name), {"status": patch},
+               content_type=MERGE)
     metrics.API_WRITES.labels(plural, "patch-status").inc()
     return True

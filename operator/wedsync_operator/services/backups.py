@@ -1,59 +1,78 @@
-"""Reconciling one DisasterRecoveryPlan's backups: validate, build, compare, write, track, report.
+"""Reconciling one DisasterRecoveryPlan's backups: read the cluster, decide, write, report.
 
 `reconcile` is called by the plan's daemon (handlers.recovery) when the plan's spec changes,
 when one of its CronJobs or Jobs changes, at the next scheduled run, at freeze boundaries, when
 a backup would turn stale, and at the periodic resync. It returns the status to report, the
-events to post and when to run next; the handler writes the status only when it changed.
+events to post, one line per write for the log, and when to run next; the handler writes the
+status only when it changed.
 
-The first half of this module is pure (no I/O, the clock is an argument) and unit-tested:
-
-- `first_difference` / `plan_writes`: desired objects against observed ones. Only the fields
-  the operator sets are compared, so server-side defaults never cause a write; a fingerprint
-  annotation of the desired object catches fields the operator stopped setting.
-- `freeze_state` (from `domain.freezes`): whether a freeze is active and when that changes.
-- `job_run` / `fold_runs`: finished Jobs folded into the per-type status.
-- `schedule_interval` / `stale_since`: staleness (no success within twice the interval).
-- the conditions.
-
-The second half reads the cluster through `kube.objects.ObjectClient` and applies the result.
+This module does I/O and decisions only; the pure parts live in `domain`:
+`domain.backups` (the desired objects), `domain.drift` (desired against observed),
+`domain.freezes`, `domain.runs` (Jobs into status, next runs, staleness, conditions) and
+`domain.references` (what the jobs need). The cluster is read and written through
+`kube.objects.ObjectClient`; a write the API server refuses (4xx) is a condition, not a retry.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
-from functools import lru_cache
-from itertools import pairwise
-from typing import Any, Literal
+from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
 from wedsync_operator import metrics
-from wedsync_operator.api.base import GROUP
-from wedsync_operator.api.recovery import (
-    BackupRunStatus,
-    RecoveryPlanSpec,
-)
+from wedsync_operator.api.base import summary
+from wedsync_operator.api.recovery import BackupRunStatus, RecoveryPlanSpec
 from wedsync_operator.domain import backups as builders
-from wedsync_operator.domain import cron
 from wedsync_operator.domain.backups import JobType
+from wedsync_operator.domain.conditions import condition, merge_conditions, was
+from wedsync_operator.domain.drift import (
+    Write,
+    WriteKind,
+    controller_uid,
+    plan_writes,
+    undesired,
+    with_deletions,
+    with_fingerprint,
+)
 from wedsync_operator.domain.freezes import FreezeState, freeze_state
-from wedsync_operator.kube.objects import ObjectClient, controller_uid
+from wedsync_operator.domain.references import (
+    claims_needed,
+    reference_problems,
+    secrets_needed,
+)
+from wedsync_operator.domain.runs import (
+    BACKUP_TYPES,
+    HEALTH_TYPES,
+    NAMES,
+    REASON_MAX,
+    REPORTED,
+    STATUS_FIELDS,
+    JobRun,
+    Staleness,
+    drill_condition,
+    drill_result,
+    fold_runs,
+    freeze_condition,
+    health_condition,
+    is_fresh,
+    iso,
+    job_run,
+    next_run,
+    one_line,
+    parse_time,
+    schedule_interval,
+    stale_condition,
+    stale_since,
+)
+from wedsync_operator.kube import errors
+from wedsync_operator.kube.objects import ObjectClient
 from wedsync_operator.services import health
 from wedsync_operator.services.events import Event
-from wedsync_operator.services.policies import spec_errors
-from wedsync_operator.services.scaling import condition, merge_conditions
 
-#: Annotation on every object the plan owns: a hash of the object as last built.
-FINGERPRINT = f"{GROUP}/fingerprint"
-#: Annotation the operator puts on a failed Job once it has posted its Event.
-REPORTED = f"{GROUP}/failure-reported"
 #: Run again at least this often, with no event at all (drift in the config Secret, which is
 #: not watched, is corrected by then).
 RESYNC = timedelta(minutes=5)
@@ -61,27 +80,13 @@ RESYNC = timedelta(minutes=5)
 MISSING_RECHECK = timedelta(seconds=15)
 #: Wake this long after a scheduled run, so the new Job is seen and nextRun moves on.
 AFTER_RUN = timedelta(seconds=1)
-#: Longest failure reason kept in status and events.
-REASON_MAX = 1000
-
-#: Job type → field of status.backups (expire has none: it is tracked only in events,
-#: metrics and BackupsHealthy).
-STATUS_FIELDS: dict[JobType, str | None] = {
-    "full": "full", "incremental": "incremental", "long-term": "longTerm", "verify": "verify",
-    "expire": None, "restore-drill": "drill",
-}
 #: Status fields the backup reconciler writes (others are left to the failover workflow).
 OWN_STATUS = frozenset({"observedGeneration", "currentPrimary", "backups",
-                        "verifiedRestorablePoint", "lastRestoreSeconds", "conditions"})
+                        "verifiedRestorablePoint", "lastRestoreSeconds", "conditions",
+                        *health.STATUS_FIELDS})
 #: Condition types the backup reconciler writes.
 OWN_CONDITIONS = frozenset({"Ready", "BackupsHealthy", "BackupStale", "RestoreVerified",
                             "Frozen", "InvalidSpec", *health.CONDITION_TYPES})
-#: Job types that take backups: BackupStale watches these.
-BACKUP_TYPES: tuple[JobType, ...] = ("full", "incremental", "long-term")
-#: Job types whose last outcome makes BackupsHealthy (the drill makes RestoreVerified).
-HEALTH_TYPES: tuple[JobType, ...] = ("full", "incremental", "long-term", "verify", "expire")
-
-Outcome = Literal["Succeeded", "Failed", "Running"]
 
 
 @dataclass(frozen=True)
@@ -116,530 +121,19 @@ class Result:
     status: dict[str, Any]
     wake_at: datetime
     events: list[Event] = field(default_factory=list)
+    #: one line per API write, for the operator's log
+    log: list[str] = field(default_factory=list)
     writes: int = 0
     #: name → resourceVersion of each object this reconcile wrote (to tell echoes from drift)
     written: dict[str, str] = field(default_factory=dict)
 
 
-# ================================ pure decisions ============================================
-
-# ---- desired vs observed -------------------------------------------------------------------
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-_SCALE = {None: Decimal(1), "m": Decimal("0.001"), "k": Decimal(10) ** 3,
-          "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-          "P": Decimal(10) ** 15, "E": Decimal(10) ** 18, "Ki": Decimal(2) ** 10,
-          "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-          "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60}
-
-
-def _quantity(text: str) -> Decimal | None:
-    match = _QUANTITY.match(text)
-    if match is None:
-        return None
-    try:
-        return Decimal(match.group(1)) * _SCALE[match.group(2)]
-    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
-        return None
-
-
-def _same(desired: Any, observed: Any, path: str) -> bool:
-    if desired == observed:
-        return True
-    # The API server writes quantities in canonical form ("0.5" becomes "500m").
-    if ".resources." in path and isinstance(desired, str) and isinstance(observed, str):
-        a, b = _quantity(desired), _quantity(observed)
-        return a is not None and a == b
-    return False
-
-
-def first_difference(desired: Any, observed: Any, path: str = "") -> str | None:
-    """The path of the first field set in `desired` that `observed` does not hold, or None.
-
-    Only what `desired` sets is compared: fields the API server defaults (or other managers
-    add) are not looked at. Keyed lists (elements with a unique ``uid`` or ``name``) must hold
-    each desired element, matched by key; other lists must match element by element."""
-    if isinstance(desired, Mapping):
-        if not isinstance(observed, Mapping):
-            return path or "."
-        for key, value in desired.items():
-            where = f"{path}.{key}"
-            if key not in observed:
-                if _empty(value):
-                    continue  # the API server omits empty fields (omitempty)
-                return where
-            found = first_difference(value, observed[key], where)
-            if found is not None:
-                return found
-        return None
-    if isinstance(desired, list):
-        if not isinstance(observed, list):
-            return path
-        key = _merge_key(desired)
-        if key is None:  # an atomic list: exactly these elements, in this order
-            if len(observed) != len(desired):
-                return path
-            pairs = [(f"{path}[{i}]", want, have)
-                     for i, (want, have) in enumerate(zip(desired, observed, strict=True))]
-        else:  # a keyed list: other managers may add elements of their own
-            present = {item.get(key): item for item in observed if isinstance(item, Mapping)}
-            pairs = []
-            for want in desired:
-                where = f"{path}[{key}={want[key]}]"
-                if want[key] not in present:
-                    return where
-                pairs.append((where, want, present[want[key]]))
-        for where, want, have in pairs:
-            found = first_difference(want, have, where)
-            if found is not None:
-                return found
-        return None
-    return None if _same(desired, observed, path) else path
-
-
-def _empty(value: Any) -> bool:
-    """An empty list, mapping or string, or null: what the API server stores as absent."""
-    return value is None or (isinstance(value, list | dict | str) and not value)
-
-
-#: Keys that identify the elements of the keyed lists the operator writes (ownerReferences,
-#: containers, env, volumes, volumeMounts): a list whose every element has one of them is
-#: merged by server-side apply, not replaced.
-_MERGE_KEYS = ("uid", "name")
-
-
-def _merge_key(items: list[Any]) -> str | None:
-    if not items or not all(isinstance(i, Mapping) for i in items):
-        return None
-    for key in _MERGE_KEYS:
-        if all(key in i for i in items) and len({i[key] for i in items}) == len(items):
-            return key
-    return None
-
-
-def fingerprint(obj: Mapping[str, Any]) -> str:
-    """A short hash of an object as built (before the fingerprint annotation is added)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def with_fingerprint(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """`obj` with its fingerprint annotation."""
-    meta = dict(obj["metadata"])
-    meta["annotations"] = {**(meta.get("annotations") or {}), FINGERPRINT: fingerprint(obj)}
-    return {**obj, "metadata": meta}
-
-
-WriteKind = Literal["create", "update", "drift"]
-
-
 @dataclass(frozen=True)
-class Write:
-    """One object to apply and why."""
-
-    obj: dict[str, Any]
-    kind: WriteKind
-    detail: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.obj['kind']} {self.obj['metadata']['name']}"
-
-
-def plan_write(desired: dict[str, Any], observed: Mapping[str, Any] | None) -> Write | None:
-    """Whether (and why) `desired` (fingerprinted) must be applied over `observed`."""
-    if observed is None:
-        return Write(desired, "create")
-    want = desired["metadata"]["annotations"][FINGERPRINT]
-    have = (observed.get("metadata", {}).get("annotations") or {}).get(FINGERPRINT)
-    if want != have:
-        meta = {k: v for k, v in desired["metadata"].items() if k != "annotations"}
-        changed = first_difference({**desired, "metadata": meta}, observed)
-        return Write(desired, "update", (changed or "").lstrip("."))
-    where = first_difference(desired, observed)
-    if where is None:
-        return None
-    return Write(desired, "drift", where.lstrip("."))
-
-
-def plan_writes(desired: Sequence[dict[str, Any]],
-                observed: Mapping[str, Mapping[str, Any]]) -> list[Write]:
-    """The applies that bring `observed` (by name) to `desired`; empty for a no-op."""
-    writes = []
-    for obj in desired:
-        write = plan_write(obj, observed.get(obj["metadata"]["name"]))
-        if write is not None:
-            writes.append(write)
-    return writes
-
-
-def with_deletions(old: Any, new: Any) -> Any:
-    """`new` with an explicit None for every key of `old` (recursively, in mappings) that it
-    no longer has, so that a JSON merge patch of `new` removes them. Keys already gone from
-    `old` get no None: writing the same status twice is still a no-op."""
-    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
-        return new
-    out = {key: with_deletions(old.get(key), value) for key, value in new.items()}
-    out.update({key: None for key in old if key not in new})
-    return out
-
-
-def undesired(desired: Sequence[Mapping[str, Any]], observed: Iterable[Mapping[str, Any]],
-              owner_uid: str) -> list[Mapping[str, Any]]:
-    """Observed objects the plan controls that are no longer desired (to delete)."""
-    names = {o["metadata"]["name"] for o in desired}
-    return [o for o in observed
-            if o["metadata"]["name"] not in names and controller_uid(o) == owner_uid]
-
-
-# ---- schedules -----------------------------------------------------------------------------
-@lru_cache(maxsize=1024)
-def schedule_interval(expression: str, zone_name: str, start: date,
-                      days: int = 4 * 366 + 31) -> timedelta | None:
-    """The longest gap between two consecutive firings of the schedule over `days` local days
-    from `start`: the schedule's interval for staleness. None when it fires at most once."""
-    schedule = cron.parse(expression)
-    zone = ZoneInfo(zone_name)
-    times = sorted(h * 60 + m for h in schedule.hours for m in schedule.minutes)
-    longest = timedelta(0)
-    for a, b in pairwise(times):
-        longest = max(longest, timedelta(minutes=b - a))
-    firings = 0
-    previous_last: datetime | None = None
-    for offset in range(days):
-        day = start + timedelta(days=offset)
-        if not schedule.matches_day(day):
-            continue
-        firings += len(times)
-        first = _local_instant(day, times[0], zone)
-        if previous_last is not None:
-            longest = max(longest, first - previous_last)
-        previous_last = _local_instant(day, times[-1], zone)
-    return longest if firings > 1 else None
-
-
-def _local_instant(day: date, minutes: int, zone: ZoneInfo) -> datetime:
-    wall = datetime.combine(day, time(minutes // 60, minutes % 60))
-    return wall.replace(tzinfo=zone).astimezone(UTC)
-
-
-def stale_since(last_success: datetime | None, reference: datetime,
-                interval: timedelta | None) -> datetime | None:
-    """When a backup type becomes stale: twice its interval after its last success (or, before
-    any success, after `reference`, when its schedule started). None: never (it fires once)."""
-    if interval is None:
-        return None
-    return (last_success or reference) + 2 * interval
-
-
-def next_run(cronjob_spec: Mapping[str, Any], now: datetime,
-             resume_at: datetime | None) -> datetime | None:
-    """When the CronJob next starts a Job. Suspended by a freeze until `resume_at`: the first
-    firing after it, or `resume_at` itself when a firing missed during the freeze is still
-    within `startingDeadlineSeconds` then (the CronJob controller catches it up)."""
-    schedule = cron.parse(cronjob_spec["schedule"])
-    zone = ZoneInfo(cronjob_spec.get("timeZone") or "UTC")
-    if not cronjob_spec.get("suspend"):
-        return cron.next_run(schedule, now, zone)
-    if resume_at is None:
-        return None
-    deadline = timedelta(seconds=int(cronjob_spec.get("startingDeadlineSeconds") or 0))
-    missed = cron.next_run(schedule, max(now, resume_at - deadline) - timedelta(microseconds=1),
-                           zone)
-    if missed is not None and missed < resume_at:
-        return resume_at
-    return missed
-
-
-# ---- jobs → status -------------------------------------------------------------------------
-def parse_time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        return None
-
-
-def iso(at: datetime | None) -> str | None:
-    return None if at is None else at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _one_line(text: str, limit: int = REASON_MAX) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else "…" + flat[-(limit - 1):]
-
-
-@dataclass(frozen=True)
-class JobRun:
-    """One Job of the plan, as far as its outcome goes."""
-
-    name: str
-    uid: str
-    job_type: JobType
-    outcome: Outcome
-    started: datetime | None = None
-    #: completion time of a success, the Failed condition's time of a failure
-    finished: datetime | None = None
-    #: why it failed (the Job's Failed condition; the service adds the container's message)
-    reason: str = ""
-    reported: bool = False
-
-    @property
-    def duration_seconds(self) -> float | None:
-        if self.started is None or self.finished is None:
-            return None
-        return max(0.0, (self.finished - self.started).total_seconds())
-
-
-def job_run(job: Mapping[str, Any]) -> JobRun | None:
-    """The run a Job stands for, or None when it is not a backup Job of a known type."""
-    meta = job.get("metadata") or {}
-    job_type = (meta.get("labels") or {}).get(builders.TYPE_LABEL)
-    if job_type not in builders.JOB_TYPES:
-        return None
-    status = job.get("status") or {}
-    true = {c.get("type"): c for c in status.get("conditions") or ()
-            if c.get("status") == "True"}
-    started = parse_time(status.get("startTime"))
-    reported = (meta.get("annotations") or {}).get(REPORTED) == "true"
-    base = JobRun(name=meta["name"], uid=str(meta.get("uid", "")), job_type=job_type,
-                  outcome="Running", started=started, reported=reported)
-    if "Complete" in true:
-        finished = parse_time(status.get("completionTime")) or parse_time(
-            true["Complete"].get("lastTransitionTime"))
-        return replace(base, outcome="Succeeded", finished=finished)
-    if "Failed" in true:
-        failed = true["Failed"]
-        reason = ": ".join(p for p in (failed.get("reason"), failed.get("message")) if p)
-        return replace(base, outcome="Failed", reason=_one_line(reason or "Failed"),
-                       finished=parse_time(failed.get("lastTransitionTime")) or started)
-    return base
-
-
-@dataclass(frozen=True)
-class Fold:
-    """Runs folded into one type's status record."""
-
-    record: BackupRunStatus
-    #: the newest success not yet in the old record
-    new_success: JobRun | None = None
-
-
-def is_fresh(run: JobRun, old: BackupRunStatus) -> bool:
-    """Whether the run finished after what the old record holds for its outcome."""
-    if run.finished is None or run.outcome == "Running":
-        return False
-    mark = old.last_success if run.outcome == "Succeeded" else old.last_failure
-    return mark is None or run.finished > mark
-
-
-def fold_runs(old: BackupRunStatus, runs: Iterable[JobRun]) -> Fold:
-    """The record after the runs: last success (and its duration), last failure (and why).
-    Records only move forward: Jobs the CronJob's history limit removed leave them as
-    they were."""
-    record = old
-    newest_success: JobRun | None = None
-    finished = sorted(((r.finished, r) for r in runs if is_fresh(r, old) and r.finished),
-                      key=lambda pair: pair[0])
-    for at, run in finished:
-        if run.outcome == "Succeeded":
-            record = record.model_copy(update={
-                "last_success": at, "last_duration_seconds": run.duration_seconds})
-            newest_success = run
-        else:
-            record = record.model_copy(update={"last_failure": at,
-                                               "last_failure_reason": run.reason})
-    return Fold(record, newest_success)
-
-
-def last_failed(record: BackupRunStatus) -> bool:
-    """Whether the latest finished run failed."""
-    if record.last_failure is None:
-        return False
-    return record.last_success is None or record.last_failure > record.last_success
-
-
-def drill_result(message: str) -> dict[str, Any] | None:
-    """The JSON object a restore drill writes as its termination message, or None."""
-    for line in reversed(message.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
-
-
-# ---- references ----------------------------------------------------------------------------
-CONNECTION_KEYS = ("host", "port", "user", "password", "dbname")
-TLS_KEYS = ("ca.crt", "tls.crt", "tls.key")
-
-
-@dataclass(frozen=True)
-class SecretNeed:
-    namespace: str
-    name: str
-    keys: tuple[str, ...]
-    why: str
-
-
-def secrets_needed(spec: RecoveryPlanSpec, namespace: str, plan_name: str) -> list[SecretNeed]:
-    """The Secrets the backup jobs (and the operator) need and which keys each must hold."""
-    primary = spec.primary
-    needs = []
-    kubeconfig = primary.cluster.kubeconfig_secret
-    if kubeconfig is None:
-        needs.append(SecretNeed(primary.namespace or namespace, primary.connection_secret.name,
-                                CONNECTION_KEYS, f"connectionSecret of primary region "
-                                f"{primary.name}"))
-    else:
-        needs.append(SecretNeed(namespace, kubeconfig.name, (kubeconfig.key,),
-                                f"kubeconfig of primary region {primary.name}'s cluster"))
-    for repo in spec.backups.repositories:
-        if repo.s3 is not None:
-            creds = repo.s3.credentials_secret
-            needs.append(SecretNeed(namespace, creds.name,
-                                    (creds.access_key_id_key, creds.secret_access_key_key),
-                                    f"S3 credentials of repository {repo.name}"))
-    if builders.pg_access_for(spec, namespace).host is not None:
-        needs.append(SecretNeed(namespace, builders.tls_secret_name(plan_name), TLS_KEYS,
-                                "client certificate of the backup jobs for the database "
-                                "pod's pgBackRest TLS server"))
-    return needs
-
-
-def claims_needed(spec: RecoveryPlanSpec) -> list[tuple[str, str]]:
-    """(claim name, why) of every PersistentVolumeClaim the jobs mount."""
-    return [(repo.posix.claim_name, f"volume of repository {repo.name}")
-            for repo in spec.backups.repositories if repo.posix is not None]
-
-
-def reference_problems(needs: Sequence[SecretNeed],
-                       found: Mapping[tuple[str, str], frozenset[str] | None],
-                       claims: Sequence[tuple[str, str]], namespace: str,
-                       claims_found: Mapping[str, bool]) -> list[str]:
-    """What is missing, each as an instruction. `found` maps (namespace, name) to the keys of
-    the Secret, or None when it does not exist."""
-    problems = []
-    for need in needs:
-        keys = found.get((need.namespace, need.name))
-        if keys is None:
-            problems.append(f"Secret {need.namespace}/{need.name} ({need.why}) does not "
-                            f"exist: create it with keys {', '.join(need.keys)}")
-            continue
-        lacking = [k for k in need.keys if k not in keys]
-        if lacking:
-            problems.append(f"Secret {need.namespace}/{need.name} ({need.why}) lacks "
-                            f"{'key' if len(lacking) == 1 else 'keys'} {', '.join(lacking)}: "
-                            "add them")
-    for claim, why in claims:
-        if not claims_found.get(claim):
-            problems.append(f"PersistentVolumeClaim {namespace}/{claim} ({why}) does not "
-                            "exist: create it")
-    return problems
-
-
-# ---- conditions ----------------------------------------------------------------------------
-_NAMES: dict[JobType, str] = {
-    "full": "full backup", "incremental": "incremental backup",
-    "long-term": "long-term backup", "verify": "verify", "expire": "expire",
-    "restore-drill": "restore drill",
-}
-
-
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def health_condition(records: Mapping[JobType, BackupRunStatus],
-                     first_due: datetime | None) -> dict[str, str]:
-    """BackupsHealthy: the latest run of every backup job type succeeded."""
-    failing = [(t, r) for t, r in records.items() if t in HEALTH_TYPES and last_failed(r)]
-    if failing:
-        parts = [f"the last {_NAMES[t]} failed at {iso(r.last_failure)}: "
-                 f"{r.last_failure_reason or 'no reason given'}" for t, r in failing]
-        return condition("BackupsHealthy", False, "BackupFailed", "; ".join(parts))
-    if not any(r.last_success for t, r in records.items() if t in HEALTH_TYPES):
-        due = f"; the first is due at {iso(first_due)}" if first_due else ""
-        return {**condition("BackupsHealthy", False, "NoBackupYet",
-                            f"no backup job has finished yet{due}"), "status": "Unknown"}
-    return condition("BackupsHealthy", True, "Succeeded",
-                     "the last run of every backup job succeeded")
-
-
-@dataclass(frozen=True)
-class Staleness:
-    job_type: JobType
-    since: datetime | None  # when it turned or turns stale
-    interval: timedelta | None
-    last_success: datetime | None
-
-
-def stale_condition(items: Sequence[Staleness], now: datetime) -> dict[str, str]:
-    """BackupStale: some backup type has had no success within twice its interval."""
-    stale = [s for s in items if s.since is not None and s.since <= now]
-    if stale:
-        parts = []
-        for s in stale:
-            when = (f"since {iso(s.last_success)}" if s.last_success
-                    else "since its schedule started")
-            every = f" (scheduled every {_human(s.interval)})" if s.interval else ""
-            parts.append(f"no successful {_NAMES[s.job_type]} {when}{every}")
-        return condition("BackupStale", True, "NoRecentBackup",
-                         "; ".join(parts) + ": stale after twice the interval")
-    return condition("BackupStale", False, "Fresh",
-                     "every backup type succeeded within twice its interval, or is not due yet")
-
-
-def drill_condition(configured: bool, record: BackupRunStatus | None,
-                    point: datetime | None, restore_seconds: float | None,
-                    first_due: datetime | None) -> dict[str, str]:
-    """RestoreVerified: the latest restore drill restored and passed its checks."""
-    if not configured:
-        return condition("RestoreVerified", False, "NotConfigured",
-                         "no restore drill is configured: set spec.backups.restoreDrill")
-    if record is not None and last_failed(record):
-        return condition("RestoreVerified", False, "DrillFailed",
-                         f"the last restore drill failed at {iso(record.last_failure)}: "
-                         f"{record.last_failure_reason or 'no reason given'}")
-    if record is None or record.last_success is None:
-        due = f"; the first is due at {iso(first_due)}" if first_due else ""
-        return {**condition("RestoreVerified", False, "NoDrillYet",
-                            f"no restore drill has finished yet{due}"), "status": "Unknown"}
-    facts = []
-    if restore_seconds is not None:
-        facts.append(f"restored in {restore_seconds:g}s")
-    if point is not None:
-        facts.append(f"restorable up to {iso(point)}")
-    detail = f" ({', '.join(facts)})" if facts else ""
-    return condition("RestoreVerified", True, "DrillSucceeded",
-                     f"the last restore drill succeeded at {iso(record.last_success)}{detail}")
-
-
-def freeze_condition(state: FreezeState, suspended: Iterable[str], deferring: bool
-                     ) -> dict[str, str]:
-    """Frozen: a freeze window is active (and which job types it holds back)."""
-    if not state.frozen:
-        return condition("Frozen", False, "NoFreeze", "no freeze window is active")
-    names = ", ".join(state.active)
-    if not deferring:
-        return condition("Frozen", True, "FreezeActive",
-                         f"freeze {names} active; deferDuringFreeze is off, so every backup "
-                         "job runs as scheduled")
-    kinds = ", ".join(t for t in builders.JOB_TYPES if t in suspended)
-    return condition("Frozen", True, "FreezeActive",
-                     f"freeze {names} active until {iso(state.until)}: {kinds} CronJobs are "
-                     "suspended until then")
-
-
-def _was(old: Sequence[Mapping[str, Any]], kind: str, status: str, message: str) -> bool:
-    return any(c.get("type") == kind and c.get("status") == status
-               and c.get("message") == message for c in old)
+class Refusal:
+    """A write the API server refused (4xx): trying again changes nothing."""
+
+    invalid: bool  # the object as built from the spec is invalid (else: forbidden)
+    message: str
 
 
 # ================================ the reconcile =============================================
@@ -672,7 +166,7 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
         cronjobs = [with_fingerprint(c) for c in builders.build_cronjobs(
             ref.name, ref.namespace, spec, ref.owner, suspended=suspended)]
     except ValidationError as error:
-        return _invalid(ref, old_status, old_conditions, spec_errors(error), now)
+        return _invalid(ref, old_status, old_conditions, summary(error), now)
     except ValueError as error:
         return _invalid(ref, old_status, old_conditions, f"spec: {error}", now)
 
@@ -688,25 +182,32 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
     current: dict[str, Mapping[str, Any]] = dict(observed.cronjobs)
     if observed.secret is not None:
         current[secret["metadata"]["name"]] = observed.secret
-    await _write(ref, objects, plan_writes(desired, current),
-                 undesired(cronjobs, observed.cronjobs.values(), ref.uid), result)
+    refusals = await _write(ref, objects, plan_writes(desired, current),
+                            undesired(cronjobs, observed.cronjobs.values(), ref.uid), result)
 
     problems = conflicts + await _check_references(spec, ref, objects)
     tracking = await _track(ref, spec, old_status, observed, cronjobs, objects, result, now,
                             freeze)
-    ready = (condition("Ready", False, "MissingReference" if not conflicts else "Conflict",
-                       "; ".join(problems)) if problems else
-             condition("Ready", True, "Reconciled",
-                       f"the pgBackRest configuration Secret and {len(cronjobs)} CronJobs "
-                       "are in place"))
+    if refusals:
+        ready = condition("Ready", False, "WriteRefused",
+                          "; ".join([r.message for r in refusals] + problems))
+    elif problems:
+        ready = condition("Ready", False, "MissingReference" if not conflicts else "Conflict",
+                          "; ".join(problems))
+    else:
+        ready = condition("Ready", True, "Reconciled",
+                          f"the pgBackRest configuration Secret and {len(cronjobs)} CronJobs "
+                          "are in place")
+    invalid = [r.message for r in refusals if r.invalid]
     conditions = [ready, *tracking.conditions,
                   freeze_condition(freeze, suspended & present,
                                    spec.backups.defer_during_freeze),
-                  condition("InvalidSpec", False, "Valid", "the spec is valid")]
+                  condition("InvalidSpec", True, "RefusedByApiServer", "; ".join(invalid))
+                  if invalid else condition("InvalidSpec", False, "Valid", "the spec is valid")]
     if len(spec.regions) > 1:  # a single region is backups only: nothing to fail over to
         conditions += health.conditions_after(regions, old_conditions)
     for cond in conditions:
-        news = not _was(old_conditions, cond["type"], cond["status"], cond["message"])
+        news = not was(old_conditions, cond["type"], cond["message"], cond["status"])
         if news and cond["type"] == "Ready" and cond["status"] == "False":
             result.events.append(Event("Warning", cond["reason"], cond["message"]))
         if news and cond["type"] == "BackupStale" and cond["status"] == "True":
@@ -726,6 +227,11 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
     for key in ("verifiedRestorablePoint", "lastRestoreSeconds"):
         if tracking.extra.get(key) is not None:
             status[key] = tracking.extra[key]
+    if len(spec.regions) > 1:
+        status.update(health.status_fields(regions, old_status))
+        protection = health.protection_fields(regions, old_status, now)
+        if protection:  # a merge patch: a field it no longer has is written as null
+            status["protection"] = with_deletions(old_status.get("protection"), protection)
     status["backups"] = with_deletions(old_status.get("backups"), status["backups"])
     result.status = status
     wakes = [result.wake_at, *tracking.wakes]
@@ -743,7 +249,7 @@ def _invalid(ref: PlanRef, old_status: Mapping[str, Any],
     new = [condition("Ready", False, "InvalidSpec", message),
            condition("InvalidSpec", True, "InvalidSpec", message)]
     kept = [c for c in old_conditions if c.get("type") not in ("Ready", "InvalidSpec")]
-    events = [] if _was(old_conditions, "InvalidSpec", "True", message) else [
+    events = [] if was(old_conditions, "InvalidSpec", message, "True") else [
         Event("Warning", "InvalidSpec", message)]
     status = {k: v for k, v in old_status.items() if k not in ("conditions",)}
     status["observedGeneration"] = ref.generation
@@ -773,20 +279,58 @@ async def _observe(ref: PlanRef, objects: ObjectClient, names: Sequence[str]) ->
     return _Observed(secret, ours, foreign, jobs)
 
 
+#: Fields of a CronJob the API server may refuse, and the plan's field they come from.
+_SCHEDULE_FIELDS: dict[JobType, str] = {
+    "full": "spec.backups.full.schedule", "incremental": "spec.backups.incremental.schedule",
+    "long-term": "spec.backups.longTerm.schedule", "verify": "spec.backups.verify.schedule",
+    "expire": "spec.backups.expire.schedule", "restore-drill": "spec.backups.restoreDrill.schedule",
+}
+
+
+def _refusal(write: Write, error: errors.KubeError) -> Refusal:
+    """Says which object was refused, the API server's words, and what in the plan to fix."""
+    fix = ""
+    job_type = (write.obj["metadata"].get("labels") or {}).get(builders.TYPE_LABEL)
+    fields = {c.field for c in error.causes}
+    if "spec.schedule" in fields and job_type in _SCHEDULE_FIELDS:
+        fix = f"; fix {_SCHEDULE_FIELDS[job_type]}"
+    elif "spec.timeZone" in fields:
+        fix = "; fix spec.backups.timeZone"
+    if isinstance(error, errors.ForbiddenError):
+        return Refusal(False, f"the API server refused {write.label} ({error.describe()}): "
+                       "the operator's RBAC lacks a permission; check the chart's roles")
+    return Refusal(True, f"the API server refused {write.label}: {error.describe()}{fix}")
+
+
 async def _write(ref: PlanRef, objects: ObjectClient, writes: Sequence[Write],
-                 deletes: Sequence[Mapping[str, Any]], result: Result) -> None:
+                 deletes: Sequence[Mapping[str, Any]], result: Result) -> list[Refusal]:
+    """Applies and deletes; returns the writes the API server refused (4xx), which become
+    conditions: sending them again would change nothing."""
+    refusals: list[Refusal] = []
+    done: list[Write] = []
     for write in writes:
-        stored = await objects.apply(write.obj)
+        try:
+            stored = await objects.apply(write.obj)
+        except (errors.InvalidError, errors.ForbiddenError) as error:
+            refusals.append(_refusal(write, error))
+            continue
+        done.append(write)
         result.writes += 1
         result.written[write.obj["metadata"]["name"]] = str(
             stored.get("metadata", {}).get("resourceVersion", ""))
+        verb = {"create": "created", "update": "updated to the plan",
+                "drift": "corrected a hand edit"}[write.kind]
+        result.log.append(f"{write.label} {ref.namespace}/{write.obj['metadata']['name']}: "
+                          f"{verb}" + (f" ({write.detail})" if write.detail else ""))
     for obj in deletes:
         meta = obj["metadata"]
         if await objects.delete(obj.get("apiVersion", "batch/v1"), obj.get("kind", "CronJob"),
                                 ref.namespace, meta["name"], uid=meta.get("uid")):
             result.writes += 1
+            result.log.append(f"{obj.get('kind', 'CronJob')} {ref.namespace}/{meta['name']}: "
+                              "deleted, no longer in the plan")
     by_kind: dict[WriteKind, list[str]] = {}
-    for write in writes:
+    for write in done:
         by_kind.setdefault(write.kind, []).append(
             write.label + (f" ({write.detail})" if write.detail else ""))
     if "create" in by_kind:
@@ -801,6 +345,7 @@ async def _write(ref: PlanRef, objects: ObjectClient, writes: Sequence[Write],
     if deletes:
         result.events.append(Event("Normal", "Deleted", "deleted CronJob " + ", ".join(
             o["metadata"]["name"] for o in deletes) + ": no longer in the plan"))
+    return refusals
 
 
 async def _check_references(spec: RecoveryPlanSpec, ref: PlanRef, objects: ObjectClient
@@ -934,10 +479,10 @@ async def _pod_message(ref: PlanRef, objects: ObjectClient, job: str) -> str:
 
 
 async def _with_container_message(ref: PlanRef, objects: ObjectClient, run: JobRun) -> JobRun:
-    message = _one_line(await _pod_message(ref, objects, run.name), REASON_MAX // 2)
+    message = one_line(await _pod_message(ref, objects, run.name), REASON_MAX // 2)
     if not message:
         return run
-    return replace(run, reason=_one_line(f"{run.reason}; last output: {message}"))
+    return replace(run, reason=one_line(f"{run.reason}; last output: {message}"))
 
 
 async def _report_failure(ref: PlanRef, objects: ObjectClient, run: JobRun,
@@ -947,8 +492,10 @@ async def _report_failure(ref: PlanRef, objects: ObjectClient, run: JobRun,
     await objects.patch_merge("batch/v1", "Job", ref.namespace, run.name,
                               {"metadata": {"annotations": {REPORTED: "true"}}})
     result.writes += 1
+    result.log.append(f"Job {ref.namespace}/{run.name}: marked {REPORTED} (its failure is "
+                      "reported once)")
     result.events.append(Event("Warning", "BackupFailed",
-                               f"{_NAMES[run.job_type]} Job {run.name} failed at "
+                               f"{NAMES[run.job_type]} Job {run.name} failed at "
                                f"{iso(run.finished)}: {run.reason}"))
     metrics.BACKUP_FAILURES.labels(ref.namespace, ref.name, run.job_type).inc()
 

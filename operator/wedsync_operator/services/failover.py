@@ -2,24 +2,33 @@
 
 `tick()` reads the run's status, does the one thing the state machine asks for and returns
 the new status. The handler writes that status before the next tick, so an operator killed
-at any point repeats at most the step it was in, and every step is safe to repeat:
+at any point repeats at most the step it was in, and every step is safe to repeat. Every SQL
+statement is in `servers`; which standby may be promoted is `domain.lineage`'s decision.
 
-- **Fence** the old primary. Database first: ``ALTER SYSTEM SET default_transaction_read_only
-  = on``, reload, wait until new sessions see it, then terminate every other client session
-  (a session keeps a setting it SET itself, so only new sessions are trusted) and record the
-  WAL flush position. Then its workload is scaled to zero in its own cluster. The database
-  part is a soft fence (a client may still ask for a read-write transaction explicitly); the
-  workload scaled to zero is the hard one. In a Failover (primary lost) an unreachable
-  database or region cluster counts as fenced: it is what being lost means. A Switchover
-  needs both parts done.
-- **CatchUp** (Switchover): wait until the standby has replayed up to the fence position.
-- **Promote**: ``SELECT pg_promote()`` only while ``pg_is_in_recovery()``; a standby that is
-  already promoted is left alone, so a repeated step never promotes twice.
+- **Pending**: every standby is observed and judged against the serving primary's lineage
+  (observed now, else the last one the plan's status recorded). Only a standby in recovery on
+  that lineage can be chosen: a former primary that was never rebuilt is Diverged. A run with
+  no candidate waits while a standby cannot be observed, and fails when every one is Diverged.
+- **Fence** the old primary: its databases closed to every role but superusers, every other
+  session ended, new sessions read-only, the final WAL position recorded (`servers.fence`);
+  then its workload is scaled to zero in its own cluster, its replicas kept on it. In a
+  Failover (primary lost) an unreachable database or region cluster counts as fenced: it is
+  what being lost means. A Switchover needs both parts done.
+- **CatchUp**: the standby must still be in recovery on the lineage. A Switchover waits until
+  it has replayed the fence position (zero loss) — within `failover.switchoverTimeoutSeconds`,
+  else the run fails and rolls back. The standby's timeline and position are recorded.
+- **Promote**: ``pg_promote()`` only while the standby is in recovery; a standby found
+  promoted already counts only when its new timeline branched from the recorded timeline at
+  or after the recorded position (this run's promotion, repeated after a crash). The fence's
+  connection limits, which the standby replayed, are put back. The data loss is measured:
+  the old primary's fenced position minus the new timeline's switch point.
 - **Redirect**: the traffic object of every region, in that region's cluster: a ConfigMap or
   Secret key gets ``host:port`` of the new primary; a Service gets annotations naming the
   new primary and, when the new primary's workload runs in the same cluster, that
   workload's selector.
 - **Verify**: a real write on the new primary, then the plan's ``status.currentPrimary``.
+- **Unfence** (RollingBack): a run that fenced the old primary and failed before promoting
+  gives it its writers and replicas back — never while the standby is out of recovery.
 
 Database passwords and kubeconfigs stay out of every message: errors are reduced to their
 class and the database's own message, with the password masked.
@@ -33,21 +42,24 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import aiohttp
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from wedsync_operator import database
+from wedsync_operator import database, servers
 from wedsync_operator.api.base import GROUP, VERSION
 from wedsync_operator.api.failover import PLURAL, FailoverRunSpec, FailoverRunStatus
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
+from wedsync_operator.domain import datajobs, freezes, lineage, rebuild
 from wedsync_operator.domain import failover as machine
-from wedsync_operator.domain import freezes
-from wedsync_operator.domain.connection import Connection
+from wedsync_operator.domain import pgbackrest as pb
+from wedsync_operator.domain import restore as restore_domain
+from wedsync_operator.domain.connection import Connection, conninfo, conninfo_target
+from wedsync_operator.kube import workloads
 from wedsync_operator.kube.clients import MERGE
 from wedsync_operator.kube.regions import (
     RegionClients,
@@ -56,6 +68,7 @@ from wedsync_operator.kube.regions import (
     get_or_none,
     secret_value,
 )
+from wedsync_operator.services import regionjobs
 from wedsync_operator.services.events import Event
 
 #: seconds to wait for a database connection
@@ -64,8 +77,11 @@ CONNECT_TIMEOUT = 3
 CATCH_UP_POLL_SECONDS = 5.0
 #: seconds between retries of a step that could not finish yet
 RETRY_SECONDS = 2.0
+#: longest the Follow step waits for the other standbys to stream from the new primary (a
+#: standby that is down or slower is left to the detector, which re-points it when it answers)
+FOLLOW_SECONDS = 60.0
 #: the table the Verify step writes one row per run into
-VERIFY_TABLE = "wedsync_failover_verify"
+VERIFY_TABLE = servers.VERIFY_TABLE
 ANNOTATION_REGION = f"{GROUP}/primary-region"
 ANNOTATION_ADDRESS = f"{GROUP}/primary-address"
 
@@ -147,30 +163,39 @@ async def region_connection(clients: RegionClients, namespace: str, region: Regi
     return conn
 
 
-async def _read_connection(clients: RegionClients, namespace: str, region: Region
-                           ) -> Connection:
+async def replication_connection(clients: RegionClients, namespace: str, region: Region
+                                 ) -> Connection:
+    """Where the other regions' standbys stream from when `region` is the primary: its
+    replication Secret, else its connection Secret."""
+    if region.replication_secret is None:
+        return await region_connection(clients, namespace, region)
+    return await _read_connection(clients, namespace, region, region.replication_secret.name,
+                                  "replication")
+
+
+async def _read_connection(clients: RegionClients, namespace: str, region: Region,
+                           name: str | None = None, what: str = "connection") -> Connection:
     api = await clients.api_for(namespace, region.cluster)
     ns = region.namespace or namespace
-    name = region.connection_secret.name
+    name = name or region.connection_secret.name
     secret = await get_or_none(api, f"/api/v1/namespaces/{ns}/secrets/{name}")
     if secret is None:
-        raise StepWait(f"connection Secret {ns}/{name} of region {region.name} does not exist")
+        raise StepWait(f"{what} Secret {ns}/{name} of region {region.name} does not exist")
     values = {k: secret_value(secret, k) for k in ("host", "port", "user", "password",
                                                      "dbname")}
     if not values["host"] or not values["port"] or not values["user"]:
-        raise StepWait(f"connection Secret {ns}/{name} of region {region.name} needs the "
+        raise StepWait(f"{what} Secret {ns}/{name} of region {region.name} needs the "
                        "keys host, port and user")
     try:
         port = int(values["port"] or "")
     except ValueError:
-        raise StepWait(f"connection Secret {ns}/{name}: port is not a number") from None
+        raise StepWait(f"{what} Secret {ns}/{name}: port is not a number") from None
     return Connection(host=values["host"] or "", port=port, user=values["user"] or "",
                       dbname=values["dbname"] or "postgres", password=values["password"] or "")
 
 
 def connect(conn: Connection) -> AbstractAsyncContextManager[database.Session]:
-    return database.session(conn, connect_timeout=CONNECT_TIMEOUT,
-                            application_name="wedsync-operator")
+    return servers.connect(conn, connect_seconds=CONNECT_TIMEOUT)
 
 
 def db_error(conn: Connection, error: BaseException) -> str:
@@ -180,13 +205,28 @@ def db_error(conn: Connection, error: BaseException) -> str:
 
 
 DB_ERRORS = (database.DatabaseError, OSError, TimeoutError)
-KUBE_ERRORS = (ApiException, RegionError, aiohttp.ClientError, TimeoutError, OSError)
+KUBE_ERRORS = (ApiException, RegionError, aiohttp.ClientError, TimeoutError, OSError,
+               workloads.WorkloadMissingError)
 
 
 def kube_error(error: BaseException) -> str:
     if isinstance(error, ApiException):
         return f"HTTP {error.status} {error.reason}"
     return str(error) or type(error).__name__
+
+
+async def observe(run: Run, region: Region) -> servers.Observation:
+    """One observation of a region's server (its lineage facts and its fence)."""
+    conn = await connection(run, region)
+    try:
+        async with connect(conn) as db:
+            return await servers.observe(db)
+    except DB_ERRORS as error:
+        raise _Unreachable(db_error(conn, error)) from None
+
+
+class _Unreachable(Exception):  # noqa: N818 - an outcome: the server does not answer
+    pass
 
 
 # ---- the tick -----------------------------------------------------------------------------
@@ -201,9 +241,16 @@ async def tick(run: Run) -> Tick:
         return loaded
     if decision.kind in ("start", "await"):
         return await _start(run, now, awaiting=decision.kind == "await")
+    if decision.kind == "release" and run.spec.type == "Rebuild":
+        status = machine.release(run.status, now, rebuild=True)
+        return Tick(status, [Event("Normal", "Approved", f"approved: rebuilding "
+                                   f"{status.to_region}")])
     if decision.kind == "release":
         problem = await _target_problem(run, run.region(run.status.to_region))
         if problem is not None:
+            if problem.startswith(_REFUSED):
+                return Tick(machine.fail(run.status, None, problem, now),
+                            [Event("Warning", "InvalidRun", problem)])
             return _wait(run, problem, delay=5.0)
         status = machine.release(run.status, now)
         return Tick(status, [Event("Normal", "Approved", "approved: fencing "
@@ -223,13 +270,13 @@ async def _load_plan(run: Run) -> Tick | None:
         if run.status.phase in ("Pending", "AwaitingApproval"):
             return _wait(run, f"plan {run.spec.plan!r} does not exist", delay=5.0)
         return Tick(machine.fail(run.status, None, f"plan {run.spec.plan!r} was deleted "
-                                 "during the run", run.clock()),
+                                 "during the run", run.clock(), run.spec.type),
                     [Event("Warning", "PlanMissing", f"plan {run.spec.plan!r} was deleted")])
     try:
         run.plan = RecoveryPlanSpec.model_validate(body.get("spec") or {})
     except ValidationError as error:
         message = f"plan {run.spec.plan!r} is invalid: {error.errors()[0].get('msg')}"
-        return Tick(machine.fail(run.status, None, message, run.clock()),
+        return Tick(machine.fail(run.status, None, message, run.clock(), run.spec.type),
                     [Event("Warning", "InvalidPlan", message)])
     run.plan_status = body.get("status") or {}
     return None
@@ -247,18 +294,23 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
     if other is not None:
         return _wait(run, f"waiting for run {other} of the same plan to finish", delay=5.0)
     current = run.plan_status.get("currentPrimary")
+    if run.spec.type == "Rebuild":
+        return _start_rebuild(run, now, awaiting, current)
+    standbys = await _standbys(run, machine.serving(run.plan, current))
     try:
         if awaiting and run.status.from_region and run.status.to_region:
             source, target = run.status.from_region, run.status.to_region
         else:
-            source, target = machine.choose_regions(run.plan, run.spec, current,
-                                                    await _standby_lags(run, current))
+            source, target = machine.choose_regions(run.plan, run.spec, current, standbys)
     except machine.PlanError as error:
         return Tick(machine.fail(run.status, None, str(error), now),
                     [Event("Warning", "InvalidRun", str(error))])
-    assert source is not None
-    assert target is not None
-    lag = await _lag_bytes(run, run.region(source), run.region(target))
+    except machine.NoCandidateYet as wait:
+        message = str(wait)
+        events = [] if message == run.status.message else [Event("Warning", "NoCandidate",
+                                                                  message)]
+        return Tick(run.status.model_copy(update={"message": message}), events, delay=5.0)
+    lag = standbys[target].lag_bytes if target in standbys else None
     frozen = freezes.active_freezes(run.plan.backups.freezes,
                                     ZoneInfo(run.plan.backups.time_zone), now)
     reasons = machine.gate_reasons(run.plan.failover, run.spec, frozen, lag)
@@ -268,30 +320,56 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
         events = [] if awaiting and status.message == run.status.message else [
             Event("Warning", "AwaitingApproval", status.message)]
         return Tick(status, events, delay=5.0)
-    problem = await _target_problem(run, run.region(target))
-    if problem is not None:
-        events = [] if problem == run.status.message else [Event("Warning", "TargetNotReady",
-                                                           problem)]
-        return Tick(run.status.model_copy(update={"message": problem}), events, delay=5.0)
+    # the target answered and is on the lineage (choose_regions took only such a standby)
     return Tick(status, [Event("Normal", "Started", status.message)])
+
+
+def _start_rebuild(run: Run, now: datetime, awaiting: bool, current: str | None) -> Tick:
+    assert run.plan is not None
+    try:
+        source, target = machine.rebuild_regions(run.plan, run.spec, current)
+    except machine.PlanError as error:
+        return Tick(machine.fail(run.status, None, str(error), now),
+                    [Event("Warning", "InvalidRun", str(error))])
+    frozen = freezes.active_freezes(run.plan.backups.freezes,
+                                    ZoneInfo(run.plan.backups.time_zone), now)
+    reasons = machine.rebuild_gate_reasons(run.plan.failover, frozen)
+    status = machine.begin(run.status, source, target, reasons, run.spec.approved, now,
+                           rebuild=True)
+    if status.phase == "AwaitingApproval":
+        events = [] if awaiting and status.message == run.status.message else [
+            Event("Warning", "AwaitingApproval", status.message)]
+        return Tick(status, events, delay=5.0)
+    return Tick(status, [Event("Normal", "Started", status.message)])
+
+
+_REFUSED = "refused:"
 
 
 async def _target_problem(run: Run, target: Region) -> str | None:
     """Why the region to promote cannot be promoted now (its connection Secret or cluster
-    cannot be read, or its database does not answer), or None. Checked before anything is
-    fenced: fencing a primary with no standby to promote would make the outage."""
+    cannot be read, its database does not answer — the run waits), or is no candidate at all
+    (it left the lineage — the run fails; the message starts with `_REFUSED`). Checked
+    before anything is fenced: fencing a primary with no standby to promote would make the
+    outage."""
+    assert run.plan is not None
     prefix = f"not fencing anything yet: region {target.name} cannot be promoted now"
     try:
-        conn = await connection(run, target)
+        seen = await observe(run, target)
     except StepWait as wait:
         return f"{prefix}: {wait}"
+    except _Unreachable as error:
+        return f"{prefix}: {error}"
     except KUBE_ERRORS as error:
         return f"{prefix}: {kube_error(error)}"
-    try:
-        async with connect(conn) as db:
-            await db.scalar("SELECT pg_is_in_recovery()")
-    except DB_ERRORS as error:
-        return f"{prefix}: {db_error(conn, error)}"
+    serving, _ = await _serving_lineage(run, run.status.from_region or
+                                        machine.serving(run.plan, run.plan_status.get(
+                                            "currentPrimary")))
+    verdict = lineage.classify(seen.server, serving,
+                               remembered=_remembered(run.plan_status, target.name))
+    if not verdict.promotable:
+        return (f"{_REFUSED} region {target.name} is {verdict.state} and is never promoted: "
+                f"{verdict.reason} (rebuild it as a standby of the primary first)")
     return None
 
 
@@ -311,6 +389,9 @@ async def _earlier_active_run(run: Run) -> str | None:
             mine = key
             continue
         phase = (item.get("status") or {}).get("phase", "Pending")
+        other_type = (item.get("spec") or {}).get("type", "Failover")
+        if run.spec.type != "Rebuild" and other_type == "Rebuild":
+            continue  # a rebuild never holds a failover back (a rebuild waits for one)
         if (item.get("spec") or {}).get("plan") == run.spec.plan and \
                 phase not in ("Succeeded", "Failed"):
             others.append(key)
@@ -318,37 +399,65 @@ async def _earlier_active_run(run: Run) -> str | None:
     return min(earlier)[1] if earlier else None
 
 
-async def _standby_lags(run: Run, current: str | None) -> dict[str, int | None]:
-    """The replay lag of every standby, when the run leaves the choice to the operator."""
+async def _serving_lineage(run: Run, region_name: str) -> tuple[lineage.Lineage | None,
+                                                                 int | None]:
+    """The serving primary's lineage and flush position: observed now when it answers and
+    accepts writes, else the last ones the plan's status recorded (position None then, unless
+    it recorded where the primary was last seen)."""
+    try:
+        seen = await observe(run, run.region(region_name))
+        if not seen.server.in_recovery:
+            return seen.server.known, seen.server.lsn
+    except (StepWait, _Unreachable, *KUBE_ERRORS):
+        pass
+    raw = run.plan_status.get("lineage") or {}
+    if raw.get("region") != region_name or not raw.get("timeline"):
+        return None, None
+    try:
+        history = tuple(lineage.Switch(int(s["timeline"]), lineage.parse_lsn(str(s["lsn"])))
+                        for s in raw.get("history") or ())
+        last = lineage.parse_lsn(str(raw["lastSeenLsn"])) if raw.get("lastSeenLsn") else None
+    except (KeyError, TypeError, ValueError):
+        return None, None
+    return lineage.Lineage(int(raw["timeline"]), history), last
+
+
+def _remembered(plan_status: Mapping[str, Any], region: str) -> int | None:
+    """The timeline the plan's status last saw this standby stream on."""
+    for entry in plan_status.get("regions") or ():
+        if entry.get("name") == region and entry.get("state") == "Streaming":
+            value = entry.get("timeline")
+            return int(value) if value else None
+    return None
+
+
+async def _standbys(run: Run, source: str) -> dict[str, machine.Standby]:
+    """Every region but the serving one, observed and judged against the serving lineage,
+    with its replay lag (against the primary's position now or last seen; else the WAL it
+    received and has not replayed, a lower bound)."""
     assert run.plan is not None
-    if run.spec.to_region is not None or len(run.plan.regions) < 3:
-        return {}
-    source, _ = machine.choose_regions(run.plan, run.spec, current)
-    standbys = [r for r in run.plan.regions if r.name != source]
-    lags = await asyncio.gather(*(_lag_bytes(run, run.region(source), r) for r in standbys))
-    return {r.name: lag for r, lag in zip(standbys, lags, strict=True)}
+    serving, reference = await _serving_lineage(run, source)
+    others = [r for r in run.plan.regions if r.name != source]
 
+    async def view(region: Region) -> machine.Standby:
+        try:
+            seen = await observe(run, region)
+        except StepWait as wait:
+            return machine.Standby(None, problem=str(wait))
+        except _Unreachable as error:
+            return machine.Standby(None, problem=str(error))
+        except KUBE_ERRORS as error:
+            return machine.Standby(None, problem=kube_error(error))
+        server = seen.server
+        verdict = lineage.classify(server, serving,
+                                   remembered=_remembered(run.plan_status, region.name))
+        behind = lineage.lag(reference, server.holds)
+        if behind is None:  # the primary's position is unknown: a lower bound
+            behind = lineage.lag(server.received_lsn, server.lsn)
+        return machine.Standby(verdict, behind, position=server.holds)
 
-async def _lag_bytes(run: Run, source: Region, target: Region) -> int | None:
-    """The standby's replay lag behind the primary in bytes: against the primary's current
-    position when the primary answers, else the WAL the standby received but has not
-    replayed yet (a lower bound). None when the standby does not answer."""
-    try:
-        standby = await connection(run, target)
-        async with connect(standby) as db:
-            replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-            receive = await db.scalar("SELECT pg_last_wal_receive_lsn()::text")
-    except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
-        return None
-    if replay is None:
-        return None
-    try:
-        primary = await connection(run, source)
-        async with connect(primary) as db:
-            current = await db.scalar("SELECT pg_current_wal_flush_lsn()::text")
-        return machine.data_loss(current, replay)
-    except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
-        return machine.data_loss(receive, replay)
+    views = await asyncio.gather(*(view(r) for r in others))
+    return {r.name: v for r, v in zip(others, views, strict=True)}
 
 
 def _advance(run: Run, status: FailoverRunStatus, now: datetime) -> Tick:
@@ -380,8 +489,9 @@ async def _step(run: Run, step: machine.StepName, now: datetime) -> Tick:
                     delay=RETRY_SECONDS)
     except StepFailed as failed:
         message = f"{step} failed: {failed}"
-        return Tick(machine.fail(status, step, message, run.clock()),
-                    [Event("Warning", "Failed", message)])
+        failed_status = machine.fail(status, step, message, run.clock(), run.spec.type)
+        reason = "RollingBack" if failed_status.phase == "RollingBack" else "Failed"
+        return Tick(failed_status, [Event("Warning", reason, failed_status.message)])
     done = machine.step_finished(status, step, result, run.clock())
     tick = _advance(run, done, run.clock())
     tick.events.insert(0, Event("Normal", step, result.message))
@@ -395,19 +505,28 @@ async def fence(run: Run) -> machine.StepResult:
     lost_ok = run.spec.type == "Failover"
     notes = []
     facts: dict[str, object] = {}
-    # 1. the database: read-only, sessions ended, final position recorded
+    # 1. the database: closed to writers, sessions ended, final position recorded
     try:
-        conn = await connection(run, old)
+        conn: Connection | None = await connection(run, old)
     except (*KUBE_ERRORS,) as error:
         conn = None
         db_note = f"connection Secret unreadable ({kube_error(error)})"
     if conn is not None:
         try:
-            lsn = await (_check_db(conn) if drill else _fence_db(conn))
-            db_note = (f"database reachable at {lsn}" if drill
-                       else f"database read-only, sessions ended, flushed to {lsn}")
-            if not drill:
-                facts["fence_lsn"] = lsn
+            if drill:
+                async with connect(conn) as db:
+                    where = lineage.format_lsn(await servers.position(db))
+                db_note = f"database reachable at {where}"
+            else:
+                fenced = await servers.fence(conn, connect_seconds=CONNECT_TIMEOUT)
+                db_note = _fence_note(fenced)
+                facts["fence_lsn"] = lineage.format_lsn(fenced.lsn)
+                facts["fence_timeline"] = fenced.lineage.timeline
+                if run.status.fence_limits is None and fenced.limits:
+                    facts["fence_limits"] = fenced.limits
+                if fenced.standby and run.spec.type == "Switchover":
+                    raise StepFailed(f"{old.name} is in recovery: there is no primary to "
+                                     "switch over from")
         except DB_ERRORS as error:
             db_note = f"database unreachable ({db_error(conn, error)})"
             conn = None
@@ -425,84 +544,106 @@ async def fence(run: Run) -> machine.StepResult:
     return machine.StepResult(("drill: " if drill else "") + "; ".join(notes), facts=facts)
 
 
-async def _check_db(conn: Connection) -> str:
-    async with connect(conn) as db:
-        value: str = await db.scalar("SELECT CASE WHEN pg_is_in_recovery() THEN "
-                                  "pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() "
-                                  "END::text")
-        return value
-
-
-async def _fence_db(conn: Connection) -> str:
-    async with connect(conn) as db:
-        if await db.scalar("SELECT pg_is_in_recovery()"):
-            lsn: str = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-            return lsn  # a standby accepts no writes: already fenced
-        await db.execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        await db.execute("SELECT pg_reload_conf()")
-    # the postmaster has reloaded once a new session starts read-only
-    for _ in range(100):
-        async with connect(conn) as db:
-            if await db.scalar("SHOW default_transaction_read_only") == "on":
-                break
-        await asyncio.sleep(0.05)
-    else:
-        raise StepWait("the old primary did not reload its configuration")
-    async with connect(conn) as db:
-        for _ in range(2):  # again, for a session that was starting during the first pass
-            await db.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'")
-            await asyncio.sleep(0.1)
-        final: str = await db.scalar("SELECT pg_current_wal_flush_lsn()::text")
-    return final
+def _fence_note(fenced: servers.Fenced) -> str:
+    where = lineage.format_lsn(fenced.lsn)
+    if fenced.standby:
+        return f"database in recovery (accepts no writes) at {where}"
+    return (f"database closed to every role but superusers ({len(fenced.limits)} databases), "
+            f"other sessions ended, read-only by default, flushed to {where} on timeline "
+            f"{fenced.lineage.timeline}")
 
 
 async def _fence_workload(run: Run, region: Region, drill: bool,
                           facts: dict[str, object]) -> str:
     api = await run.clients.api_for(run.namespace, region.cluster)
     ns = run.region_namespace(region)
-    plural = "statefulsets" if region.fence.kind == "StatefulSet" else "deployments"
-    path = f"/apis/apps/v1/namespaces/{ns}/{plural}/{region.fence.name}"
     what = f"{region.fence.kind} {ns}/{region.fence.name}"
-    workload = await get_or_none(api, path)
-    if workload is None:
-        raise StepWait(f"{what} does not exist in region {region.name}")
-    replicas = int((workload.get("spec") or {}).get("replicas", 1))
+    scaled = await workloads.scale_to_zero(api, ns, region.fence.kind, region.fence.name,
+                                           dry_run=drill)
     if drill:
-        return f"{what} found with {replicas} replicas"
-    if replicas == 0:
+        return f"{what} found with {scaled.before} replicas"
+    if not scaled.changed:
         return f"{what} already scaled to 0"
     if run.status.fenced_replicas is None:
-        facts["fenced_replicas"] = replicas
-    await call(api, "PATCH", path, body={"spec": {"replicas": 0}}, content_type=MERGE)
-    return f"{what} scaled from {replicas} to 0"
+        facts["fenced_replicas"] = scaled.before
+    return f"{what} scaled from {scaled.before} to 0"
 
 
 async def catch_up(run: Run) -> machine.StepResult:
-    """Switchover: the standby replays everything the fenced primary flushed."""
-    target = run.status.fence_lsn
-    if target is None:
+    """The standby must still be a standby on the lineage; a Switchover waits until it has
+    replayed everything the fenced primary flushed (within the plan's switchover timeout,
+    else the run fails and rolls back). Records the standby's timeline and position: the
+    promotion must branch from there."""
+    assert run.plan is not None
+    target = run.region(run.status.to_region)
+    conn = await connection(run, target)
+    fence_lsn = lineage.parse_lsn(run.status.fence_lsn) if run.status.fence_lsn else None
+    switchover = run.spec.type == "Switchover"
+    if switchover and fence_lsn is None:
         raise StepFailed("the fence recorded no WAL position to catch up to")
-    conn = await connection(run, run.region(run.status.to_region))
+    reference, _ = await _reference_lineage(run)
     deadline = asyncio.get_running_loop().time() + CATCH_UP_POLL_SECONDS
-    replay: str | None = None
     try:
         async with connect(conn) as db:
             while True:
-                if not await db.scalar("SELECT pg_is_in_recovery()"):
-                    # promoted already (a resumed run): nothing more can arrive
-                    return machine.StepResult("the standby is already promoted")
-                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-                if machine.data_loss(target, replay) == 0:
+                seen = await servers.observe(db)
+                server = seen.server
+                if not server.in_recovery:
+                    raise StepFailed(f"region {target.name} is not in recovery: it was promoted "
+                                     "outside this run or is no standby of the lineage; "
+                                     "nothing was promoted by this run")
+                verdict = lineage.classify(server, reference,
+                                           remembered=_remembered(run.plan_status,
+                                                                  target.name))
+                if not verdict.promotable:
+                    raise StepFailed(f"region {target.name} is {verdict.state}: "
+                                     f"{verdict.reason}")
+                if not switchover or (fence_lsn is not None and server.lsn >= fence_lsn):
                     break
+                if _catch_up_overdue(run):
+                    raise StepFailed(
+                        f"the standby replayed {lineage.format_lsn(server.lsn)} of "
+                        f"{run.status.fence_lsn} within "
+                        f"{run.plan.failover.switchover_timeout_seconds}s "
+                        f"(its WAL receiver: {server.receiver or 'not running'}): not "
+                        "promoting, a switchover loses nothing")
                 if asyncio.get_running_loop().time() > deadline:
-                    raise StepWait(f"replayed {replay} of {target}")
+                    raise StepWait(f"replayed {lineage.format_lsn(server.lsn)} of "
+                                   f"{run.status.fence_lsn}")
                 await asyncio.sleep(0.1)
     except DB_ERRORS as error:
+        if _catch_up_overdue(run):
+            raise StepFailed(f"the standby did not answer within "
+                             f"{run.plan.failover.switchover_timeout_seconds}s: "
+                             f"{db_error(conn, error)}") from None
         raise StepWait(db_error(conn, error)) from None
-    return machine.StepResult(f"the standby replayed up to {replay} (fenced at {target})",
-                              facts={"data_loss_bytes": 0})
+    timeline = verdict.timeline or server.timeline
+    if switchover and run.status.fence_timeline is not None:
+        timeline = max(timeline, run.status.fence_timeline)
+    facts: dict[str, object] = {"promote_timeline": timeline,
+                                "promote_lsn": lineage.format_lsn(server.lsn)}
+    where = f"{lineage.format_lsn(server.lsn)} on timeline {timeline}"
+    if switchover:
+        return machine.StepResult(f"the standby replayed up to {where} (fenced at "
+                                  f"{run.status.fence_lsn})", facts=facts)
+    return machine.StepResult(f"the standby is in recovery on the lineage at {where}",
+                              facts=facts)
+
+
+def _catch_up_overdue(run: Run) -> bool:
+    assert run.plan is not None
+    step = next((s for s in run.status.steps if s.name == "CatchUp"), None)
+    if step is None or step.started_at is None:
+        return False
+    waited = (run.clock() - step.started_at).total_seconds()
+    return run.spec.type == "Switchover" and \
+        waited > run.plan.failover.switchover_timeout_seconds
+
+
+async def _reference_lineage(run: Run) -> tuple[lineage.Lineage | None, int | None]:
+    """The lineage the standby must be on: the old primary's, observed now when it answers
+    (fenced, it still answers superusers), else the last one the plan's status recorded."""
+    return await _serving_lineage(run, str(run.status.from_region))
 
 
 async def promote(run: Run) -> machine.StepResult:
@@ -513,28 +654,49 @@ async def promote(run: Run) -> machine.StepResult:
     await _old_still_fenced(run)
     try:
         async with connect(conn) as db:
-            in_recovery = await db.scalar("SELECT pg_is_in_recovery()")
+            seen = await servers.observe(db)
             if drill:
-                if not in_recovery:
+                if not seen.server.in_recovery:
                     raise StepFailed(f"region {new.name} is not a standby")
-                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-                return machine.StepResult(f"drill: the standby is in recovery at {replay}")
-            facts: dict[str, object] = {}
-            if in_recovery:
-                replay = await db.scalar("SELECT pg_last_wal_replay_lsn()::text")
-                if run.spec.type == "Failover":
-                    facts["data_loss_bytes"] = machine.data_loss(run.status.fence_lsn, replay)
-                if not await db.scalar("SELECT pg_promote(true, 60)"):
+                return machine.StepResult("drill: the standby is in recovery at "
+                                          f"{lineage.format_lsn(seen.server.lsn)}")
+            if seen.server.in_recovery:
+                if not await servers.promote(db, 60):
                     raise StepWait("pg_promote() did not finish within 60s")
-                note = f"promoted at {replay}"
+                seen = await servers.observe(db)
+                note = "promoted"
+            elif _promoted_by_this_run(run, seen.server.known):
+                note = "found promoted by this run before a restart"
             else:
-                note = "already promoted"
-            # a former primary fenced earlier carries the read-only default: lift it
-            await db.execute("ALTER SYSTEM RESET default_transaction_read_only")
-            await db.execute("SELECT pg_reload_conf()")
+                raise StepFailed(
+                    f"region {new.name} is not in recovery, and its timeline "
+                    f"{seen.server.known.timeline} did not branch from timeline "
+                    f"{run.status.promote_timeline} at or after {run.status.promote_lsn}: it "
+                    "was not promoted by this run")
+            await servers.lift_fence(db, run.status.fence_limits or {})
     except DB_ERRORS as error:
         raise StepWait(db_error(conn, error)) from None
+    known = seen.server.known
+    switch = known.switch_point
+    facts: dict[str, object] = {}
+    note += f": timeline {known.timeline} from {lineage.format_lsn(switch or 0)}"
+    if run.status.fence_lsn is not None and switch is not None:
+        loss = max(0, lineage.parse_lsn(run.status.fence_lsn) - switch)
+        facts["data_loss_bytes"] = loss
+        note += f"; data loss {loss} bytes"
+    elif switch is not None:
+        _, last_seen = await _serving_lineage(run, str(run.status.from_region))
+        if last_seen is not None:
+            facts["data_loss_at_least_bytes"] = max(0, last_seen - switch)
+        note += "; data loss unknown (the old primary's final position is unknown)"
     return machine.StepResult(note, facts=facts)
+
+
+def _promoted_by_this_run(run: Run, known: lineage.Lineage) -> bool:
+    if run.status.promote_timeline is None:
+        return False
+    at_least = lineage.parse_lsn(run.status.promote_lsn) if run.status.promote_lsn else None
+    return lineage.promoted_from(known, run.status.promote_timeline, at_least)
 
 
 async def _old_still_fenced(run: Run) -> None:
@@ -543,14 +705,44 @@ async def _old_still_fenced(run: Run) -> None:
         return
     old = run.region(run.status.from_region)
     try:
+        seen = await observe(run, old)
+    except (StepWait, _Unreachable, *KUBE_ERRORS):
+        return  # unreachable: fenced by the Fence step's rules
+    if not seen.server.in_recovery and not seen.fenced:
+        raise StepWait(f"the old primary in {old.name} accepts writes again: not promoting")
+
+
+async def unfence(run: Run) -> machine.StepResult:
+    """RollingBack: the run failed before promoting; the old primary gets its writers and its
+    workload's replicas back. Never while the standby is out of recovery (it would make two
+    primaries): the roll-back then fails and says so."""
+    old = run.region(run.status.from_region)
+    target = run.region(run.status.to_region)
+    try:
+        seen = await observe(run, target)
+        if not seen.server.in_recovery:
+            raise StepFailed(f"region {target.name} is not in recovery: the old primary "
+                             f"{old.name} stays fenced (check which one holds the writes)")
+    except (StepWait, _Unreachable, *KUBE_ERRORS):
+        pass  # nothing was promoted by this run (the state machine guarantees it)
+    notes = []
+    try:
         conn = await connection(run, old)
         async with connect(conn) as db:
-            writable = not await db.scalar("SELECT pg_is_in_recovery()") and \
-                await db.scalar("SHOW default_transaction_read_only") != "on"
-    except (StepWait, *DB_ERRORS, *KUBE_ERRORS):
-        return  # unreachable: fenced by the Fence step's rules
-    if writable:
-        raise StepWait(f"the old primary in {old.name} accepts writes again: not promoting")
+            if not await servers.in_recovery(db):
+                await servers.lift_fence(db, run.status.fence_limits or {})
+        notes.append("database open to its writers again")
+    except (*DB_ERRORS, *KUBE_ERRORS, StepWait) as error:
+        if run.spec.type != "Failover":
+            raise StepWait(f"the old primary cannot be unfenced yet: {error}") from None
+        notes.append(f"database not reached ({error})")
+    api = await run.clients.api_for(run.namespace, old.cluster)
+    ns = run.region_namespace(old)
+    scaled = await workloads.scale_back(api, ns, old.fence.kind, old.fence.name,
+                                        run.status.fenced_replicas)
+    notes.append(f"{old.fence.kind} {ns}/{old.fence.name} "
+                 + ("scaled back up" if scaled.changed else "left as it was"))
+    return machine.StepResult("; ".join(notes))
 
 
 async def redirect(run: Run) -> machine.StepResult:
@@ -622,9 +814,8 @@ async def _must_exist(api: Any, path: str, what: str, region: Region) -> Any:
 
 
 async def _workload_selector(api: Any, run: Run, region: Region) -> dict[str, str]:
-    plural = "statefulsets" if region.fence.kind == "StatefulSet" else "deployments"
-    obj = await get_or_none(api, f"/apis/apps/v1/namespaces/{run.region_namespace(region)}/"
-                                 f"{plural}/{region.fence.name}")
+    obj = await get_or_none(api, workloads.path(run.region_namespace(region),
+                                                region.fence.kind, region.fence.name))
     if obj is None:
         return {}
     labels: dict[str, str] = ((obj.get("spec") or {}).get("selector") or {}).get(
@@ -641,11 +832,7 @@ async def verify(run: Run) -> machine.StepResult:
             if run.spec.type == "Drill":
                 await db.scalar("SELECT 1")
                 return machine.StepResult("drill: the standby answers queries")
-            await db.execute(f"CREATE TABLE IF NOT EXISTS {VERIFY_TABLE} "
-                             "(run text PRIMARY KEY, verified_at timestamptz NOT NULL)")
-            await db.execute(f"INSERT INTO {VERIFY_TABLE} VALUES (%s, now()) ON CONFLICT "
-                             "(run) DO UPDATE SET verified_at = now()",
-                             (f"{run.namespace}/{run.name}",))
+            await servers.verify_write(db, f"{run.namespace}/{run.name}")
     except DB_ERRORS as error:
         raise StepWait(f"write on the new primary failed: {db_error(conn, error)}") from None
     try:
@@ -660,9 +847,197 @@ async def verify(run: Run) -> machine.StepResult:
                               f"currentPrimary is {new.name}")
 
 
+async def follow_step(run: Run) -> machine.StepResult:
+    """Every other standby re-pointed at the new primary and seen streaming from it (its WAL
+    receiver on the new timeline, and the primary's pg_stat_replication), waiting up to
+    FOLLOW_SECONDS; a Diverged one is left for a rebuild, an unreachable one to the
+    detector."""
+    assert run.plan is not None
+    primary = run.region(run.status.to_region)
+    others = [r for r in run.plan.regions if r.name not in (run.status.from_region,
+                                                            primary.name)]
+    if not others:
+        return machine.StepResult("no other standby to re-point")
+    try:
+        seen = await observe(run, primary)
+    except _Unreachable as error:
+        raise StepWait(f"the new primary does not answer: {error}") from None
+    serving = seen.server.known
+    results = await asyncio.gather(*(
+        follow(run.clients, run.namespace, primary, r, serving,
+               _remembered(run.plan_status, r.name)) for r in others))
+    streaming = seen.replicas
+    notes, pending = [], []
+    for result in results:
+        state = result.state
+        if state == "Streaming" and streaming.get(result.region) != "streaming":
+            state = "Waiting"
+        notes.append(result.message if state == result.state else
+                     f"{result.region} receives, but {primary.name} does not list it yet")
+        if state in ("Repointed", "Waiting"):
+            pending.append(result.region)
+    step = next((s for s in run.status.steps if s.name == "Follow"), None)
+    waited = (run.clock() - step.started_at).total_seconds() if step and step.started_at \
+        else 0.0
+    if pending and waited < FOLLOW_SECONDS:
+        raise StepWait("; ".join(notes))
+    if pending:
+        notes.append(f"not streaming after {FOLLOW_SECONDS:.0f}s: {', '.join(pending)} (the "
+                     "detector keeps re-pointing them)")
+    return machine.StepResult("; ".join(notes))
+
+
+# ---- re-protection: the steps of a Rebuild --------------------------------------------------
+def _rebuild_job(run: Run) -> str:
+    return datajobs.job_name(run.name, "rebuild")
+
+
+async def stop(run: Run) -> machine.StepResult:
+    """The region's workload scaled to zero, no Pod of it left and its database not
+    answering: the rebuild Job takes its data volume."""
+    region = run.region(run.status.to_region)
+    api = await run.clients.api_for(run.namespace, region.cluster)
+    ns = run.region_namespace(region)
+    what = f"{region.fence.kind} {ns}/{region.fence.name}"
+    scaled = await workloads.scale_to_zero(api, ns, region.fence.kind, region.fence.name)
+    facts: dict[str, object] = {}
+    if scaled.changed and run.status.fenced_replicas is None:
+        facts["fenced_replicas"] = scaled.before
+    selector = await _workload_selector(api, run, region)
+    if selector:
+        pods = await call(api, "GET", f"/api/v1/namespaces/{ns}/pods", query=[
+            ("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(selector.items())))])
+        left = [p["metadata"]["name"] for p in pods.get("items", [])]
+        if left:
+            raise StepWait(f"{what} is at 0; waiting for its Pods to end: {', '.join(left)}")
+    try:
+        await observe(run, region)
+    except _Unreachable:
+        pass
+    else:
+        raise StepWait(f"{what} is at 0 and has no Pod, but {region.name}'s database still "
+                       "answers: waiting for it to stop (a server outside the workload must "
+                       "be stopped by hand)")
+    return machine.StepResult(
+        (f"{what} scaled from {scaled.before} to 0" if scaled.changed else f"{what} at 0")
+        + f"; {region.name}'s database is stopped", facts=facts)
+
+
+async def rewind(run: Run) -> machine.StepResult:
+    """The rebuild Job in the region's cluster, next to its data: pg_rewind from the serving
+    primary, else a pgBackRest delta restore (`domain.rebuild`)."""
+    assert run.plan is not None
+    plan = run.plan
+    region = run.region(run.status.to_region)
+    api = await run.clients.api_for(run.namespace, region.cluster)
+    ns = run.region_namespace(region)
+    name = _rebuild_job(run)
+    outcome = await regionjobs.follow(api, ns, name)
+    if outcome is None:
+        await _start_rebuild_job(run, api, ns, name)
+        raise StepWait(f"rebuild Job {ns}/{name} created")
+    if not outcome.done:
+        raise StepWait(f"rebuild Job {ns}/{name} {outcome.state}"
+                       + (f": {outcome.reason}" if outcome.reason else ""))
+    if outcome.state == "Failed":
+        raise StepFailed(f"the rebuild Job {ns}/{name} failed ({outcome.reason}): "
+                         f"{outcome.message.strip()[-1500:]}")
+    result = rebuild.parse_result(outcome.message)
+    if result is None:
+        raise StepFailed(f"the rebuild Job {ns}/{name} reported no result: "
+                         f"{outcome.message.strip()[-1500:]}")
+    facts: dict[str, object] = {"rebuild_method": result.method,
+                                "rebuild_seconds": result.seconds}
+    how = "pg_rewind from " + (run.status.from_region or "the primary")
+    if result.method == "restore":
+        repo = restore_domain.choose_repository(plan, None, region.name)
+        facts["rebuild_repository"] = repo.name
+        how = f"a pgBackRest delta restore from repository {repo.name}"
+    if result.rewind_error:
+        facts["rewind_error"] = result.rewind_error
+        how += f" (no rewind: {result.rewind_error})"
+    took = f" in {result.seconds:.1f}s" if result.seconds is not None else ""
+    return machine.StepResult(f"{region.name} rebuilt as a standby by {how}{took}",
+                              facts=facts)
+
+
+async def _start_rebuild_job(run: Run, api: Any, ns: str, name: str) -> None:
+    assert run.plan is not None
+    plan = run.plan
+    region = run.region(run.status.to_region)
+    source = run.region(run.status.from_region)
+    workload = await workloads.get(api, ns, region.fence.kind, region.fence.name)
+    workload.setdefault("kind", region.fence.kind)
+    try:
+        data = datajobs.data_volume(workload, plan.database.data_directory)
+        repo = restore_domain.choose_repository(plan, None, region.name)
+        values = await regionjobs.copied_values(run.clients.local, run.namespace, plan)
+    except (datajobs.DataVolumeError, ValueError, regionjobs.RegionJobError) as error:
+        raise StepFailed(str(error)) from None
+    primary = await connection(run, source)
+    replication = await replication_connection(run.clients, run.namespace, source)
+    values[rebuild.SOURCE_ENV] = conninfo(primary, dbname=primary.dbname)
+    values[rebuild.CONNINFO_ENV] = rebuild.primary_conninfo_line(
+        conninfo(replication, application_name=region.name))
+    number = pb.repository_numbers(plan.backups.repositories)[repo.name]
+    secret = datajobs.secret_name(name)
+    job = datajobs.build_data_job(
+        name, ns, plan, rebuild.rebuild_script(plan, number),
+        labels={REBUILD_LABEL: run.name[:63]},
+        deadline_seconds=plan.failover.rebuild_timeout_seconds, data=data,
+        repositories={repo.name}, user_from=region,
+        extra_env=[{"name": key, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                   for key in (rebuild.SOURCE_ENV, rebuild.CONNINFO_ENV)])
+
+    def secret_for(stored: Mapping[str, Any]) -> Mapping[str, Any]:
+        return datajobs.build_job_secret(secret, ns, plan, values, stored,
+                                         {REBUILD_LABEL: run.name[:63]})
+
+    await regionjobs.start(api, job, secret_for)
+
+
+async def start_workload(run: Run) -> machine.StepResult:
+    """The finished rebuild Job removed, the workload scaled back to its replicas."""
+    region = run.region(run.status.to_region)
+    api = await run.clients.api_for(run.namespace, region.cluster)
+    ns = run.region_namespace(region)
+    await regionjobs.remove(api, ns, _rebuild_job(run))
+    scaled = await workloads.scale_back(api, ns, region.fence.kind, region.fence.name,
+                                        default=run.status.fenced_replicas)
+    what = f"{region.fence.kind} {ns}/{region.fence.name}"
+    return machine.StepResult(f"{what} scaled back" if scaled.changed else
+                              f"{what} runs already")
+
+
+async def rejoin(run: Run) -> machine.StepResult:
+    """The rebuilt region streams from the serving primary (its WAL receiver on the
+    primary's timeline, and the primary's pg_stat_replication lists it), within the plan's
+    rebuild timeout."""
+    assert run.plan is not None
+    primary = run.region(run.status.from_region)
+    region = run.region(run.status.to_region)
+    try:
+        seen = await observe(run, primary)
+    except _Unreachable as error:
+        raise StepWait(f"the primary {primary.name} does not answer: {error}") from None
+    result = await follow(run.clients, run.namespace, primary, region, seen.server.known)
+    if result.state == "Streaming" and seen.replicas.get(region.name) == "streaming":
+        return machine.StepResult(result.message)
+    if result.state == "Diverged":
+        raise StepFailed(f"after the rebuild {result.message}")
+    step = next((s for s in run.status.steps if s.name == "Rejoin"), None)
+    waited = (run.clock() - step.started_at).total_seconds() if step and step.started_at \
+        else 0.0
+    if waited > run.plan.failover.rebuild_timeout_seconds:
+        raise StepFailed(f"{region.name} does not stream from {primary.name} "
+                         f"{waited:.0f}s after its rebuild: {result.message}")
+    raise StepWait(result.message)
+
+
 STEPS: dict[str, Callable[[Run], Awaitable[machine.StepResult]]] = {
     "Fence": fence, "CatchUp": catch_up, "Promote": promote, "Redirect": redirect,
-    "Verify": verify,
+    "Verify": verify, "Follow": follow_step, "Unfence": unfence,
+    "Stop": stop, "Rewind": rewind, "Start": start_workload, "Rejoin": rejoin,
 }
 
 
@@ -688,13 +1063,15 @@ def failing_since(annotations: Mapping[str, str]) -> datetime | None:
 
 async def plan_runs(local: Any, namespace: str, plan: str
                     ) -> tuple[str | None, datetime | None]:
-    """(an unfinished run of the plan, when the operator last started one itself)."""
+    """(an unfinished run of the plan, when the operator last started one itself); Rebuild
+    runs are not counted."""
     listing = await call(local, "GET",
                          f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
     active, last = None, None
     for item in listing.get("items", []):
-        if (item.get("spec") or {}).get("plan") != plan:
-            continue
+        spec = item.get("spec") or {}
+        if spec.get("plan") != plan or spec.get("type") == "Rebuild":
+            continue  # a rebuild never holds a failover back
         meta = item["metadata"]
         if (item.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
             active = meta["name"]
@@ -729,3 +1106,124 @@ async def start_run(local: Any, namespace: str, plan: str, plan_uid: str, reason
         if error.status != 409:
             raise
     return name
+
+
+#: label on the rebuild Job (and its Secret): the run it belongs to
+REBUILD_LABEL = f"{GROUP}/rebuild"
+
+
+async def plan_run_list(local: Any, namespace: str, plan: str) -> list[rebuild.RunSeen]:
+    """Every Failover run of the plan, as re-protection looks at them."""
+    listing = await call(local, "GET",
+                         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+    runs = []
+    for item in listing.get("items", []):
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        if spec.get("plan") != plan:
+            continue
+        meta = item["metadata"]
+        runs.append(rebuild.RunSeen(
+            meta["name"], str(spec.get("type", "Failover")), str(status.get("phase", "Pending")),
+            status.get("fromRegion"), status.get("toRegion") or spec.get("toRegion"),
+            datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))))
+    return runs
+
+
+async def start_rebuild(local: Any, namespace: str, plan: RecoveryPlanSpec, plan_name: str,
+                        plan_uid: str, region: str, reason: str) -> str:
+    """Creates a Rebuild run of `region` (approved when the plan's failover.rebuild is
+    Automatic); returns its name."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Failover",
+        "metadata": {
+            "generateName": f"{plan_name[:40]}-rebuild-{region[:10]}-",
+            "namespace": namespace,
+            "labels": {CREATED_BY: DETECTION, PLAN_LABEL: plan_name[:63]},
+            "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}",
+                                 "kind": "DisasterRecoveryPlan", "name": plan_name,
+                                 "uid": plan_uid}],
+        },
+        "spec": {"plan": plan_name, "type": "Rebuild", "toRegion": region,
+                 "approved": plan.failover.rebuild == "Automatic", "reason": reason[:1024]},
+    }
+    created = await call(local, "POST",
+                         f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", body=body)
+    return str(created["metadata"]["name"])
+
+
+# ---- the other standbys follow the new primary ----------------------------------------------
+@dataclass(frozen=True)
+class Following:
+    """Where a standby stands after `follow`."""
+
+    region: str
+    #: Streaming: streams from the primary on its timeline. Repointed: its primary_conninfo
+    #: was just changed. Waiting: it points at the primary but does not stream yet.
+    #: Diverged: it cannot follow (rebuild it). Unreachable: it could not be checked.
+    state: Literal["Streaming", "Repointed", "Waiting", "Diverged", "Unreachable"]
+    message: str
+
+
+async def follow(clients: RegionClients, namespace: str, primary: Region, standby: Region,
+                 serving: lineage.Lineage | None, remembered: int | None = None) -> Following:
+    """Makes `standby` stream from `primary`: its primary_conninfo is pointed at the
+    primary's replication address (`application_name` = the region's name) when it points
+    elsewhere, and a reload restarts its WAL receiver. A standby off the primary's lineage
+    cannot follow: it is Diverged and needs a rebuild. Safe to repeat."""
+    name = standby.name
+    try:
+        conn = await region_connection(clients, namespace, standby)
+        source = await replication_connection(clients, namespace, primary)
+    except (StepWait, *KUBE_ERRORS) as error:
+        return Following(name, "Unreachable", f"{name} not reached: " + (
+            str(error) if isinstance(error, StepWait) else kube_error(error)))
+    try:
+        async with connect(conn) as db:
+            seen = await servers.observe(db)
+            verdict = lineage.classify(seen.server, serving, remembered=remembered)
+            if not verdict.promotable:
+                return Following(name, "Diverged", f"{name} is Diverged (rebuild it as a "
+                                 f"standby): {verdict.reason}")
+            host, port, _ = conninfo_target(await servers.upstream(db))
+            if (host, port) != (source.host, str(source.port)):
+                await servers.repoint(db, conninfo(source, application_name=name))
+                return Following(name, "Repointed", f"{name} now streams from {primary.name} "
+                                 f"({source.address})")
+    except DB_ERRORS as error:
+        return Following(name, "Unreachable", f"{name} not reached: {db_error(conn, error)}")
+    server = seen.server
+    on_timeline = serving is None or server.received_timeline == serving.timeline
+    if server.receiver == "streaming" and on_timeline:
+        return Following(name, "Streaming", f"{name} streams from {primary.name} on timeline "
+                         f"{server.received_timeline}")
+    return Following(name, "Waiting", f"{name} points at {primary.name} but its WAL receiver "
+                     f"is {server.receiver or 'not running'}")
+
+
+# ---- a server that takes writes while another one serves them -------------------------------
+async def fence_diverged(clients: RegionClients, namespace: str, plan: RecoveryPlanSpec,
+                         region_name: str, known: Any) -> str:
+    """Fences a region that accepts writes while it is not the one serving them (its
+    database closed to writers, its workload scaled to zero) and says how much WAL it holds
+    past the point where the serving primary's history left it: writes a failover did not
+    carry over. `known`: `health.Known`, the serving primary's lineage."""
+    region = next(r for r in plan.regions if r.name == region_name)
+    conn = await region_connection(clients, namespace, region)
+    fenced = await servers.fence(conn, connect_seconds=CONNECT_TIMEOUT)
+    serving: lineage.Lineage | None = getattr(known, "lineage", None)
+    beyond = ""
+    if serving is not None:
+        end = serving.end_of(fenced.lineage.timeline)
+        if end is not None and fenced.lsn > end:
+            beyond = (f"; it holds {fenced.lsn - end} bytes of WAL on timeline "
+                      f"{fenced.lineage.timeline} past {lineage.format_lsn(end)}, where the "
+                      "serving primary's history left that timeline: writes no failover "
+                      "carried over (read them from it before it is rebuilt)")
+    api = await clients.api_for(namespace, region.cluster)
+    ns = region.namespace or namespace
+    scaled = await workloads.scale_to_zero(api, ns, region.fence.kind, region.fence.name)
+    workload = (f"{region.fence.kind} {ns}/{region.fence.name} scaled from {scaled.before} to 0"
+                if scaled.changed else f"{region.fence.kind} {ns}/{region.fence.name} at 0")
+    return (f"{region.name} accepted writes while another region serves them: fenced "
+            f"(database closed to every role but superusers, {workload}){beyond}; it is "
+            "Diverged until it is rebuilt as a standby")

@@ -1,10 +1,16 @@
 """The health of a DisasterRecoveryPlan's regions: probed by the failover detector, reported as
-the plan's PrimaryHealthy and StandbysReady conditions and as metrics.
+the plan's PrimaryHealthy and StandbysReady conditions, its `status.regions` and `lineage`,
+and as metrics.
 
-`probe_plan` makes one real SQL round trip to every region's database within the plan's
-probe timeout, concurrently: the region serving writes (`status.currentPrimary`, else the
-declared Primary) must answer; a standby must answer, be in recovery, and its replay lag is
-measured against the primary's flush position.
+`probe_plan` makes one real SQL round trip (plus a read of a timeline history file) to every
+region's database within the plan's probe timeout, concurrently (`servers.observe`): the
+region serving writes (`status.currentPrimary`, else the declared Primary) must answer and
+accept writes; every other region is judged against the serving primary's lineage
+(`domain.lineage.classify`): a standby *Streams* only when its WAL receiver streams on that
+lineage; one whose receiver does not run is *NotStreaming*, whatever its replay position says;
+a server that is not in recovery, or whose history left the lineage, is *Diverged*. Lag is
+measured against the serving primary's flush position now, or, while it does not answer,
+against the last position it was seen at (`Known`).
 
 Each region's connection comes from its connection Secret in its own cluster; when that
 cluster does not answer, the connection last read is used (`failover.region_connection`), so
@@ -13,26 +19,40 @@ configuration is wrong (kubeconfig Secret missing or unusable, connection Secret
 without its keys) is *Misconfigured*: it is reported with what to fix and never counts as a
 failed probe, so a typo cannot start a failover.
 
-`conditions` is pure. Its messages carry no figures that change at every probe (the lag goes
-to the metrics), so a steady plan's status is not rewritten at each probe.
+`conditions` and `status_fields` are pure. Their messages carry no figures that change at
+every probe (the lag goes to the metrics), so a steady plan's status is not rewritten at each
+probe.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from wedsync_operator import database
+from wedsync_operator import servers
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
 from wedsync_operator.domain.connection import Connection
-from wedsync_operator.domain.failover import data_loss
+from wedsync_operator.domain.lineage import (
+    Lineage,
+    ServerState,
+    Switch,
+    Verdict,
+    classify,
+    format_lsn,
+    lag,
+    parse_lsn,
+)
 from wedsync_operator.kube.regions import RegionClients, RegionError
 from wedsync_operator.services import failover
 from wedsync_operator.services.scaling import condition
+
+#: A standby is known to the serving primary by its `application_name`, which must be the
+#: region's name (the operator writes it so when it re-points or rebuilds a standby).
 
 #: Up: answers. Down: the database does not answer (counts towards a failover). Misconfigured:
 #: the plan's references are wrong. Unknown: the region's cluster does not answer and its
@@ -55,6 +75,29 @@ class RegionHealth:
     in_recovery: bool | None = None
     lag_bytes: int | None = None
     lag_seconds: float | None = None
+    #: where it stands against the serving primary's lineage (regions that answer, but the
+    #: serving one)
+    verdict: Verdict | None = None
+    server: ServerState | None = None
+    #: closed to every writer but superusers
+    fenced: bool = False
+
+    @property
+    def writable(self) -> bool:
+        """Answers, is not in recovery and is not fenced: it takes writes."""
+        return self.state == "Up" and self.in_recovery is False and not self.fenced
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the detector remembers between probes (and reads back from the plan's status
+    after a restart): the serving primary's lineage and last flush position, and the
+    timeline each standby was last seen streaming on."""
+
+    region: str | None = None
+    lineage: Lineage | None = None
+    lsn: int | None = None
+    timelines: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +106,7 @@ class PlanHealth:
 
     regions: tuple[RegionHealth, ...]
     max_lag_bytes: int
+    known: Known = field(default_factory=Known)
 
     @property
     def primary(self) -> RegionHealth:
@@ -71,6 +115,11 @@ class PlanHealth:
     @property
     def standbys(self) -> tuple[RegionHealth, ...]:
         return tuple(r for r in self.regions if not r.serving)
+
+    def promotable(self) -> list[str]:
+        """Standbys that may be promoted now, as far as this probe knows."""
+        return [r.region for r in self.standbys
+                if r.state == "Up" and r.verdict is not None and r.verdict.promotable]
 
 
 def serving_region(plan: RecoveryPlanSpec, current_primary: Any) -> Region:
@@ -102,18 +151,10 @@ async def _connection(clients: RegionClients, namespace: str, region: Region
         raise
 
 
-_PRIMARY_SQL = "SELECT pg_is_in_recovery(), pg_current_wal_flush_lsn()::text"
-_STANDBY_SQL = (
-    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
-    "CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
-    "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8 END")
-
-
-async def _query(conn: Connection, sql: str, seconds: float) -> tuple[Any, ...]:
-    async with asyncio.timeout(seconds), database.session(
-            conn, connect_timeout=max(1, int(seconds)),
-            application_name="wedsync-operator-probe") as db:
-        return await db.row(sql)
+async def _observe(conn: Connection, seconds: float) -> servers.Observation:
+    async with asyncio.timeout(seconds), servers.connect(
+            conn, connect_seconds=seconds, application="wedsync-operator-probe") as db:
+        return await servers.observe(db)
 
 
 @dataclass(frozen=True)
@@ -122,7 +163,7 @@ class _Answer:
     serving: bool
     state: State
     message: str
-    row: tuple[Any, ...] = ()
+    seen: servers.Observation | None = None
 
 
 async def _probe(clients: RegionClients, namespace: str, region: Region, serving: bool,
@@ -136,26 +177,69 @@ async def _probe(clients: RegionClients, namespace: str, region: Region, serving
                        f"its cluster does not answer ({failover.kube_error(error)}) and its "
                        "database address is not known yet")
     try:
-        row = await _query(conn, _PRIMARY_SQL if serving else _STANDBY_SQL, seconds)
-    except (*failover.DB_ERRORS,) as error:
+        seen = await _observe(conn, seconds)
+    except (*failover.DB_ERRORS, ValueError) as error:
         return _Answer(region, serving, "Down", failover.db_error(conn, error))
-    return _Answer(region, serving, "Up", "answers", row)
+    return _Answer(region, serving, "Up", "answers", seen)
 
 
 async def probe_plan(clients: RegionClients, namespace: str, plan: RecoveryPlanSpec,
-                     current_primary: Any, seen_up: Set[str]) -> PlanHealth:
+                     current_primary: Any, seen_up: Set[str], known: Known | None = None
+                     ) -> PlanHealth:
     """Probes every region of the plan once, concurrently, each within the probe timeout.
     `seen_up`: the regions that have answered before; one that never has is Unknown, not
-    Down, when it does not answer (see `unseen`)."""
+    Down, when it does not answer (see `unseen`). `known`: what earlier probes learnt (the
+    result carries it forward)."""
     timeout = float(plan.failover.probe.timeout_seconds)
     serving = serving_region(plan, current_primary)
     answers = await asyncio.gather(*(
         _probe(clients, namespace, r, r.name == serving.name, timeout)
         for r in plan.regions))
+    return judge(answers_of(answers), plan.failover.max_lag_bytes, known or Known(),
+                 seen_up)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What probing one region gave (the input of `judge`, which is pure)."""
+
+    region: str
+    serving: bool
+    state: State
+    message: str
+    seen: servers.Observation | None = None
+
+
+def answers_of(raw: Sequence[_Answer]) -> list[Answer]:
+    return [Answer(a.region.name, a.serving, a.state, a.message, a.seen) for a in raw]
+
+
+def judge(answers: Sequence[Answer], max_lag_bytes: int, known: Known, seen_up: Set[str]
+          ) -> PlanHealth:
+    """The regions' health from one round of answers, and what to remember. Pure."""
     primary = next(a for a in answers if a.serving)
-    primary_lsn = primary.row[1] if primary.state == "Up" and primary.row else None
-    return PlanHealth(tuple(unseen(_health(a, primary_lsn), seen_up) for a in answers),
-                      plan.failover.max_lag_bytes)
+    lineage, reference = known.lineage, known.lsn
+    if known.region != primary.region:  # a failover moved the primary: start afresh
+        lineage, reference = None, None
+    if primary.state == "Up" and primary.seen is not None and \
+            not primary.seen.server.in_recovery:
+        lineage = primary.seen.server.known
+        reference = primary.seen.server.lsn
+    timelines = dict(known.timelines)
+    replicas = (primary.seen.replicas if primary.state == "Up" and primary.seen is not None
+                and not primary.seen.server.in_recovery else None)
+    regions = []
+    for answer in answers:
+        health = _health(answer, lineage, reference, timelines.get(answer.region), replicas,
+                         primary.region)
+        if health.verdict is not None and health.verdict.state == "Streaming" and \
+                health.verdict.timeline is not None:
+            timelines[answer.region] = health.verdict.timeline
+        elif answer.seen is not None and not answer.seen.server.in_recovery:
+            timelines.pop(answer.region, None)  # it left recovery: what it streamed is past
+        regions.append(unseen(health, seen_up))
+    return PlanHealth(tuple(regions), max_lag_bytes,
+                      Known(primary.region, lineage, reference, timelines))
 
 
 def unseen(health: RegionHealth, seen_up: Set[str]) -> RegionHealth:
@@ -170,24 +254,42 @@ def unseen(health: RegionHealth, seen_up: Set[str]) -> RegionHealth:
         "networkPolicy.databases)"))
 
 
-def _health(answer: _Answer, primary_lsn: str | None) -> RegionHealth:
-    name = answer.region.name
-    if answer.state != "Up":
+def _health(answer: Answer, lineage: Lineage | None, reference: int | None,
+            remembered: int | None, replicas: Mapping[str, str] | None = None,
+            serving: str = "") -> RegionHealth:
+    name = answer.region
+    if answer.state != "Up" or answer.seen is None:
         return RegionHealth(name, answer.serving, answer.state, answer.message)
-    in_recovery = bool(answer.row[0])
+    server = answer.seen.server
+    fenced = answer.seen.fenced
     if answer.serving:
-        message = ("answers, but is in recovery: it does not accept writes" if in_recovery
-                   else "answers and accepts writes")
-        return RegionHealth(name, True, "Up", message, in_recovery)
-    if not in_recovery:
-        return RegionHealth(name, False, "Up", "answers, but is not in recovery: it is no "
-                            "longer a standby of the primary", False)
-    lag = data_loss(primary_lsn, answer.row[1])
-    seconds = float(answer.row[2]) if answer.row[2] is not None else None
-    return RegionHealth(name, False, "Up", "streams from the primary", True, lag, seconds)
+        message = ("answers, but is in recovery: it does not accept writes" if
+                   server.in_recovery else
+                   "answers, but is fenced: it accepts no writes" if fenced else
+                   "answers and accepts writes")
+        return RegionHealth(name, True, "Up", message, server.in_recovery, server=server,
+                            fenced=fenced)
+    verdict = classify(server, lineage, remembered=remembered)
+    if verdict.state == "Streaming" and replicas is not None and \
+            replicas.get(name) != "streaming":
+        verdict = replace(verdict, state="NotStreaming", reason=(
+            f"its WAL receiver streams, but not from {serving}: the serving primary has no "
+            f"standby named {name} streaming (pg_stat_replication.application_name)"))
+    if not server.in_recovery:
+        return RegionHealth(name, False, "Up", f"is Diverged: {verdict.reason}", False,
+                            verdict=verdict, server=server, fenced=fenced)
+    # a standby is behind the primary's position (now, or the last seen) and at least by the
+    # WAL it received and has not replayed yet, whichever is more
+    position = server.lsn
+    known_lags = [b for b in (lag(reference, position), lag(server.received_lsn, position))
+                  if b is not None]
+    behind = max(known_lags) if known_lags else None
+    return RegionHealth(name, False, "Up", verdict.reason, True, behind,
+                        answer.seen.replay_age_seconds if verdict.state == "Streaming" else
+                        None, verdict, server, fenced)
 
 
-# ---- conditions (pure) ----------------------------------------------------------------------
+# ---- conditions and status (pure) -----------------------------------------------------------
 def conditions(health: PlanHealth | None) -> list[dict[str, str]]:
     """PrimaryHealthy and StandbysReady from the latest probe; Unknown before the first."""
     if health is None:
@@ -218,6 +320,8 @@ def _primary_condition(primary: RegionHealth) -> dict[str, str]:
         return condition("PrimaryHealthy", False, "ProbeFailed", f"{where}: {primary.message}")
     if primary.in_recovery:
         return condition("PrimaryHealthy", False, "InRecovery", f"{where} {primary.message}")
+    if primary.fenced:
+        return condition("PrimaryHealthy", False, "Fenced", f"{where} {primary.message}")
     return condition("PrimaryHealthy", True, "Answers", f"{where} {primary.message}")
 
 
@@ -229,15 +333,20 @@ def _standbys_condition(health: PlanHealth) -> dict[str, str]:
     problems: list[str] = []
     reasons: list[str] = []
     for standby in standbys:
+        verdict = standby.verdict
         if standby.state in ("Misconfigured", "Unknown"):
             problems.append(f"standby {standby.region} cannot be probed: {standby.message}")
             reasons.append(standby.state)
         elif standby.state == "Down":
             problems.append(f"standby {standby.region}: {standby.message}")
             reasons.append("ProbeFailed")
-        elif not standby.in_recovery:
-            problems.append(f"standby {standby.region} {standby.message}")
-            reasons.append("NotInRecovery")
+        elif verdict is not None and verdict.state == "Diverged":
+            problems.append(f"{standby.region} is Diverged and must be rebuilt as a standby "
+                            f"of the primary: {verdict.reason}")
+            reasons.append("Diverged")
+        elif verdict is not None and verdict.state == "NotStreaming":
+            problems.append(f"standby {standby.region} does not stream: {verdict.reason}")
+            reasons.append("NotStreaming")
         elif standby.lag_bytes is not None and standby.lag_bytes > health.max_lag_bytes:
             problems.append(f"standby {standby.region} lags more than failover.maxLagBytes "
                             f"({health.max_lag_bytes} bytes): an automatic failover to it "
@@ -248,10 +357,106 @@ def _standbys_condition(health: PlanHealth) -> dict[str, str]:
     names = ", ".join(s.region for s in standbys)
     return condition("StandbysReady", True, "Streaming",
                      f"{'standby' if len(standbys) == 1 else 'standbys'} {names} "
-                     f"{'streams' if len(standbys) == 1 else 'stream'} within "
-                     "failover.maxLagBytes")
+                     f"{'streams' if len(standbys) == 1 else 'stream'} from the primary "
+                     "within failover.maxLagBytes")
 
 
 def same_conditions(a: Sequence[dict[str, str]], b: Sequence[dict[str, str]]) -> bool:
     return [(c["type"], c["status"], c["reason"], c["message"]) for c in a] == \
         [(c["type"], c["status"], c["reason"], c["message"]) for c in b]
+
+
+#: status fields the health of the regions writes (through the plan's reconciler)
+STATUS_FIELDS = ("lineage", "regions")
+
+
+def status_fields(health: PlanHealth | None, old: Mapping[str, Any]) -> dict[str, Any]:
+    """`status.lineage` and `status.regions` from the latest probe (as they are before the
+    first one). The lineage's last seen position is written only once the serving primary
+    stops answering, so a steady plan's status is not rewritten at every probe."""
+    if health is None:
+        return {k: old[k] for k in STATUS_FIELDS if k in old}
+    out: dict[str, Any] = {"regions": [_region_status(r) for r in health.regions]}
+    known = health.known
+    if known.lineage is not None and known.region is not None:
+        lineage: dict[str, Any] = {
+            "region": known.region, "timeline": known.lineage.timeline,
+            "history": [{"timeline": s.timeline, "lsn": format_lsn(s.lsn)}
+                        for s in known.lineage.history]}
+        if health.primary.state != "Up" and known.lsn is not None:
+            lineage["lastSeenLsn"] = format_lsn(known.lsn)
+        out["lineage"] = lineage
+    elif "lineage" in old:
+        out["lineage"] = old["lineage"]
+    return out
+
+
+def protection_fields(health: PlanHealth | None, old: Mapping[str, Any], now: datetime
+                      ) -> dict[str, Any]:
+    """`status.protection`: since when a declared standby has not streamed from the serving
+    primary (StandbysReady False), and once every one does again, how long that lasted (the
+    time to re-protect). Unchanged before the first probe."""
+    out = dict(old.get("protection") or {})
+    if health is None:
+        return out
+    ready = _standbys_condition(health)["status"] == "True"
+    if not ready and "unprotectedSince" not in out:
+        out["unprotectedSince"] = _iso(now)
+    elif ready and "unprotectedSince" in out:
+        since = datetime.fromisoformat(str(out.pop("unprotectedSince")).replace("Z", "+00:00"))
+        out["reprotectedAt"] = _iso(now)
+        out["lastUnprotectedSeconds"] = round((now - since).total_seconds(), 1)
+    return out
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _region_status(region: RegionHealth) -> dict[str, Any]:
+    role = "Primary" if region.serving else "Standby"
+    out: dict[str, Any] = {"name": region.region, "role": role}
+    if region.state != "Up":
+        out.update(state=region.state, message=region.message)
+        return out
+    if region.serving:
+        state = "Serving" if region.writable else "NotServing"
+        timeline = region.server.timeline if region.server else None
+    else:
+        assert region.verdict is not None
+        state, timeline = region.verdict.state, region.verdict.timeline
+    out.update(state=state, message=region.message, fenced=region.fenced)
+    if timeline is not None:
+        out["timeline"] = timeline
+    return out
+
+
+def known_from_status(status: Mapping[str, Any]) -> Known:
+    """What the plan's status remembers of the lineage (after an operator restart)."""
+    raw = status.get("lineage") or {}
+    timelines = {str(r["name"]): int(r["timeline"]) for r in status.get("regions") or ()
+                 if r.get("state") == "Streaming" and r.get("timeline")}
+    if not raw.get("timeline"):
+        return Known(timelines=timelines)
+    try:
+        lineage = Lineage(int(raw["timeline"]), tuple(
+            Switch(int(s["timeline"]), parse_lsn(str(s["lsn"])))
+            for s in raw.get("history") or ()))
+        lsn = parse_lsn(str(raw["lastSeenLsn"])) if raw.get("lastSeenLsn") else None
+    except (KeyError, TypeError, ValueError):
+        return Known(timelines=timelines)
+    return Known(str(raw.get("region") or "") or None, lineage, lsn, timelines)
+
+
+def why_not_promotable(health: PlanHealth) -> str:
+    """Why the standbys that cannot be promoted cannot (for events and run messages)."""
+    reasons = []
+    for standby in health.standbys:
+        if standby.region in health.promotable():
+            continue
+        if standby.verdict is not None:
+            reasons.append(f"{standby.region} is {standby.verdict.state}: "
+                           f"{standby.verdict.reason}")
+        else:
+            reasons.append(f"{standby.region} is {standby.state}: {standby.message}")
+    return "; ".join(reasons)

@@ -139,6 +139,8 @@ class PostgresInstance:
     settings: dict[str, str] = field(default_factory=dict)
     port: int = 0
     keep_logs_in: Path | None = None
+    #: Extra environment of the server (e.g. the S3 keys its archive_command needs).
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     _own_workdir: bool = False
 
@@ -231,7 +233,7 @@ class PostgresInstance:
         self.process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=self.root, start_new_session=True, preexec_fn=die_with_parent,
-            user=os_user(),
+            user=os_user(), env={**os.environ, **self.env},
         )
         log.close()
 

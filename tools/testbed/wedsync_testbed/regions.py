@@ -33,12 +33,22 @@ def secret(cluster: LocalCluster, namespace: str, name: str, values: dict[str, s
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}})
 
 
+#: where the workloads mount their data (the plan's default spec.database.dataDirectory)
+DATA_DIRECTORY = "/var/lib/postgresql/data"
+
+
 def deployment(name: str) -> dict[str, Any]:
+    """The workload a region's database stands for: no Pod of it runs (there is no kubelet),
+    but it has what a rebuild Job reads from it: the claim its data lives on."""
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": "pg", "image": "postgres:15"}]}}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "securityContext": {"runAsUser": 999, "runAsGroup": 999, "fsGroup": 999},
+                     "containers": [{"name": "pg", "image": "postgres:15", "volumeMounts": [
+                         {"name": "data", "mountPath": DATA_DIRECTORY}]}],
+                     "volumes": [{"name": "data", "persistentVolumeClaim": {
+                         "claimName": f"{name}-data"}}]}}},
     }
 
 
@@ -92,5 +102,44 @@ def setup(main: LocalCluster, regions: dict[str, LocalCluster], namespace: str,
             "backups": {"repositories": [{"name": "repo1", "type": "posix", "region": "east",
                                           "posix": {"claimName": "backups"}}],
                         **(backups or {})},
+            "failover": failover,
+        }})
+
+
+def setup_regions(main: LocalCluster, clusters: dict[str, LocalCluster], namespace: str,
+                  databases: dict[str, PostgresInstance], *, primary: str, plan: str,
+                  password: str, failover: dict[str, Any],
+                  priorities: dict[str, int] | None = None) -> None:
+    """Any number of regions, each with its own control plane and database: in each region's
+    cluster (namespace created here) the connection Secret `pg-conn`, a Deployment
+    `pg-<region>` to fence and a ConfigMap `db-endpoint` (key `primary`) to repoint; in
+    `main` one kubeconfig Secret per region and the plan, whose Primary is `primary`."""
+    address = f"127.0.0.1:{databases[primary].port}"
+    for region, cluster in clusters.items():
+        cluster.kubectl("create", "namespace", namespace)
+        secret(cluster, namespace, "pg-conn", {
+            "host": "127.0.0.1", "port": str(databases[region].port), "user": "postgres",
+            "password": password, "dbname": "postgres"})
+        apply(cluster, namespace, deployment(f"pg-{region}"), {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-endpoint"},
+            "data": {"primary": address}})
+        secret(main, namespace, f"kubeconfig-{region}",
+               {"kubeconfig": cluster.kubeconfig.read_text()})
+    regions = [{
+        "name": region, "role": "Primary" if region == primary else "Standby",
+        "namespace": namespace, "priority": (priorities or {}).get(region, 0),
+        "cluster": {"kubeconfigSecret": {"name": f"kubeconfig-{region}"}},
+        "connectionSecret": {"name": "pg-conn"},
+        "fence": {"kind": "Deployment", "name": f"pg-{region}"},
+        "traffic": {"configMapKey": {"name": "db-endpoint", "key": "primary"}},
+    } for region in clusters]
+    apply(main, namespace, {
+        "apiVersion": GROUP_VERSION, "kind": "DisasterRecoveryPlan",
+        "metadata": {"name": plan},
+        "spec": {
+            "database": {"name": "postgres", "stanza": plan},
+            "regions": regions,
+            "backups": {"repositories": [{"name": "repo1", "type": "posix", "region": primary,
+                                          "posix": {"claimName": "backups"}}]},
             "failover": failover,
         }})

@@ -1,5 +1,6 @@
-"""What the DisasterRecoveryPlan reconciler decides, without a cluster: which objects to write
-or delete, freezes, staleness, next runs, and how finished Jobs become status and conditions."""
+"""What the DisasterRecoveryPlan reconciler decides (the pure `domain` modules), without a
+cluster: which objects to write or delete, freezes, staleness, next runs, and how finished Jobs
+become status and conditions."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from wedsync_operator.api.recovery import BackupRunStatus, Freeze, RecoveryPlanSpec
+from wedsync_operator.api.recovery import BackupRunStatus, RecoveryPlanSpec
+from wedsync_operator.api.times import Freeze
 from wedsync_operator.domain import backups as builders
-from wedsync_operator.domain import freezes
-from wedsync_operator.services import backups as svc
+from wedsync_operator.domain import drift, freezes, references, runs
 
 OWNER = {"apiVersion": "dbopt.wedsync.io/v1alpha1", "kind": "DisasterRecoveryPlan",
          "name": "bookings", "uid": "2b7c6a4e-0000-4000-8000-000000000001"}
@@ -45,7 +46,7 @@ def plan(regions: list[dict[str, Any]] | None = None, **backups: Any) -> Recover
 def desired(spec: RecoveryPlanSpec, **kwargs: Any) -> list[dict[str, Any]]:
     secret = builders.build_config_secret("bookings", "weddings", spec, OWNER)
     cronjobs = builders.build_cronjobs("bookings", "weddings", spec, OWNER, **kwargs)
-    return [svc.with_fingerprint(o) for o in (secret, *cronjobs)]
+    return [drift.with_fingerprint(o) for o in (secret, *cronjobs)]
 
 
 def _omit_empty(value: Any) -> Any:
@@ -92,7 +93,7 @@ def by_name(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def test_a_no_op_writes_nothing_despite_server_defaults_and_foreign_labels() -> None:
     objs = desired(plan(restoreDrill={}))
-    assert svc.plan_writes(objs, by_name([as_stored(o) for o in objs])) == []
+    assert drift.plan_writes(objs, by_name([as_stored(o) for o in objs])) == []
 
 
 def test_a_no_op_writes_nothing_when_the_server_dropped_empty_fields() -> None:
@@ -105,12 +106,12 @@ def test_a_no_op_writes_nothing_when_the_server_dropped_empty_fields() -> None:
     container = stored["bookings-backup-full"]["spec"]["jobTemplate"]["spec"]["template"][
         "spec"]["containers"][0]
     assert "env" not in container
-    assert svc.plan_writes(objs, stored) == []
+    assert drift.plan_writes(objs, stored) == []
 
 
 def test_missing_objects_are_created() -> None:
     objs = desired(plan())
-    writes = svc.plan_writes(objs, {})
+    writes = drift.plan_writes(objs, {})
     assert [w.kind for w in writes] == ["create"] * len(objs)
     assert writes[0].label == "Secret bookings-pgbackrest"
 
@@ -121,7 +122,7 @@ def test_a_hand_edit_is_drift_and_names_the_field() -> None:
     stored["bookings-backup-full"]["spec"]["schedule"] = "*/1 * * * *"
     stored["bookings-backup-incr"]["spec"]["jobTemplate"]["spec"]["template"]["spec"][
         "containers"][0]["image"] = "evil:latest"
-    writes = svc.plan_writes(objs, stored)
+    writes = drift.plan_writes(objs, stored)
     assert [(w.kind, w.obj["metadata"]["name"], w.detail) for w in writes] == [
         ("drift", "bookings-backup-full", "spec.schedule"),
         ("drift", "bookings-backup-incr",
@@ -134,7 +135,7 @@ def test_a_removed_label_or_owner_reference_is_drift() -> None:
     stored = by_name([as_stored(o) for o in objs])
     del stored["bookings-backup-full"]["metadata"]["labels"][builders.TYPE_LABEL]
     stored["bookings-backup-verify"]["metadata"]["ownerReferences"] = []
-    assert [w.detail for w in svc.plan_writes(objs, stored)] == [
+    assert [w.detail for w in drift.plan_writes(objs, stored)] == [
         f"metadata.labels.{builders.TYPE_LABEL}",
         f"metadata.ownerReferences[uid={OWNER['uid']}]",
     ]
@@ -145,9 +146,9 @@ def test_a_spec_change_is_an_update_even_for_fields_no_longer_set() -> None:
     after = desired(plan(resources={"limits": {"memory": "1Gi"}}))
     stored = by_name([as_stored(o) for o in before])
     # `after` sets a subset of what is stored: only the fingerprint tells the cpu limit went
-    assert svc.first_difference(after[1], stored["bookings-backup-full"]) == (
-        f".metadata.annotations.{svc.FINGERPRINT}")
-    writes = svc.plan_writes(after, stored)
+    assert drift.first_difference(after[1], stored["bookings-backup-full"]) == (
+        f".metadata.annotations.{drift.FINGERPRINT}")
+    writes = drift.plan_writes(after, stored)
     assert {w.kind for w in writes} == {"update"}
     assert len(writes) == len(after) - 1  # the Secret did not change
 
@@ -155,7 +156,7 @@ def test_a_spec_change_is_an_update_even_for_fields_no_longer_set() -> None:
 def test_the_update_detail_names_the_changed_field() -> None:
     before = desired(plan())
     after = desired(plan(full={"schedule": "30 1 * * *"}))
-    write = svc.plan_write(after[1], as_stored(before[1]))
+    write = drift.plan_write(after[1], as_stored(before[1]))
     assert write is not None
     assert (write.kind, write.detail) == ("update", "spec.schedule")
 
@@ -167,8 +168,8 @@ def test_quantities_compare_by_value_in_resources() -> None:
         if obj["kind"] == "CronJob":
             container = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
             container["resources"]["requests"] = {"cpu": "500m", "memory": "512Mi"}
-    assert svc.plan_writes(objs, stored) == []
-    assert svc.first_difference({"spec": {"schedule": "0.5"}},
+    assert drift.plan_writes(objs, stored) == []
+    assert drift.first_difference({"spec": {"schedule": "0.5"}},
                                 {"spec": {"schedule": "500m"}}) == ".spec.schedule"
 
 
@@ -176,9 +177,9 @@ def test_keyed_lists_tolerate_elements_added_by_others_atomic_lists_do_not() -> 
     want = {"env": [{"name": "A", "value": "1"}], "command": ["pgbackrest", "backup"]}
     injected = {"env": [{"name": "PROXY", "value": "x"}, {"name": "A", "value": "1"}],
                 "command": ["pgbackrest", "backup"]}
-    assert svc.first_difference(want, injected) is None
-    assert svc.first_difference(want, {**injected, "command": ["pgbackrest"]}) == ".command"
-    assert svc.first_difference(want, {**injected, "env": [{"name": "B"}]}) == ".env[name=A]"
+    assert drift.first_difference(want, injected) is None
+    assert drift.first_difference(want, {**injected, "command": ["pgbackrest"]}) == ".command"
+    assert drift.first_difference(want, {**injected, "env": [{"name": "B"}]}) == ".env[name=A]"
 
 
 def test_cronjobs_no_longer_desired_are_deleted_if_the_plan_controls_them() -> None:
@@ -188,7 +189,7 @@ def test_cronjobs_no_longer_desired_are_deleted_if_the_plan_controls_them() -> N
     foreign = copy.deepcopy(stored[-1])
     foreign["metadata"]["name"] = "bookings-restore-drill-by-hand"
     foreign["metadata"]["ownerReferences"] = []
-    gone = svc.undesired([o for o in without if o["kind"] == "CronJob"], [*stored, foreign],
+    gone = drift.undesired([o for o in without if o["kind"] == "CronJob"], [*stored, foreign],
                          OWNER["uid"])
     assert [o["metadata"]["name"] for o in gone] == ["bookings-restore-drill"]
 
@@ -248,27 +249,27 @@ def test_no_freezes_no_state() -> None:
 
 def test_schedule_intervals_are_the_longest_gap() -> None:
     start = date(2026, 1, 1)
-    assert svc.schedule_interval("0 */6 * * *", "UTC", start) == timedelta(hours=6)
-    assert svc.schedule_interval("0 2 * * *", "UTC", start) == timedelta(days=1)
+    assert runs.schedule_interval("0 */6 * * *", "UTC", start) == timedelta(hours=6)
+    assert runs.schedule_interval("0 2 * * *", "UTC", start) == timedelta(days=1)
     # daily at 02:00 London time: the night the clocks go back lasts 25 hours
-    assert svc.schedule_interval("0 2 * * *", "Europe/London", start) == timedelta(hours=25)
-    assert svc.schedule_interval("0 2 * * 1-5", "UTC", start) == timedelta(days=3)
-    assert svc.schedule_interval("0 3 1 * *", "UTC", start) == timedelta(days=31)
+    assert runs.schedule_interval("0 2 * * *", "Europe/London", start) == timedelta(hours=25)
+    assert runs.schedule_interval("0 2 * * 1-5", "UTC", start) == timedelta(days=3)
+    assert runs.schedule_interval("0 3 1 * *", "UTC", start) == timedelta(days=31)
     # yearly: the window looked at holds a leap year (2028)
-    assert svc.schedule_interval("0 3 1 1 *", "UTC", start) == timedelta(days=366)
-    assert svc.schedule_interval("0 3 29 2 *", "UTC", start) is None  # fires once in it
+    assert runs.schedule_interval("0 3 1 1 *", "UTC", start) == timedelta(days=366)
+    assert runs.schedule_interval("0 3 29 2 *", "UTC", start) is None  # fires once in it
 
 
 def test_stale_after_twice_the_interval_and_first_run_not_due_is_not_stale() -> None:
     day = timedelta(days=1)
     created = T0
-    assert svc.stale_since(None, created, day) == created + 2 * day
+    assert runs.stale_since(None, created, day) == created + 2 * day
     success = T0 + timedelta(hours=14)
-    assert svc.stale_since(success, created, day) == success + 2 * day
-    assert svc.stale_since(None, created, None) is None
-    items = [svc.Staleness("full", created + 2 * day, day, None)]
-    assert svc.stale_condition(items, T0 + timedelta(hours=20))["status"] == "False"
-    stale = svc.stale_condition(items, T0 + 2 * day)
+    assert runs.stale_since(success, created, day) == success + 2 * day
+    assert runs.stale_since(None, created, None) is None
+    items = [runs.Staleness("full", created + 2 * day, day, None)]
+    assert runs.stale_condition(items, T0 + timedelta(hours=20))["status"] == "False"
+    stale = runs.stale_condition(items, T0 + 2 * day)
     assert stale["status"] == "True"
     assert stale["message"] == ("no successful full backup since its schedule started "
                                 "(scheduled every 1d): stale after twice the interval")
@@ -280,18 +281,18 @@ def cronjob_spec(**fields: Any) -> dict[str, Any]:
 
 
 def test_next_run_in_local_time() -> None:
-    assert svc.next_run(cronjob_spec(), T0, None) == datetime(2026, 6, 11, 1, 0, tzinfo=UTC)
+    assert runs.next_run(cronjob_spec(), T0, None) == datetime(2026, 6, 11, 1, 0, tzinfo=UTC)
 
 
 def test_next_run_of_a_suspended_cronjob_waits_for_the_freeze_to_end() -> None:
     suspended = cronjob_spec(suspend=True)
     # the freeze ends at 09:00 UTC the next day: 02:00 BST was missed long before
-    assert svc.next_run(suspended, T0, datetime(2026, 6, 11, 9, 0, tzinfo=UTC)) == datetime(
+    assert runs.next_run(suspended, T0, datetime(2026, 6, 11, 9, 0, tzinfo=UTC)) == datetime(
         2026, 6, 12, 1, 0, tzinfo=UTC)
     # a freeze ending 30 minutes after a missed run: the controller catches it up then
     resume = datetime(2026, 6, 11, 1, 30, tzinfo=UTC)
-    assert svc.next_run(suspended, T0, resume) == resume
-    assert svc.next_run(suspended, T0, None) is None
+    assert runs.next_run(suspended, T0, resume) == resume
+    assert runs.next_run(suspended, T0, None) is None
 
 
 # ---- jobs → status -------------------------------------------------------------------------
@@ -314,35 +315,35 @@ def job(name: str, job_type: str = "full", *, outcome: str | None = None,
     meta: dict[str, Any] = {"name": name, "uid": f"uid-{name}",
                             "labels": builders.labels("bookings", job_type)}  # type: ignore[arg-type]
     if reported:
-        meta["annotations"] = {svc.REPORTED: "true"}
+        meta["annotations"] = {runs.REPORTED: "true"}
     return {"metadata": meta, "status": status}
 
 
 def test_job_outcomes() -> None:
-    done = svc.job_run(job("a", outcome="Complete"))
+    done = runs.job_run(job("a", outcome="Complete"))
     assert done is not None
     assert (done.outcome, done.finished, done.duration_seconds) == (
         "Succeeded", datetime(2026, 6, 10, 2, 10, 30, tzinfo=UTC), 630.0)
-    failed = svc.job_run(job("b", "incremental", outcome="Failed", reported=True))
+    failed = runs.job_run(job("b", "incremental", outcome="Failed", reported=True))
     assert failed is not None
     assert failed.outcome == "Failed"
     assert failed.reason == "BackoffLimitExceeded: Job has reached the specified backoff limit"
     assert failed.reported
-    running = svc.job_run(job("c"))
+    running = runs.job_run(job("c"))
     assert running is not None
     assert (running.outcome, running.finished) == ("Running", None)
-    assert svc.job_run({"metadata": {"name": "x", "labels": {}}}) is None
+    assert runs.job_run({"metadata": {"name": "x", "labels": {}}}) is None
 
 
-def run(name: str, outcome: str, finished: datetime, reason: str = "") -> svc.JobRun:
-    return svc.JobRun(name, f"uid-{name}", "full", outcome,  # type: ignore[arg-type]
+def run(name: str, outcome: str, finished: datetime, reason: str = "") -> runs.JobRun:
+    return runs.JobRun(name, f"uid-{name}", "full", outcome,  # type: ignore[arg-type]
                       started=finished - timedelta(minutes=10), finished=finished,
                       reason=reason)
 
 
 def test_runs_fold_into_the_record_newest_last() -> None:
     old = BackupRunStatus()
-    folded = svc.fold_runs(old, [
+    folded = runs.fold_runs(old, [
         run("b", "Failed", T0 + timedelta(hours=1), "disk full"),
         run("a", "Succeeded", T0),
         run("c", "Succeeded", T0 + timedelta(hours=2)),
@@ -354,43 +355,43 @@ def test_runs_fold_into_the_record_newest_last() -> None:
     assert record.last_failure_reason == "disk full"
     assert folded.new_success is not None
     assert folded.new_success.name == "c"
-    assert not svc.last_failed(record)
+    assert not runs.last_failed(record)
 
 
 def test_records_never_go_backwards_when_history_is_pruned() -> None:
     old = BackupRunStatus(last_success=T0, last_duration_seconds=5.0,
                           last_failure=T0 - timedelta(days=1), last_failure_reason="old")
-    folded = svc.fold_runs(old, [run("older", "Succeeded", T0 - timedelta(days=2)),
+    folded = runs.fold_runs(old, [run("older", "Succeeded", T0 - timedelta(days=2)),
                                  run("older-failure", "Failed", T0 - timedelta(days=3), "x")])
     assert folded.record == old
     assert folded.new_success is None
 
 
 def test_a_failure_after_the_last_success_makes_the_type_unhealthy() -> None:
-    record = svc.fold_runs(BackupRunStatus(last_success=T0), [
+    record = runs.fold_runs(BackupRunStatus(last_success=T0), [
         run("late", "Failed", T0 + timedelta(hours=6), "BackoffLimitExceeded: boom")]).record
-    assert svc.last_failed(record)
-    healthy = svc.health_condition({"full": BackupRunStatus(last_success=T0),
+    assert runs.last_failed(record)
+    healthy = runs.health_condition({"full": BackupRunStatus(last_success=T0),
                                     "incremental": record}, None)
     assert (healthy["status"], healthy["reason"]) == ("False", "BackupFailed")
     assert healthy["message"] == ("the last incremental backup failed at 2026-06-10T18:00:00Z: "
                                   "BackoffLimitExceeded: boom")
-    ok = svc.health_condition({"full": BackupRunStatus(last_success=T0)}, None)
+    ok = runs.health_condition({"full": BackupRunStatus(last_success=T0)}, None)
     assert (ok["status"], ok["reason"]) == ("True", "Succeeded")
-    first = svc.health_condition({"full": BackupRunStatus()}, T0)
+    first = runs.health_condition({"full": BackupRunStatus()}, T0)
     assert (first["status"], first["reason"]) == ("Unknown", "NoBackupYet")
     assert "2026-06-10T12:00:00Z" in first["message"]
 
 
 def test_restore_verified_follows_the_last_drill() -> None:
-    assert svc.drill_condition(False, None, None, None, None)["reason"] == "NotConfigured"
-    assert svc.drill_condition(True, BackupRunStatus(), None, None, T0)["status"] == "Unknown"
-    ok = svc.drill_condition(True, BackupRunStatus(last_success=T0), T0 - timedelta(hours=1),
+    assert runs.drill_condition(False, None, None, None, None)["reason"] == "NotConfigured"
+    assert runs.drill_condition(True, BackupRunStatus(), None, None, T0)["status"] == "Unknown"
+    ok = runs.drill_condition(True, BackupRunStatus(last_success=T0), T0 - timedelta(hours=1),
                              7.5, None)
     assert (ok["status"], ok["reason"]) == ("True", "DrillSucceeded")
     assert ok["message"] == ("the last restore drill succeeded at 2026-06-10T12:00:00Z "
                              "(restored in 7.5s, restorable up to 2026-06-10T11:00:00Z)")
-    failed = svc.drill_condition(True, BackupRunStatus(
+    failed = runs.drill_condition(True, BackupRunStatus(
         last_success=T0, last_failure=T0 + timedelta(days=7), last_failure_reason="check 1"),
         None, None, None)
     assert (failed["status"], failed["reason"]) == ("False", "DrillFailed")
@@ -399,68 +400,81 @@ def test_restore_verified_follows_the_last_drill() -> None:
 def test_the_drill_result_is_the_last_json_line_of_the_termination_message() -> None:
     message = ('restore done\n{"restoreSeconds": 7.412, "readySeconds": 9.1, "checks": 1, '
                '"restorablePoint": "2026-06-10T11:59:01Z"}\n')
-    assert svc.drill_result(message) == {"restoreSeconds": 7.412, "readySeconds": 9.1,
+    assert runs.drill_result(message) == {"restoreSeconds": 7.412, "readySeconds": 9.1,
                                          "checks": 1, "restorablePoint": "2026-06-10T11:59:01Z"}
-    assert svc.drill_result("ERROR: [075]: no backup set found") is None
+    assert runs.drill_result("ERROR: [075]: no backup set found") is None
 
 
 # ---- references ----------------------------------------------------------------------------
 
 def test_the_secrets_and_claims_the_jobs_need() -> None:
-    needs = svc.secrets_needed(plan(), "weddings", "bookings")
+    needs = references.secrets_needed(plan(), "weddings", "bookings")
     assert [(n.namespace, n.name, n.keys) for n in needs] == [
         ("weddings", "eu-west-db", ("host", "port", "user", "password", "dbname")),
         ("weddings", "s3-keys", ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")),
         ("weddings", "bookings-pgbackrest-tls", ("ca.crt", "tls.crt", "tls.key")),
     ]
-    assert svc.claims_needed(plan()) == [("repo1-claim", "volume of repository repo1")]
+    assert references.claims_needed(plan()) == [("repo1-claim", "volume of repository repo1")]
     remote = plan([region("eu-west", "Primary", namespace="db",
                           cluster={"kubeconfigSecret": {"name": "west-kubeconfig"}}),
                    region("eu-central")])
-    assert (remote.primary.namespace, svc.secrets_needed(remote, "weddings", "bookings")[0]) \
-        == ("db", svc.SecretNeed("weddings", "west-kubeconfig", ("kubeconfig",),
-                                 "kubeconfig of primary region eu-west's cluster"))
+    needed = references.secrets_needed(remote, "weddings", "bookings")[0]
+    assert (remote.primary.namespace, needed) == ("db", references.SecretNeed(
+        "weddings", "west-kubeconfig", ("kubeconfig",),
+        "kubeconfig of primary region eu-west's cluster"))
+
+
+def test_an_s3_ca_bundle_secret_is_a_reference_the_jobs_need() -> None:
+    private = {**S3, "s3": {**S3["s3"], "caSecret": {"name": "store-ca"}}}  # type: ignore[dict-item]
+    spec = RecoveryPlanSpec.model_validate({**plan().wire(), "backups": {
+        **plan().wire()["backups"], "repositories": [POSIX, private]}})
+    needs = references.secrets_needed(spec, "weddings", "bookings")
+    assert references.SecretNeed("weddings", "store-ca", ("ca.crt",),
+                          "CA bundle of S3 repository offsite") in needs
+    assert references.reference_problems(needs[2:3], {}, [], "weddings", {}) == [
+        "Secret weddings/store-ca (CA bundle of S3 repository offsite) does not exist: "
+        "create it with keys ca.crt"]
 
 
 def test_reference_problems_say_what_to_create() -> None:
-    needs = svc.secrets_needed(plan(), "weddings", "bookings")
+    needs = references.secrets_needed(plan(), "weddings", "bookings")
     found: dict[tuple[str, str], frozenset[str] | None] = {
         ("weddings", "eu-west-db"): None,
         ("weddings", "s3-keys"): frozenset({"AWS_ACCESS_KEY_ID"}),
         ("weddings", "bookings-pgbackrest-tls"): frozenset({"ca.crt", "tls.crt", "tls.key"}),
     }
-    problems = svc.reference_problems(needs, found, svc.claims_needed(plan()), "weddings",
-                                      {"repo1-claim": True})
+    problems = references.reference_problems(needs, found, references.claims_needed(plan()),
+                                             "weddings", {"repo1-claim": True})
     assert problems == [
         "Secret weddings/eu-west-db (connectionSecret of primary region eu-west) does not "
         "exist: create it with keys host, port, user, password, dbname",
         "Secret weddings/s3-keys (S3 credentials of repository offsite) lacks key "
         "AWS_SECRET_ACCESS_KEY: add them",
     ]
-    assert svc.reference_problems([], {}, [("c", "volume of repository r")], "w", {}) == [
+    assert references.reference_problems([], {}, [("c", "volume of repository r")], "w", {}) == [
         "PersistentVolumeClaim w/c (volume of repository r) does not exist: create it"]
 
 
 def test_frozen_condition_names_what_is_held_back() -> None:
     state = freezes.FreezeState(("wedding-day",), T0, T0)
-    held = svc.freeze_condition(state, {"full", "verify"}, deferring=True)
+    held = runs.freeze_condition(state, {"full", "verify"}, deferring=True)
     assert held["message"] == ("freeze wedding-day active until 2026-06-10T12:00:00Z: full, "
                                "verify CronJobs are suspended until then")
-    assert "runs as scheduled" in svc.freeze_condition(state, set(), deferring=False)["message"]
-    assert svc.freeze_condition(freezes.FreezeState(), set(), True)["status"] == "False"
+    assert "runs as scheduled" in runs.freeze_condition(state, set(), deferring=False)["message"]
+    assert runs.freeze_condition(freezes.FreezeState(), set(), True)["status"] == "False"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("2026-06-10T12:00:00Z", T0), ("", None), ("not a time", None)])
 def test_parse_time(text: str, expected: datetime | None) -> None:
-    assert svc.parse_time(text) == expected
+    assert runs.parse_time(text) == expected
 
 
 def test_status_keys_that_went_away_are_deleted_by_the_merge_patch() -> None:
     old = {"drill": {"nextRun": "x"}, "full": {"lastSuccess": "a", "nextRun": "b"}}
     new = {"full": {"lastSuccess": "a"}}
-    assert svc.with_deletions(old, new) == {"full": {"lastSuccess": "a", "nextRun": None},
+    assert drift.with_deletions(old, new) == {"full": {"lastSuccess": "a", "nextRun": None},
                                             "drill": None}
     # once stored, the same status compares equal: no second write
-    assert svc.with_deletions(new, new) == new
-    assert svc.with_deletions(None, new) == new
+    assert drift.with_deletions(new, new) == new
+    assert drift.with_deletions(None, new) == new

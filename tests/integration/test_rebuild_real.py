@@ -1,0 +1,78 @@
+"""Re-protection when a rewind is impossible, for real: the rebuild Job's script
+(`domain.rebuild`) with the region's disk lost — an empty data directory — restores the
+standby from the pgBackRest repository (delta restore, type standby) and it streams from the
+primary, with a writer running on the primary all along and an account of every row. (The
+rewind path runs through the operator in tests/integration/test_failover.py.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.integration import restore_scripts as rs
+from tests.integration.kube import wait_for
+from tests.integration.pg_fixtures import posix, skip_reason, start_bed
+from wedsync_operator.domain import rebuild
+from wedsync_operator.domain.connection import Connection, conninfo
+from wedsync_testbed.postgres import PG_BIN, PostgresInstance, owned_dir, run
+
+_reason = skip_reason()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(_reason is not None, reason=_reason or ""),
+]
+
+
+def test_a_region_whose_disk_was_lost_is_restored_as_a_standby_from_the_repository(
+        tmp_path: object) -> None:
+    bed = start_bed([posix("repo1", "eu-west")])
+    standby = PostgresInstance(name="rebuilt")
+    try:
+        pg = bed.primary
+        pg.execute(f"CREATE DATABASE {rs.DATABASE}")
+        pg.execute("CREATE TABLE bookings (id bigint PRIMARY KEY, "
+                   "at timestamptz NOT NULL DEFAULT clock_timestamp())", dbname=rs.DATABASE)
+        bed.backup("repo1", "full")
+        with rs.writing(pg.port) as writer:
+            wait_for(lambda: len(writer.acked()) > 200, 60, "the writer to get going")
+            standby.prepare()  # an empty data directory: the region's disk was lost
+            source = Connection("127.0.0.1", pg.port, "postgres", "postgres")
+            env = {rebuild.SOURCE_ENV: conninfo(source, dbname="postgres"),
+                   rebuild.CONNINFO_ENV: rebuild.primary_conninfo_line(
+                       conninfo(source, application_name="eu-central"))}
+            work = owned_dir("wedsync-rebuild-")
+            script = rebuild.rebuild_script(
+                rs.at_data(bed.spec, standby.data_dir), bed.number("repo1"),
+                config=str(bed.config), result_path=str(work / "termination-log"),
+                pg_bin=str(PG_BIN), work_dir=str(work))
+            try:
+                done = run(["/bin/sh", "-c", script], check=False, timeout=600, env=env,
+                           cwd=work)
+                message = (work / "termination-log").read_text()
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            result = json.loads(message.strip().splitlines()[-1])
+            assert result["method"] == "restore"
+            assert result["rewindError"] == "the data directory holds no cluster"
+            standby.start()
+            assert standby.in_recovery()
+            wait_for(lambda: pg.execute("SELECT state FROM pg_stat_replication WHERE "
+                                        "application_name = 'eu-central'") == "streaming",
+                     60, "the rebuilt standby streaming from the primary")
+            wait_for(lambda: len(writer.acked()) > len(writer.rows) // 2 + 200, 60,
+                     "more writes while it streams")
+        flushed = pg.execute("SELECT pg_current_wal_flush_lsn()")
+        wait_for(lambda: standby.execute(
+            f"SELECT pg_last_wal_replay_lsn() >= '{flushed}'::pg_lsn") == "t", 60,
+            "the standby to replay everything")
+        present = {int(r) for r in standby.execute(
+            "SELECT id FROM bookings", dbname=rs.DATABASE).split()}
+        lost = writer.acked() - present
+        assert not lost, f"{len(lost)} acknowledged rows missing, e.g. {sorted(lost)[:5]}"
+        assert writer.errors == 0
+    finally:
+        standby.close()
+        bed.close()
