@@ -64,7 +64,10 @@ bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO; p
 	$(PY) -m bench.pgbackrest
 	$(PY) -m bench.s3
 
+bench-node: deps venv controlplane images ## the real node: start-up, Pod and Job latency, the chart, backups through the CronJobs (root; about 15 minutes)
+	$(PY) -m bench.node
+
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 
-.PHONY: help deps venv controlplane images prometheus s3server crds run lint typecheck test-unit test-integration test-e2e test bench clean
+.PHONY: help deps venv controlplane images prometheus s3server crds run lint typecheck test-unit test-integration test-e2e test bench bench-node clean
