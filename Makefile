@@ -58,11 +58,13 @@ test-e2e: deps venv controlplane images ## end-to-end tests on a real node (char
 test: deps lint typecheck controlplane prometheus s3server images ## install what is missing, ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO; pgBackRest; S3); figures go to bench/results/
+bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO, two and four regions; pgBackRest; S3; tuning); figures go to bench/results/
 	$(PY) bench/policies.py
 	$(PY) bench/failover.py
+	$(PY) bench/failover.py --regions 4 --runs 3
 	$(PY) -m bench.pgbackrest
 	$(PY) -m bench.s3
+	$(PY) -m bench.tuning
 
 bench-node: deps venv controlplane images ## the real node: start-up, Pod and Job latency, the chart, backups through the CronJobs (root; about 15 minutes)
 	$(PY) -m bench.node

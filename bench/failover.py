@@ -33,7 +33,25 @@ The summary gives min / p50 / max of detection and RTO and whether the target (e
 ≤ 30 s in every run) was met. Expect noise: the machine has 2 cores and runs three control
 planes, two PostgreSQL servers and the operator (and maybe someone else's tests).
 
-    python bench/failover.py --runs 5      # writes bench/results/failover.json
+`--regions 4` measures the topology of tests/integration/test_regions.py instead
+(`wedsync_testbed.regions.setup_regions` and `replicated`): five control planes (the operator's
+and one per region), a real primary `east` and three streaming standbys `west`, `north`,
+`south`, every server committing synchronously to ANY 1 of the others, the plan's default
+failover settings. Each run gets fresh databases and a fresh namespace, and a writer (the
+tests' `Writer`) writes into whichever server takes writes all along. Per run:
+
+- a Failover: east SIGKILLed as above; measured: detection, RTO (loss → the first INSERT a
+  standby commits, each standby polled every `--poll` s), loss → every other standby streams
+  from the promoted one (its pg_stat_replication, polled every 0.1 s), and the acknowledged
+  writes each survivor lacks once it has caught up (with ANY 1, none);
+- a Switchover (no toRegion): RTO (the start of the Fence step → the first INSERT the new
+  primary commits), the time until both other standbys stream from it, the writes lost.
+
+The figures go to the `four_regions` section of the results file; the two-region run keeps
+that section and the four-region run keeps the rest.
+
+    python bench/failover.py --runs 5                  # writes bench/results/failover.json
+    python bench/failover.py --regions 4 --runs 3      # its four_regions section
 """
 
 from __future__ import annotations
@@ -50,7 +68,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +85,7 @@ from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import REPO_ROOT, LocalCluster, binaries
 from wedsync_testbed.operator import OperatorProcess
 from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
+from wedsync_testbed.writes import Writer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RTO_SECONDS = 30.0
@@ -75,6 +95,12 @@ PASSWORD = "s3cret-not-to-be-logged"
 PLAN = "orders"
 PROBE_APP = "application_name=wedsync-operator-probe"
 DEFAULTS = Probe()
+PROBE_SETTINGS = {"intervalSeconds": DEFAULTS.interval_seconds,
+                  "timeoutSeconds": DEFAULTS.timeout_seconds,
+                  "failureThreshold": DEFAULTS.failure_threshold,
+                  "source": "defaults: spec.failover.probe not set"}
+OPERATOR_SETUP = ("one process for all runs: wedsync-operator run -A --standalone --verbose, "
+                  "admin kubeconfig of the main cluster")
 
 
 # ---- the topology (as in tests/integration/test_failover.py) ------------------------------
@@ -116,11 +142,6 @@ def probe_times(pg: PostgresInstance) -> list[float]:
 promotions = topology.promotions
 
 
-def streaming(primary: PostgresInstance, standby: PostgresInstance) -> bool:
-    return primary.execute("SELECT count(*) FROM pg_stat_replication WHERE application_name "
-                           f"= '{standby.name}' AND state = 'streaming'") == "1"
-
-
 async def connect(port: int) -> psycopg.AsyncConnection[Any]:
     return await psycopg.AsyncConnection.connect(
         host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True,
@@ -128,7 +149,8 @@ async def connect(port: int) -> psycopg.AsyncConnection[Any]:
 
 
 async def first_write(port: int, poll: float) -> tuple[float, int]:
-    """Polls the standby with a real INSERT until one commits: (monotonic time, attempts)."""
+    """Polls the standby with a real INSERT until one commits: (monotonic time, attempts). The
+    row's id is below zero: a probe, not one of the writer's counted writes."""
     db: psycopg.AsyncConnection[Any] | None = None
     attempts = 0
     try:
@@ -137,7 +159,7 @@ async def first_write(port: int, poll: float) -> tuple[float, int]:
             try:
                 if db is None:
                     db = await connect(port)
-                await db.execute("INSERT INTO writes VALUES (%s)", (attempts,))
+                await db.execute("INSERT INTO writes VALUES (%s)", (-attempts,))
                 return time.monotonic(), attempts
             except psycopg.errors.ReadOnlySqlTransaction:
                 pass  # still a standby; the connection stays usable
@@ -149,6 +171,36 @@ async def first_write(port: int, poll: float) -> tuple[float, int]:
     finally:
         if db is not None:
             await db.close()
+
+
+async def first_write_any(standbys: Sequence[PostgresInstance], poll: float
+                          ) -> tuple[float, int, str]:
+    """The first of the standbys to commit an INSERT: (monotonic time, attempts, its name)."""
+    tasks = {asyncio.create_task(first_write(s.port, poll)): s.name for s in standbys}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        task = done.pop()
+        moment, attempts = task.result()
+        return moment, attempts, tasks[task]
+    finally:
+        for pending in tasks:
+            pending.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def all_follow(standbys: Sequence[PostgresInstance], poll: float) -> tuple[float, str]:
+    """Polls the standbys until one of them lists every other as streaming in its
+    pg_stat_replication: (monotonic time, its name)."""
+    names = {s.name for s in standbys}
+    while True:
+        for pg in standbys:
+            try:
+                seen = await asyncio.to_thread(topology.streaming_from, pg)
+            except psycopg.Error:
+                continue
+            if names - {pg.name} <= seen:
+                return time.monotonic(), pg.name
+        await asyncio.sleep(poll)
 
 
 # ---- the cluster side ----------------------------------------------------------------------
@@ -177,12 +229,18 @@ class Loss:
     failover: str
     writable_after: float
     write_attempts: int
+    #: the standby that committed the first write
+    promoted: str
+    #: loss → every other standby streams from the promoted one (several standbys only)
+    followed_after: float | None = None
 
 
 async def lose_primary(main: LocalCluster, namespace: str, primary: PostgresInstance,
-                       standby: PostgresInstance, rng: random.Random, poll: float) -> Loss:
+                       standbys: Sequence[PostgresInstance], rng: random.Random,
+                       poll: float) -> Loss:
     """Kills the primary at a random point of the probe cycle once the probes have seen it
-    healthy; times the Failover's appearance and the standby's first committed write."""
+    healthy; times the Failover's appearance, the first write a standby commits and, with
+    several standbys, when all the others stream from that one."""
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(main.kubeconfig),
                                   client_configuration=configuration)
@@ -198,35 +256,75 @@ async def lose_primary(main: LocalCluster, namespace: str, primary: PostgresInst
         if listing["items"]:
             raise RuntimeError("a Failover exists before the primary was lost: "
                                + ", ".join(i["metadata"]["name"] for i in listing["items"]))
-        async with await connect(standby.port) as db:
-            with contextlib.suppress(psycopg.errors.ReadOnlySqlTransaction):
-                await db.execute("INSERT INTO writes VALUES (0)")
-                raise RuntimeError("the standby accepts writes before the primary was lost")
+        for standby in standbys:
+            async with await connect(standby.port) as db:
+                with contextlib.suppress(psycopg.errors.ReadOnlySqlTransaction):
+                    await db.execute("INSERT INTO writes VALUES (0)")
+                    raise RuntimeError(f"{standby.name} accepts writes before the primary "
+                                       "was lost")
         await asyncio.sleep(rng.uniform(0.0, DEFAULTS.interval_seconds))
-        watcher = asyncio.create_task(
-            first_failover(custom, namespace, listing["metadata"]["resourceVersion"]))
-        writer = asyncio.create_task(first_write(standby.port, poll))
-        try:
-            await asyncio.sleep(0.2)  # both are watching
-            if watcher.done() or writer.done():
-                raise RuntimeError("a Failover or a writable standby before the loss")
-            lost_wall, lost = time.time(), time.monotonic()
-            primary.kill()
-            _, pending = await asyncio.wait((watcher, writer), timeout=RUN_TIMEOUT)
-            if pending:
-                raise TimeoutError(f"after {RUN_TIMEOUT:.0f}s: "
-                                   + ("no Failover created; " if watcher in pending else "")
-                                   + ("the standby accepts no write" if writer in pending
-                                      else ""))
-            (detected, name), (writable, attempts) = watcher.result(), writer.result()
-        finally:
-            for task in (watcher, writer):
-                task.cancel()
-            await asyncio.gather(watcher, writer, return_exceptions=True)
+        tasks: dict[str, asyncio.Task[Any]] = {
+            "the Failover's creation": asyncio.create_task(first_failover(
+                custom, namespace, listing["metadata"]["resourceVersion"])),
+            **watch_standbys(standbys, poll)}
+        lost_wall, lost, seen = await timed(primary.kill, tasks)
+    detected, name = seen["the Failover's creation"]
+    writable, attempts, promoted, followed = standbys_seen(seen)
     before = [t for t in probe_times(primary) if t <= lost_wall]
     return Loss(lost_wall=lost_wall, last_probe_before=before[-1] if before else None,
                 detected_after=detected - lost, failover=name, writable_after=writable - lost,
-                write_attempts=attempts)
+                write_attempts=attempts, promoted=promoted,
+                followed_after=None if followed is None else followed - lost)
+
+
+WRITABLE = "a standby's first committed write"
+FOLLOWING = "every other standby streaming from one"
+
+
+def watch_standbys(standbys: Sequence[PostgresInstance], poll: float
+                   ) -> dict[str, asyncio.Task[Any]]:
+    """Tasks that time the first write a standby commits and, with several standbys, when
+    all the others stream from one of them."""
+    tasks: dict[str, asyncio.Task[Any]] = {
+        WRITABLE: asyncio.create_task(first_write_any(standbys, poll))}
+    if len(standbys) > 1:
+        tasks[FOLLOWING] = asyncio.create_task(all_follow(standbys, poll=0.1))
+    return tasks
+
+
+def standbys_seen(seen: dict[str, Any]) -> tuple[float, int, str, float | None]:
+    """What `watch_standbys` timed: (writable, attempts, the promoted one, all following)."""
+    writable, attempts, promoted = seen[WRITABLE]
+    if FOLLOWING not in seen:
+        return writable, attempts, promoted, None
+    followed, upstream = seen[FOLLOWING]
+    if upstream != promoted:
+        raise RuntimeError(f"the standbys stream from {upstream}, but {promoted} took the "
+                           "first write")
+    return writable, attempts, promoted, followed
+
+
+async def timed(action: Callable[[], object], tasks: dict[str, asyncio.Task[Any]]
+                ) -> tuple[float, float, dict[str, Any]]:
+    """Once the tasks are watching (none may have finished), runs `action` (in a thread: the
+    tasks go on polling) and waits for every task: (wall and monotonic time just before the
+    action, each task's result by what it waits for)."""
+    try:
+        await asyncio.sleep(0.2)  # all are watching
+        early = [what for what, task in tasks.items() if task.done()]
+        if early:
+            raise RuntimeError(f"before the action: {', '.join(early)}")
+        wall, moment = time.time(), time.monotonic()
+        await asyncio.to_thread(action)
+        _, pending = await asyncio.wait(tasks.values(), timeout=RUN_TIMEOUT)
+        if pending:
+            raise TimeoutError(f"after {RUN_TIMEOUT:.0f}s, no "
+                               + ", no ".join(w for w, t in tasks.items() if t in pending))
+        return wall, moment, {what: task.result() for what, task in tasks.items()}
+    finally:
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
 def wait_finished(main: LocalCluster, namespace: str, name: str) -> dict[str, Any]:
@@ -251,6 +349,33 @@ def after(text: str | None, origin: float) -> float | None:
     return None if moment is None else round(moment - origin, 3)
 
 
+def timed_steps(status: dict[str, Any], origin: float, event: str) -> list[dict[str, Any]]:
+    """The run's steps, each with its start and end after `origin` (the `event`)."""
+    return [{
+        "name": s.get("name"), "outcome": s.get("outcome"),
+        f"started_after_{event}_seconds": after(s.get("startedAt"), origin),
+        f"finished_after_{event}_seconds": after(s.get("finishedAt"), origin),
+        "duration_seconds": (round(f - b, 3) if (b := epoch(s.get("startedAt"))) is not None
+                             and (f := epoch(s.get("finishedAt"))) is not None else None),
+        "message": s.get("message"),
+    } for s in status.get("steps", [])]
+
+
+def step_time(status: dict[str, Any], step: str, end: str) -> float | None:
+    """When the run's `step` started or finished (`end`: startedAt, finishedAt), epoch."""
+    return epoch(next((s.get(end) for s in status.get("steps", []) if s.get("name") == step),
+                      None))
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(interval)
+
+
 # ---- one run -------------------------------------------------------------------------------
 def one_run(index: int, main: LocalCluster, regions: dict[str, LocalCluster], work: Path,
             rng: random.Random, poll: float) -> dict[str, Any]:
@@ -263,15 +388,12 @@ def one_run(index: int, main: LocalCluster, regions: dict[str, LocalCluster], wo
         primary.execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
         standby = stack.enter_context(contextlib.closing(
             make_standby(primary, f"west-{index}", keep_logs_in=logs)))
-        deadline = time.monotonic() + 60
-        while not streaming(primary, standby):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the standby is not streaming within 60s")
-            time.sleep(0.1)
+        wait_until(lambda: standby.name in topology.streaming_from(primary), 60,
+                   "the standby streaming")
         stack.callback(teardown, main, regions, namespace)
         setup(main, regions, namespace, primary, standby)
         plan = get(main, "drplan", PLAN, namespace) or {}
-        loss = asyncio.run(lose_primary(main, namespace, primary, standby, rng, poll))
+        loss = asyncio.run(lose_primary(main, namespace, primary, [standby], rng, poll))
         print(f"  run {index}: Failover {loss.failover} seen {loss.detected_after:.2f}s after "
               f"the loss, standby writable after {loss.writable_after:.2f}s", flush=True)
         run = wait_finished(main, namespace, loss.failover)
@@ -286,14 +408,6 @@ def one_run(index: int, main: LocalCluster, regions: dict[str, LocalCluster], wo
     model = (round(DEFAULTS.failure_threshold * DEFAULTS.interval_seconds
                    - (origin - loss.last_probe_before), 3)
              if loss.last_probe_before is not None else None)
-    steps = [{
-        "name": s.get("name"), "outcome": s.get("outcome"),
-        "started_after_loss_seconds": after(s.get("startedAt"), origin),
-        "finished_after_loss_seconds": after(s.get("finishedAt"), origin),
-        "duration_seconds": (round(f - b, 3) if (b := epoch(s.get("startedAt"))) is not None
-                             and (f := epoch(s.get("finishedAt"))) is not None else None),
-        "message": s.get("message"),
-    } for s in status.get("steps", [])]
     return {
         "run": index,
         "namespace": namespace,
@@ -316,13 +430,156 @@ def one_run(index: int, main: LocalCluster, regions: dict[str, LocalCluster], wo
             (run.get("metadata") or {}).get("creationTimestamp"), origin),  # 1 s resolution
         "run_started_after_loss_seconds": after(status.get("startedAt"), origin),
         "run_finished_after_loss_seconds": after(status.get("finishedAt"), origin),
-        "steps": steps,
+        "steps": timed_steps(status, origin, "loss"),
         "write_attempts": loss.write_attempts,
         "runs_in_namespace": len(runs),
         "standby_promotions": promoted,
         "current_primary": current,
         "data_loss_bytes": status.get("dataLossBytes"),
     }
+
+
+# ---- four regions ----------------------------------------------------------------------------
+FOUR = ("east", "west", "north", "south")
+
+
+def standbys_ready(main: LocalCluster, namespace: str) -> bool:
+    plan = get(main, "drplan", PLAN, namespace) or {}
+    return any(c.get("type") == "StandbysReady" and c.get("status") == "True"
+               for c in (plan.get("status") or {}).get("conditions", []))
+
+
+@contextmanager
+def four_regions(main: LocalCluster, regions: dict[str, LocalCluster], namespace: str,
+                 logs: Path) -> Iterator[tuple[dict[str, PostgresInstance], Writer]]:
+    """Fresh databases (east the primary, three standbys, synchronous commit to any one of
+    them), the regions' objects and the plan (`setup_regions`, every failover setting the
+    default) in a fresh namespace; once the operator has seen every standby streaming, a
+    writer writing. Torn down afterwards."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        dbs = stack.enter_context(topology.replicated(
+            FOUR, settings={"log_connections": "on"}, keep_logs_in=logs))
+        wait_until(lambda: set(FOUR[1:]) <= topology.streaming_from(dbs["east"]), 60,
+                   "the three standbys streaming from east")
+        main.kubectl("create", "namespace", namespace)
+        stack.callback(teardown, main, regions, namespace)
+        topology.setup_regions(main, regions, namespace, dbs, primary="east", plan=PLAN,
+                               password=PASSWORD, failover={})
+        wait_until(lambda: standbys_ready(main, namespace), 90, "StandbysReady=True",
+                   interval=0.5)
+        writer = Writer(tuple(dbs.values()))
+        writer.start()
+        stack.callback(writer.finish)
+        wait_until(lambda: len(writer.acked) > 200, 60, "the writer getting going")
+        yield dbs, writer
+
+
+def account(dbs: dict[str, PostgresInstance], writer: Writer, new: str) -> dict[str, Any]:
+    """Lets the writer go on on the new primary, stops it and counts, on each of the three
+    survivors of east, the acknowledged writes it lacks once it has caught up."""
+    acked = len(writer.acked)
+    wait_until(lambda: len(writer.acked) > acked + 100, 60,
+               f"100 more acknowledged writes (on {new})")
+    writer.finish()
+    lacking = topology.acked_missing(dbs, new, FOUR[1:], writer.acked)
+    return {"acknowledged_writes": len(writer.acked), "failed_write_attempts": writer.failed,
+            "acknowledged_writes_lost": {name: len(ids) for name, ids in lacking.items()},
+            "standby_promotions": sum(promotions(dbs[name]) for name in FOUR[1:])}
+
+
+def run_types(main: LocalCluster, namespace: str) -> dict[str, int]:
+    listing = json.loads(main.kubectl("get", "failover", "-n", namespace, "-o", "json"))
+    types: dict[str, int] = {}
+    for item in listing["items"]:
+        kind = str(item["spec"]["type"])
+        types[kind] = types.get(kind, 0) + 1
+    return types
+
+
+def four_failover(index: int, main: LocalCluster, regions: dict[str, LocalCluster],
+                  work: Path, rng: random.Random, poll: float) -> dict[str, Any]:
+    """east SIGKILLed with the writer running: detection, the first write a standby commits
+    (RTO), every other standby streaming from it, every acknowledged write on all three."""
+    namespace = f"bench-four-failover-{index}"
+    with four_regions(main, regions, namespace, work / namespace) as (dbs, writer):
+        loss = asyncio.run(lose_primary(main, namespace, dbs["east"],
+                                        [dbs[r] for r in FOUR[1:]], rng, poll))
+        assert loss.followed_after is not None
+        print(f"  failover {index}: {loss.promoted} writable {loss.writable_after:.2f}s after "
+              f"the loss, the others streaming from it after {loss.followed_after:.2f}s",
+              flush=True)
+        run = wait_finished(main, namespace, loss.failover)
+        writes = account(dbs, writer, loss.promoted)
+        types = run_types(main, namespace)
+    status: dict[str, Any] = run.get("status") or {}
+    origin = loss.lost_wall
+    promoted_at = step_time(status, "Promote", "finishedAt")
+    return {
+        "run": index, "namespace": namespace, "failover": loss.failover,
+        "phase": status.get("phase"), "from_region": status.get("fromRegion"),
+        "to_region": status.get("toRegion"), "first_write_on": loss.promoted,
+        "detection_seconds": round(loss.detected_after, 3),
+        "rto_seconds": round(loss.writable_after, 3),
+        "all_following_seconds": round(loss.followed_after, 3),
+        "all_following_after_promotion_seconds": (
+            round(origin + loss.followed_after - promoted_at, 3)
+            if promoted_at is not None else None),
+        "run_rto_seconds": status.get("rtoSeconds"),
+        "data_loss_bytes": status.get("dataLossBytes"),
+        "steps": timed_steps(status, origin, "loss"),
+        "runs_in_namespace": types,
+        **writes,
+    }
+
+
+def four_switchover(index: int, main: LocalCluster, regions: dict[str, LocalCluster],
+                    work: Path, poll: float) -> dict[str, Any]:
+    """A Switchover (no toRegion: the operator picks the standby) with the writer running:
+    the first write the new primary commits after the fence (RTO), every other standby
+    streaming from it, every acknowledged write on all three standbys."""
+    namespace = f"bench-four-switchover-{index}"
+    name = "planned"
+    with four_regions(main, regions, namespace, work / namespace) as (dbs, writer):
+        request = {"apiVersion": topology.GROUP_VERSION, "kind": "Failover",
+                   "metadata": {"name": name},
+                   "spec": {"plan": PLAN, "type": "Switchover", "reason": "benchmark"}}
+
+        async def switch() -> tuple[float, float, dict[str, Any]]:
+            return await timed(lambda: topology.apply(main, namespace, request),
+                               watch_standbys([dbs[r] for r in FOUR[1:]], poll))
+
+        requested_wall, requested, seen = asyncio.run(switch())
+        writable, _, promoted, followed = standbys_seen(seen)
+        assert followed is not None
+        run = wait_finished(main, namespace, name)
+        writes = account(dbs, writer, promoted)
+        types = run_types(main, namespace)
+    status: dict[str, Any] = run.get("status") or {}
+    fenced = step_time(status, "Fence", "startedAt")
+    promoted_at = step_time(status, "Promote", "finishedAt")
+    writable_wall, followed_wall = (requested_wall + writable - requested,
+                                    requested_wall + followed - requested)
+    figures = {
+        "run": index, "namespace": namespace, "failover": name,
+        "phase": status.get("phase"), "from_region": status.get("fromRegion"),
+        "to_region": status.get("toRegion"), "first_write_on": promoted,
+        "rto_seconds": round(writable_wall - fenced, 3) if fenced is not None else None,
+        "requested_to_writable_seconds": round(writable - requested, 3),
+        "all_following_seconds": round(followed - requested, 3),
+        "all_following_after_promotion_seconds": (
+            round(followed_wall - promoted_at, 3) if promoted_at is not None else None),
+        "run_rto_seconds": status.get("rtoSeconds"),
+        "data_loss_bytes": status.get("dataLossBytes"),
+        "steps": timed_steps(status, requested_wall, "request"),
+        "runs_in_namespace": types,
+        **writes,
+    }
+    print(f"  switchover {index}: {promoted} writable {figures['rto_seconds']}s after the "
+          "fence, the others streaming from it "
+          f"{figures['all_following_after_promotion_seconds']}s after the promotion",
+          flush=True)
+    return figures
 
 
 # ---- figures -------------------------------------------------------------------------------
@@ -333,15 +590,51 @@ def spread(values: list[float]) -> dict[str, float | None]:
             "max": round(max(values), 3)}
 
 
+def step_durations(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    phases: dict[str, list[float]] = {}
+    for r in runs:
+        for step in r["steps"]:
+            if step["duration_seconds"] is not None:
+                phases.setdefault(step["name"], []).append(step["duration_seconds"])
+    return {name: spread(v) for name, v in phases.items()}
+
+
+def four_summary(runs: list[dict[str, Any]], requested: int, rto_target: float | None
+                 ) -> dict[str, Any]:
+    """min / p50 / max of the figures of the runs that succeeded; a run counts as met when
+    it succeeded, lost no acknowledged write on any survivor, promoted exactly once and (for
+    failovers) kept the RTO within the target."""
+    ok = [r for r in runs if r.get("phase") == "Succeeded"]
+
+    def figure(key: str) -> dict[str, float | None]:
+        return spread([float(r[key]) for r in ok if r.get(key) is not None])
+
+    lost = [sum(r["acknowledged_writes_lost"].values()) for r in ok]
+    met = [r for r in ok if sum(r["acknowledged_writes_lost"].values()) == 0
+           and r["standby_promotions"] == 1
+           and (rto_target is None or float(r["rto_seconds"]) <= rto_target)]
+    return {
+        "runs": requested,
+        "succeeded": len(ok),
+        **{key: figure(key) for key in (
+            "detection_seconds", "rto_seconds", "requested_to_writable_seconds",
+            "all_following_seconds", "all_following_after_promotion_seconds",
+            "run_rto_seconds") if any(key in r for r in ok)},
+        "acknowledged_writes": sum(int(r["acknowledged_writes"]) for r in ok),
+        "acknowledged_writes_lost": sum(lost),
+        "step_duration_seconds": step_durations(ok),
+        "target": {"rto_seconds": rto_target,
+                   "rule": "every run succeeded, no acknowledged write lost on any survivor, "
+                           "one promotion" + (", end-to-end RTO ≤ target" if rto_target
+                                              else ""),
+                   "met": len(met) == requested, "runs_within": len(met)},
+    }
+
+
 def summary(runs: list[dict[str, Any]], requested: int) -> dict[str, Any]:
     ok = [r for r in runs if r.get("phase") == "Succeeded"]
     rtos = [float(r["rto_seconds"]) for r in ok]
     met = len(ok) == requested and all(v <= TARGET_RTO_SECONDS for v in rtos)
-    phases: dict[str, list[float]] = {}
-    for r in ok:
-        for step in r["steps"]:
-            if step["duration_seconds"] is not None:
-                phases.setdefault(step["name"], []).append(step["duration_seconds"])
     return {
         "runs": requested,
         "succeeded": len(ok),
@@ -351,7 +644,7 @@ def summary(runs: list[dict[str, Any]], requested: int) -> dict[str, Any]:
                                    if r.get("run_rto_seconds") is not None]),
         "detection_to_writable_seconds": spread(
             [float(r["detection_to_writable_seconds"]) for r in ok]),
-        "step_duration_seconds": {name: spread(v) for name, v in phases.items()},
+        "step_duration_seconds": step_durations(ok),
         "target": {"rto_seconds": TARGET_RTO_SECONDS,
                    "rule": "end-to-end RTO ≤ target in every run, every run succeeded",
                    "met": met,
@@ -373,7 +666,7 @@ def operator_log(operator: OperatorProcess) -> dict[str, Any]:
         for line in path.read_text(errors="replace").splitlines():
             if " probe failed (" in line:
                 probe_failures += 1
-            elif line.startswith("Fence: database unreachable"):
+            elif "Fence: database unreachable" in line:
                 continue  # the Fence step's expected finding for a lost primary
             elif any(word in line.lower() for word in NOTABLE):
                 notable[line[:400]] = notable.get(line[:400], 0) + 1
@@ -399,10 +692,25 @@ def terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def attempt(index: int, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One run's figures; a failed run is a figure too (the benchmark goes on)."""
+    try:
+        return measure()
+    except Exception as error:
+        print(f"  run {index} failed: {type(error).__name__}: {error}", flush=True)
+        return {"run": index, "error": f"{type(error).__name__}: {error}"[:2000]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5, help="failovers to measure (5)")
+    parser.add_argument("--regions", type=int, choices=(2, 4), default=2,
+                        help="2: a primary and a standby (the results file's top level); "
+                             "4: a primary and three standbys, failovers and Switchovers "
+                             "(its four_regions section)")
+    parser.add_argument("--runs", type=int, default=5,
+                        help="failovers to measure, and as many Switchovers with --regions 4 "
+                             "(5)")
     parser.add_argument("--poll", type=float, default=0.05,
                         help="seconds between write attempts on the standby (0.05)")
     parser.add_argument("--seed", type=int, default=None,
@@ -419,28 +727,81 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="wedsync-bench-failover-"))
     print(f"logs in {work}", flush=True)
     runs: list[dict[str, Any]] = []
+    switchovers: list[dict[str, Any]] = []
     load_before = os.getloadavg()
     started = datetime.now(UTC)
     code = code_state()
     bins = binaries()
+    names = FOUR if args.regions == 4 else FOUR[:2]
     with ExitStack() as stack:
-        main_cluster, east, west = (
-            stack.enter_context(LocalCluster(name=name, bins=bins))
-            for name in ("main", "east", "west"))
-        regions = {"east": east, "west": west}
+        main_cluster = stack.enter_context(LocalCluster(name="main", bins=bins))
+        regions = {name: stack.enter_context(LocalCluster(name=name, bins=bins))
+                   for name in names}
         main_cluster.apply_crds(REPO_ROOT / "crds")
         operator = stack.enter_context(OperatorProcess(
             kubeconfig=main_cluster.kubeconfig, logs=work / "operator"))
-        print(f"3 control planes and the operator up in "
+        print(f"{len(names) + 1} control planes and the operator up in "
               f"{(datetime.now(UTC) - started).total_seconds():.0f}s", flush=True)
         for index in range(1, args.runs + 1):
-            try:
-                runs.append(one_run(index, main_cluster, regions, work, rng, args.poll))
-            except Exception as error:  # one failed run is a figure too: go on with the next
-                print(f"  run {index} failed: {type(error).__name__}: {error}", flush=True)
-                runs.append({"run": index, "error": f"{type(error).__name__}: {error}"[:2000]})
+            if args.regions == 2:
+                runs.append(attempt(index, lambda: one_run(
+                    index, main_cluster, regions, work, rng, args.poll)))  # noqa: B023
+            else:
+                runs.append(attempt(index, lambda: four_failover(
+                    index, main_cluster, regions, work, rng, args.poll)))  # noqa: B023
+                switchovers.append(attempt(index, lambda: four_switchover(
+                    index, main_cluster, regions, work, args.poll)))  # noqa: B023
         log = operator_log(operator)
         operator_alive = operator.process is not None and operator.process.poll() is None
+    host = {"cpus": os.cpu_count(),
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()]}
+    if args.regions == 4:
+        return report_four(Path(args.out), {
+            "what": "four regions (a primary and three standbys, synchronous commit to ANY 1 "
+                    "of them), a writer running: the primary SIGKILLed (automatic Failover, "
+                    "the plan's default probe settings) and a Switchover; loss or fence → "
+                    "a standby commits an INSERT (RTO), → every other standby streams from "
+                    "it (the new primary's pg_stat_replication), acknowledged writes lost; "
+                    "real control planes (one per region and the operator's), real "
+                    "PostgreSQL 15, the real operator process",
+            "measured_at": started.isoformat(timespec="seconds"),
+            "host": host,
+            "settings": {
+                "runs": args.runs,
+                "probe": PROBE_SETTINGS,
+                "synchronous_standby_names": f"ANY 1 ({', '.join(FOUR)}), on every server",
+                "loss": "PostgresInstance.kill() of east, at a uniformly random point of the "
+                        "probe cycle after two healthy probes",
+                "switchover": "a Failover of type Switchover without toRegion (the operator "
+                              "picks the standby), created by kubectl apply",
+                "write_poll_seconds": args.poll,
+                "follow_poll_seconds": 0.1,
+                "seed": seed,
+                "operator": OPERATOR_SETUP,
+            },
+            "operator_code": code,
+            "notes": [
+                "rto_seconds: failover, loss → the first INSERT a standby commits (with "
+                "synchronous commit on, so it includes a second standby streaming from the "
+                "new primary and acknowledging); switchover, the start of the Fence step (the "
+                "old primary stops taking writes) → the first INSERT the new primary commits",
+                "all_following_seconds: loss (failover) or the Switchover's creation → the new "
+                "primary's pg_stat_replication lists both other standbys as streaming; "
+                "all_following_after_promotion_seconds counts from the end of the Promote step",
+                "acknowledged_writes_lost: per survivor, writes the writer saw committed that "
+                "the survivor lacks once it has replayed all the new primary flushed",
+                "after a Switchover the old primary east is fenced and Diverged until a Rebuild "
+                "run (failover.rebuild: Manual, not approved here) rewinds it: it is not "
+                "counted among the standbys that follow",
+            ],
+            "failovers": runs,
+            "switchovers": switchovers,
+            "summary": {"failover": four_summary(runs, args.runs, TARGET_RTO_SECONDS),
+                        "switchover": four_summary(switchovers, args.runs, None)},
+            "operator_log": log,
+            "operator_alive_at_end": operator_alive,
+        })
     figures = summary(runs, args.runs)
     results: dict[str, Any] = {
         "what": "automatic failover of a lost primary (SIGKILL) with the plan's default probe "
@@ -448,21 +809,15 @@ def main() -> int:
                 "an INSERT (end-to-end RTO); real control planes, real PostgreSQL 15 "
                 "streaming replication, the real operator process",
         "measured_at": started.isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "load_average_before": [round(v, 2) for v in
-                                                                 load_before],
-                 "load_average_after": [round(v, 2) for v in os.getloadavg()]},
+        "host": host,
         "settings": {
             "runs": args.runs,
-            "probe": {"intervalSeconds": DEFAULTS.interval_seconds,
-                      "timeoutSeconds": DEFAULTS.timeout_seconds,
-                      "failureThreshold": DEFAULTS.failure_threshold,
-                      "source": "defaults: spec.failover.probe not set"},
+            "probe": PROBE_SETTINGS,
             "loss": "PostgresInstance.kill(): SIGKILL to the server's process group, at a "
                     "uniformly random point of the probe cycle after two healthy probes",
             "write_poll_seconds": args.poll,
             "seed": seed,
-            "operator": "one process for all runs: wedsync-operator run -A --standalone "
-                        "--verbose, admin kubeconfig of the main cluster",
+            "operator": OPERATOR_SETUP,
         },
         "operator_code": code,
         "notes": [
@@ -480,7 +835,19 @@ def main() -> int:
         "operator_log": log,
         "operator_alive_at_end": operator_alive,
     }
-    out = Path(args.out)
+    previous = read_results(Path(args.out))
+    if "four_regions" in previous:
+        results["four_regions"] = previous["four_regions"]
+    write_results(Path(args.out), results, figures, log)
+    return 0 if figures["target"]["met"] else 1
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    return dict(json.loads(out.read_text())) if out.exists() else {}
+
+
+def write_results(out: Path, results: dict[str, Any], figures: dict[str, Any],
+                  log: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(figures, indent=2, ensure_ascii=False))
@@ -488,7 +855,14 @@ def main() -> int:
     for entry in log["notable"][:20]:
         print(f"operator ({entry['count']}×): {entry['line']}")
     print(f"written to {out}")
-    return 0 if figures["target"]["met"] else 1
+
+
+def report_four(out: Path, section: dict[str, Any]) -> int:
+    """Writes the `four_regions` section into the results file, keeping the rest."""
+    write_results(out, {**read_results(out), "four_regions": section}, section["summary"],
+                  section["operator_log"])
+    met = all(part["target"]["met"] for part in section["summary"].values())
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -250,3 +250,65 @@ def set_failover_phase(namespace: str, run: str, run_type: str, phase: str | Non
                 FAILOVER_PHASE.remove(namespace, run, run_type, each)
         else:
             FAILOVER_PHASE.labels(namespace, run, run_type, each).set(1 if each == phase else 0)
+
+# ---- DatabaseTuningPolicy ------------------------------------------------------------------
+TUNING_CLASS_MEAN = Gauge(
+    "wedsync_tuning_class_mean_seconds",
+    "Mean execution time of a query class over the last interval (pg_stat_statements).",
+    ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_TARGET = Gauge(
+    "wedsync_tuning_class_target_seconds", "The latency target of a query class.",
+    ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_RATE = Gauge(
+    "wedsync_tuning_class_calls_per_second", "Calls per second of a query class over the "
+    "last interval.", ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_MET = Gauge(
+    "wedsync_tuning_class_within_target",
+    "1 while a query class's mean is within its target, 0 while not (no series without "
+    "calls).", ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_CLASS_BREACH = Gauge(
+    "wedsync_tuning_class_breach_intervals",
+    "Intervals in a row a query class has been out of target.",
+    ["namespace", "policy", "class"], registry=REGISTRY,
+)
+TUNING_OPEN_ADVICE = Gauge(
+    "wedsync_tuning_recommendations_open",
+    "Index recommendations of a policy not applied.", ["namespace", "policy"],
+    registry=REGISTRY,
+)
+TUNING_BUILDS = Counter(
+    "wedsync_tuning_index_builds_total",
+    "CREATE INDEX CONCURRENTLY runs of a policy, by outcome (built, failed).",
+    ["namespace", "policy", "outcome"], registry=REGISTRY,
+)
+_CLASS_GAUGES = (TUNING_CLASS_MEAN, TUNING_CLASS_TARGET, TUNING_CLASS_RATE, TUNING_CLASS_MET,
+                 TUNING_CLASS_BREACH)
+
+
+def set_tuning_class(namespace: str, policy: str, name: str, target_ms: float,
+                     mean_ms: float | None, calls_per_second: float, met: bool | None,
+                     streak: int) -> None:
+    TUNING_CLASS_TARGET.labels(namespace, policy, name).set(target_ms / 1000)
+    TUNING_CLASS_RATE.labels(namespace, policy, name).set(calls_per_second)
+    TUNING_CLASS_BREACH.labels(namespace, policy, name).set(streak)
+    for metric, value in ((TUNING_CLASS_MEAN, None if mean_ms is None else mean_ms / 1000),
+                          (TUNING_CLASS_MET, None if met is None else float(met))):
+        if value is None:
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, policy, name)
+        else:
+            metric.labels(namespace, policy, name).set(value)
+
+
+def forget_tuning(namespace: str, policy: str, classes: tuple[str, ...]) -> None:
+    """Drops the series of a policy's classes (deleted, or classes removed)."""
+    for metric in _CLASS_GAUGES:
+        for name in classes:
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, policy, name)
+    with contextlib.suppress(KeyError):
+        TUNING_OPEN_ADVICE.remove(namespace, policy)

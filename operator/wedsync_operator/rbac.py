@@ -29,6 +29,7 @@ from wedsync_operator.api.optimization import PLURAL as POLICIES
 from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.resources import RESOURCES
 from wedsync_operator.api.restore import PLURAL as RESTORES
+from wedsync_operator.api.tuning import PLURAL as TUNING_POLICIES
 
 #: Where the chart reads the rules (relative to the repository root).
 RULES_FILE = Path("charts/wedsync-operator/files/rbac-rules.yaml")
@@ -193,6 +194,20 @@ RULES: tuple[Rule, ...] = (
         GROUP, (f"{RESTORES}/status",), ("patch",), "wedsync_operator.kube.status",
         "the Restore's state machine: its status is written after every step "
         "(patch_status_guarded)",
+    ),
+    # ---- DatabaseTuningPolicy -----------------------------------------------------------
+    Rule(
+        GROUP, (TUNING_POLICIES,), ("list", "watch", "patch"), "wedsync_operator.handlers.tuning",
+        "kopf runs a daemon per DatabaseTuningPolicy (list, watch, finalizer patch)",
+    ),
+    Rule(
+        GROUP, (f"{TUNING_POLICIES}/status",), ("patch",), "wedsync_operator.kube.status",
+        "the policy's report: classes, advice, built indexes, conditions (patch_status)",
+    ),
+    Rule(
+        GROUP, (PLANS,), ("get",), "wedsync_operator.services.tuning",
+        "a policy that names a DisasterRecoveryPlan reads it for its serving region; that "
+        "region's connection Secret is read under the failover's rules",
     ),
     Rule(
         "batch", ("jobs",), ("get", "create", "delete"), "wedsync_operator.services.regionjobs",

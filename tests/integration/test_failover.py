@@ -26,12 +26,13 @@ import pytest
 
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.kube import apply, must_get, pending_pod, terminate_pod, wait_for
-from tests.integration.metrics import wait_probes
+from tests.integration.metrics import sample, wait_probes
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries, owned_dir
 from wedsync_testbed.postgres import run as pg_run
+from wedsync_testbed.writes import Writer, connect, missing
 
 _reason = missing_binaries()
 pytestmark = [
@@ -120,11 +121,6 @@ def bed_factory(cluster: LocalCluster, regions: dict[str, LocalCluster], namespa
 
 
 # ---- database checks ------------------------------------------------------------------------
-def connect(pg: PostgresInstance) -> psycopg.Connection[Any]:
-    return psycopg.connect(host="127.0.0.1", port=pg.port, user="postgres",
-                           dbname="postgres", autocommit=True, connect_timeout=3)
-
-
 def replay(pg: PostgresInstance, action: str) -> None:
     """Pauses or resumes a standby's replay. A statement on a standby can be cancelled by a
     recovery conflict (the replay of the fence's catalog changes): it is sent again."""
@@ -149,47 +145,6 @@ def accepts_writes(pg: PostgresInstance) -> bool:
 
 
 promotions = topology.promotions
-
-
-@dataclass
-class Writer:
-    """Writes numbered rows into whichever server accepts them, all the time (trying the
-    targets in turn); remembers every write that was acknowledged (committed)."""
-
-    targets: tuple[PostgresInstance, ...]
-    acked: list[int] = field(default_factory=list)
-    failed: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        n, current = 0, 0
-        db: psycopg.Connection[Any] | None = None
-        while not self.stop.is_set():
-            n += 1
-            try:
-                if db is None:
-                    db = connect(self.targets[current])
-                db.execute("INSERT INTO writes VALUES (%s)", (n,))
-                self.acked.append(n)
-            except psycopg.Error:
-                self.failed += 1
-                if db is not None:
-                    db.close()
-                    db = None
-                current = (current + 1) % len(self.targets)
-                time.sleep(0.02)
-        if db is not None:
-            db.close()
-
-    def finish(self) -> None:
-        self.stop.set()
-        assert self.thread is not None
-        self.thread.join(30)
 
 
 @dataclass
@@ -268,12 +223,6 @@ def wait_condition(bed: Bed, kind: str, status: str, reason: str | None = None,
         return cond if ok else None
 
     return wait_for(reached, timeout, f"plan condition {kind}={status} ({reason}) {saying}")
-
-
-def missing(pg: PostgresInstance, ids: list[int]) -> list[int]:
-    with connect(pg) as db:
-        present = {row[0] for row in db.execute("SELECT id FROM writes WHERE id > 0")}
-    return [i for i in ids if i not in present]
 
 
 def assert_switched(bed: Bed, status: dict[str, Any]) -> None:
@@ -429,11 +378,11 @@ def test_a_lost_primary_is_detected_fenced_and_replaced(
     standbys = wait_condition(bed, "StandbysReady", "False", "ProbeFailed")
     assert "standby east" in standbys["message"]
     exported = operator.metrics()
-    labels = f'namespace="{bed.namespace}",plan="orders"'
-    assert f'wedsync_region_up{{{labels},region="west"}} 1.0' in exported
-    assert f'wedsync_region_up{{{labels},region="east"}} 0.0' in exported
-    assert (f'wedsync_failover_phase{{failover="{run}",namespace="{bed.namespace}",'
-            'phase="Succeeded",type="Failover"} 1.0') in exported
+    up = {region: sample(exported, "wedsync_region_up", namespace=bed.namespace,
+                         plan="orders", region=region) for region in ("east", "west")}
+    assert up == {"east": 0.0, "west": 1.0}
+    assert sample(exported, "wedsync_failover_phase", failover=run, namespace=bed.namespace,
+                  phase="Succeeded", type="Failover") == 1.0
     assert_no_secrets_leaked(bed, operator)
     print(f"primary lost → standby writable in {writable - lost:.1f}s "
           f"(run RTO {status['rtoSeconds']}s)")
@@ -558,8 +507,8 @@ def test_two_operators_driving_one_run_at_once_still_promote_once(
         with SplitBrainWatch((bed.primary, bed.standby)) as watch:
             bed.failover("contested", "Switchover")
             status = bed.wait_phase("contested", "Succeeded")
-            # the slower driver, if any, has seen the run end: its daemon has exited
-            wait_for(lambda: all("/contested] Daemon 'failover-run' succeeded" in p.output()
+            # the slower driver, if any, has seen the run end: no run is driven any more
+            wait_for(lambda: all(sample(p.metrics(), "wedsync_failover_runs_in_progress") == 0
                                  for p in (operator, second)), 60, "both drivers to finish")
         refused = sum(p.output().count("written meanwhile") for p in (operator, second))
     finally:
@@ -636,8 +585,10 @@ def test_after_a_switchover_the_old_primary_is_never_failed_back_to(
         if "no standby on its lineage can be promoted" in e.get("message", "")], 60,
         "the detector to say why nothing fails over")
     assert "east is Diverged" in refused[0]["message"]
-    runs = bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o", "name").split()
-    assert runs == ["failover.dbopt.wedsync.io/planned"], "a run started towards east"
+    listed = json.loads(bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o",
+                                         "json"))["items"]
+    runs = [r["metadata"]["name"] for r in listed if r["spec"]["type"] != "Rebuild"]
+    assert runs == ["planned"], "a run started towards east"
 
     bed.failover("by-hand", "Failover")
     failed = bed.wait_phase("by-hand", "Failed")
@@ -746,10 +697,8 @@ def test_a_standby_without_a_wal_receiver_is_not_reported_streaming(
     bed.primary.kill()
     cond = wait_condition(bed, "StandbysReady", "False", "NotStreaming")
     assert "west does not stream" in cond["message"]
-    labels = f'namespace="{bed.namespace}",plan="orders",region="west"'
-    lag = wait_for(lambda: next((float(line.split()[-1]) for line in operator.metrics()
-                                 .splitlines() if line.startswith(
-                                     f"wedsync_replication_lag_bytes{{{labels}}}")), None),
+    lag = wait_for(lambda: sample(operator.metrics(), "wedsync_replication_lag_bytes",
+                                  namespace=bed.namespace, plan="orders", region="west"),
                    30, "the lag metric")
     assert lag > 5 * 1024 * 1024, lag
     plan = must_get(bed.main, "drplan", "orders", bed.namespace)
@@ -781,15 +730,14 @@ def test_a_former_primary_that_returns_writable_is_fenced_and_its_lost_writes_co
     wait_for(lambda: not bed.standby.execute("TABLE pg_stat_wal_receiver"), 30,
              "the standby's WAL receiver to stop")
     bed.primary.execute("INSERT INTO writes SELECT g FROM generate_series(500001, 500500) g")
-    labels = f'namespace="{bed.namespace}",plan="orders",region="west"'
-    wait_for(lambda: any(line.startswith(f"wedsync_replication_lag_bytes{{{labels}}}") and
-                         float(line.split()[-1]) > 10_000
-                         for line in operator.metrics().splitlines()), 30,
-             "a probe to see the primary ahead of the standby")
+    wait_for(lambda: sample(operator.metrics(), "wedsync_replication_lag_bytes",
+                            namespace=bed.namespace, plan="orders", region="west") > 10_000,
+             30, "a probe to see the primary ahead of the standby")
     bed.primary.kill()
-    [name] = wait_for(lambda: bed.main.kubectl("get", "failover", "-n", bed.namespace, "-o",
-                                               "name").split(), RUN_TIMEOUT, "a run")
-    status = bed.wait_phase(name.split("/")[-1], "Succeeded")
+    name = wait_for(lambda: next((r["metadata"]["name"] for r in json.loads(bed.main.kubectl(
+        "get", "failover", "-n", bed.namespace, "-o", "json"))["items"]
+        if r["spec"]["type"] == "Failover"), None), RUN_TIMEOUT, "a run")
+    status = bed.wait_phase(name, "Succeeded")
     assert "dataLossBytes" not in status  # the old primary's final position is unknown
     assert status["dataLossAtLeastBytes"] > 10_000  # but this much was seen on it
     lost = set(range(500001, 500501))

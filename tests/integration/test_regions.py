@@ -11,6 +11,7 @@ promoted one (primary_conninfo), follow its new timeline and catch up.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,11 +22,13 @@ from typing import Any
 import pytest
 
 from tests.integration.kube import apply, must_get, wait_for
-from tests.integration.test_failover import PASSWORD, RUN_TIMEOUT, Writer, connect, missing
+from tests.integration.test_failover import PASSWORD, RUN_TIMEOUT
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
-from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
+from wedsync_testbed.postgres import PostgresInstance, missing_binaries
+from wedsync_testbed.regions import streaming_from
+from wedsync_testbed.writes import Writer
 
 _reason = missing_binaries()
 pytestmark = [
@@ -34,7 +37,6 @@ pytestmark = [
 ]
 
 REGIONS = ("east", "west", "north", "south")
-SYNC = f"ANY 1 ({', '.join(REGIONS)})"
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +48,8 @@ def region_clusters(cluster_factory: Callable[[str], LocalCluster]
 @pytest.fixture
 def databases(tmp_path: Path) -> Iterator[dict[str, PostgresInstance]]:
     """east the primary, three streaming standbys, synchronous commit to any one of them."""
-    started: dict[str, PostgresInstance] = {}
-    try:
-        primary = started["east"] = PostgresInstance(name="east", keep_logs_in=tmp_path)
-        primary.start()
-        primary.execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
-        for name in REGIONS[1:]:
-            started[name] = make_standby(primary, name, keep_logs_in=tmp_path)
-        for pg in started.values():  # every server, for whichever is promoted later
-            pg.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{SYNC}'")
-            pg.execute("SELECT pg_reload_conf()")
+    with topology.replicated(REGIONS, keep_logs_in=tmp_path) as started:
         yield started
-    finally:
-        for pg in reversed(list(started.values())):
-            pg.close()
 
 
 @dataclass
@@ -89,8 +79,10 @@ class Four:
         return wait_for(reached, RUN_TIMEOUT, f"failover {name} in {phases}", interval=0.3)
 
     def runs(self) -> list[str]:
-        return [n.split("/")[-1] for n in self.main.kubectl(
-            "get", "failover", "-n", self.namespace, "-o", "name").split()]
+        """The plan's promotion runs (not the Rebuild runs re-protection adds after them)."""
+        items = json.loads(self.main.kubectl("get", "failover", "-n", self.namespace, "-o",
+                                             "json"))["items"]
+        return [r["metadata"]["name"] for r in items if r["spec"]["type"] != "Rebuild"]
 
 
 @pytest.fixture
@@ -116,21 +108,6 @@ def all_streaming(bed: Four) -> None:
     wait_for(streaming, 90, "StandbysReady=True")
 
 
-def streaming_from(primary: PostgresInstance) -> set[str]:
-    with connect(primary) as db:
-        return {r[0] for r in db.execute(
-            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")}
-
-
-def caught_up(primary: PostgresInstance, standby: PostgresInstance) -> bool:
-    with connect(primary) as db:
-        flushed = db.execute("SELECT pg_current_wal_flush_lsn()").fetchone()
-    with connect(standby) as db:
-        behind = db.execute("SELECT pg_wal_lsn_diff(%s, pg_last_wal_replay_lsn())",
-                            (flushed[0] if flushed else None,)).fetchone()
-    return behind is not None and behind[0] is not None and float(behind[0]) <= 0
-
-
 def follow_seconds(bed: Four, run: str, new: str, others: list[str]) -> float:
     """Seconds from the end of the run's Promote step until every one of `others` streams
     from the new primary (its pg_stat_replication)."""
@@ -143,12 +120,8 @@ def follow_seconds(bed: Four, run: str, new: str, others: list[str]) -> float:
 
 
 def every_acked_write_on(bed: Four, writer: Writer, survivors: list[str], new: str) -> None:
-    for name in survivors:
-        standby = bed.dbs[name]
-        if name != new:
-            wait_for(lambda: caught_up(bed.dbs[new], standby), 60,  # noqa: B023
-                     f"{name} to catch up with {new}")
-        assert missing(standby, writer.acked) == [], f"acknowledged writes lost on {name}"
+    lacking = topology.acked_missing(bed.dbs, new, survivors, writer.acked)
+    assert lacking == {name: [] for name in survivors}, "acknowledged writes lost"
 
 
 def test_a_lost_primary_every_standby_follows_the_promoted_one_and_nothing_is_lost(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from wedsync_operator.api import failover, optimization, recovery, restore
+from wedsync_operator.api import failover, optimization, recovery, restore, tuning
 from wedsync_operator.api.crds import Resource, crd
 
 RESOURCES: tuple[Resource, ...] = (
@@ -53,6 +53,18 @@ RESOURCES: tuple[Resource, ...] = (
         "point or the latest point, as a clone beside the primary or in place (approved, "
         "fenced, verified).",
         printer_columns=tuple(restore.PRINTER_COLUMNS),
+    ),
+    Resource(
+        kind=tuning.KIND,
+        plural=tuning.PLURAL,
+        singular=tuning.SINGULAR,
+        short_names=tuple(tuning.SHORT_NAMES),
+        spec=tuning.TuningPolicySpec,
+        status=tuning.TuningPolicyStatus,
+        description="Query latency targets from pg_stat_statements, index advice from "
+        "pg_qualstats proven with hypothetical indexes (hypopg), and building it "
+        "concurrently in maintenance windows, never in freezes.",
+        printer_columns=tuple(tuning.PRINTER_COLUMNS),
     ),
 )
 

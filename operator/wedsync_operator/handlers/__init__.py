@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from wedsync_operator.handlers import failover, lifecycle, optimization, recovery, restore
+from wedsync_operator.handlers import failover, lifecycle, optimization, recovery, restore, tuning
 
-__all__ = ["failover", "lifecycle", "optimization", "recovery", "restore"]
+__all__ = ["failover", "lifecycle", "optimization", "recovery", "restore", "tuning"]

@@ -893,9 +893,18 @@ def _rebuild_job(run: Run) -> str:
 
 
 async def stop(run: Run) -> machine.StepResult:
-    """The region's workload scaled to zero, no Pod of it left and its database not
-    answering: the rebuild Job takes its data volume."""
+    """The serving primary answers as a primary; then the region's workload scaled to zero,
+    no Pod of it left and its database not answering: the rebuild Job takes its volume."""
     region = run.region(run.status.to_region)
+    source = run.region(run.status.from_region)
+    try:  # a rebuild follows the serving primary: nothing is stopped while it is not there
+        primary = await observe(run, source)
+    except _Unreachable as error:
+        raise StepWait(f"nothing stopped yet: the serving primary {source.name} does not "
+                       f"answer ({error}); the rebuild follows it") from None
+    if primary.server.in_recovery:
+        raise StepWait(f"nothing stopped yet: {source.name} is in recovery, no primary to "
+                       "follow")
     api = await run.clients.api_for(run.namespace, region.cluster)
     ns = run.region_namespace(region)
     what = f"{region.fence.kind} {ns}/{region.fence.name}"

@@ -1,4 +1,4 @@
-"""The two-region topology of the failover tests and benchmark, on real components.
+"""The region topologies of the failover tests and benchmark, on real components.
 
 The operator's cluster (`main`) holds the DisasterRecoveryPlan, the Failover runs and one
 kubeconfig Secret per region; two more control planes stand for the regions `east` (the
@@ -7,17 +7,26 @@ database connection Secret `pg-conn`, a Deployment `pg-<region>` to fence, and t
 east a ConfigMap `db-endpoint` (key `primary`), west a Secret `db-endpoint` (key `primary`) and
 a Service `db`. The databases are a real PostgreSQL primary and its streaming standby on
 loopback (`wedsync_testbed.postgres`).
+
+`setup_regions` sets up any number of regions the same way, one control plane and one database
+each; `replicated` starts their databases: a primary and its streaming standbys, committing
+synchronously to any one of them.
 """
 
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from wedsync_testbed.controlplane import LocalCluster
-from wedsync_testbed.postgres import PostgresInstance
+from wedsync_testbed.postgres import PostgresInstance, make_standby
+from wedsync_testbed.writes import connect, missing
 
 GROUP_VERSION = "dbopt.wedsync.io/v1alpha1"
 
@@ -143,3 +152,62 @@ def setup_regions(main: LocalCluster, clusters: dict[str, LocalCluster], namespa
                                           "posix": {"claimName": "backups"}}]},
             "failover": failover,
         }})
+
+
+# ---- the databases of several regions ------------------------------------------------------
+@contextmanager
+def replicated(names: Sequence[str], *, settings: Mapping[str, str] | None = None,
+               keep_logs_in: Path | None = None) -> Iterator[dict[str, PostgresInstance]]:
+    """A real PostgreSQL primary `names[0]` with the table `writes`, and a streaming standby
+    (`application_name` its name) for each other name. Every server commits synchronously to
+    ANY 1 of them (ALTER SYSTEM on each, for whichever is promoted later), as a platform that
+    counts every acknowledged write runs it: a write is acknowledged once one standby has
+    flushed it, so the standby with the most WAL holds every acknowledged write."""
+    with ExitStack() as stack:
+        primary = stack.enter_context(PostgresInstance(
+            name=names[0], settings=dict(settings or {}), keep_logs_in=keep_logs_in))
+        primary.execute("CREATE TABLE writes (id bigint PRIMARY KEY)")
+        started = {names[0]: primary}
+        for name in names[1:]:
+            started[name] = make_standby(primary, name, keep_logs_in=keep_logs_in)
+            stack.callback(started[name].close)
+        for pg in started.values():
+            pg.execute("ALTER SYSTEM SET synchronous_standby_names = "
+                       f"'ANY 1 ({', '.join(names)})'")
+            pg.execute("SELECT pg_reload_conf()")
+        yield started
+
+
+def streaming_from(pg: PostgresInstance) -> set[str]:
+    """The `application_name`s the server's pg_stat_replication lists streaming."""
+    with connect(pg) as db:
+        return {r[0] for r in db.execute(
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")}
+
+
+def caught_up(primary: PostgresInstance, standby: PostgresInstance) -> bool:
+    """The standby has replayed everything the primary has flushed."""
+    with connect(primary) as db:
+        flushed = db.execute("SELECT pg_current_wal_flush_lsn()").fetchone()
+    with connect(standby) as db:
+        behind = db.execute("SELECT pg_wal_lsn_diff(%s, pg_last_wal_replay_lsn())",
+                            (flushed[0] if flushed else None,)).fetchone()
+    return behind is not None and behind[0] is not None and float(behind[0]) <= 0
+
+
+def acked_missing(databases: Mapping[str, PostgresInstance], primary: str,
+                  survivors: Sequence[str], acked: list[int],
+                  timeout: float = 60.0) -> dict[str, list[int]]:
+    """The acknowledged writes each of `survivors` lacks, once every standby among them has
+    replayed all the primary flushed (waited for up to `timeout`: TimeoutError)."""
+    lacking: dict[str, list[int]] = {}
+    for name in survivors:
+        if name != primary:
+            deadline = time.monotonic() + timeout
+            while not caught_up(databases[primary], databases[name]):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not catch up with {primary} "
+                                       f"within {timeout:.0f}s")
+                time.sleep(0.2)
+        lacking[name] = missing(databases[name], acked)
+    return lacking

@@ -97,7 +97,7 @@ def main() -> int:
         )
         lines = [f"\nlocal cluster {cluster.server} is up.",
                  f"  export KUBECONFIG={cluster.kubeconfig}",
-                 f"  {bins.kubectl} get dbopt,drplan,failover,dbrestore,hpa -A"]
+                 f"  {bins.kubectl} get dbopt,drplan,failover,dbrestore,dbtune,hpa -A"]
         if node is not None and demo is not None:
             pg, schedules = demo
             threading.Thread(target=seed_when_ready, args=(node, pg), daemon=True).start()
