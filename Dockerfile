@@ -17,9 +17,9 @@ RUN python -m venv /opt/venv
 COPY images/operator/requirements.txt /src/requirements.txt
 RUN /opt/venv/bin/pip install --no-deps --requirement /src/requirements.txt
 COPY pyproject.toml README.md /src/
+# only the operator: pyproject.toml's package discovery also looks in tools/testbed, which
+# is left out of the image (the test bed is not shipped, and its changes do not rebuild it)
 COPY operator/ /src/operator/
-# pyproject.toml's package discovery also looks in tools/testbed
-COPY tools/testbed/ /src/tools/testbed/
 ARG VERSION=0.1.0
 RUN python -m pip wheel --no-deps --wheel-dir /wheels /src \
  && /opt/venv/bin/pip install --no-deps "/wheels/wedsync_operator-${VERSION}-py3-none-any.whl" \

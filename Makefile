@@ -17,8 +17,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## create the virtualenv with the operator and its dev tools
 
-controlplane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, helm (cached)
+deps: ## install the Debian packages the tests and the node need (as root; else say how)
+	tools/install-deps.sh
+
+controlplane: ## build the control plane, the node's binaries, helm and CoreDNS (cached)
 	tools/controlplane/build.sh
+
+images: venv controlplane ## build every image the chart and the node run (cached by content)
+	$(PY) -m wedsync_testbed.images
 
 prometheus: ## build prometheus and promtool for the alert tests (cached)
 	tools/prometheus/build.sh
@@ -30,7 +36,7 @@ crds: venv controlplane ## regenerate crds/, the chart's CRDs and RBAC, and mani
 	$(PY) -m wedsync_operator crds --write
 	tools/render_manifests.sh
 
-run: venv controlplane ## run the operator on a local control plane with the samples
+run: deps venv controlplane ## a local cluster with a real node, a database, the samples and the operator
 	$(PY) -m wedsync_testbed.run
 
 lint: venv ## ruff, and the import contract (.importlinter: layers import downwards only)
@@ -43,10 +49,13 @@ typecheck: venv ## mypy --strict on the package, the testbed, the tests and the 
 test-unit: venv ## unit tests (no cluster)
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv controlplane prometheus s3server ## integration tests (real control plane, PostgreSQL, pgBackRest, Prometheus, S3)
+test-integration: deps venv controlplane prometheus s3server ## integration tests (real control plane, PostgreSQL, pgBackRest, Prometheus, S3)
 	$(VENV)/bin/pytest tests/integration $(PYTEST_ARGS)
 
-test: lint typecheck controlplane prometheus s3server ## ruff, mypy --strict, then every test tier
+test-e2e: deps venv controlplane images ## end-to-end tests on a real node (chart, backups, scaling)
+	$(VENV)/bin/pytest tests/e2e $(PYTEST_ARGS)
+
+test: deps lint typecheck controlplane prometheus s3server images ## install what is missing, ruff, mypy --strict, then every test tier
 	$(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO, two and four regions; pgBackRest; S3; tuning; re-protection; the ChangeFreeze webhook); figures go to bench/results/
@@ -59,7 +68,10 @@ bench: venv controlplane s3server ## benchmarks (1,000 policies; failover RTO, t
 	$(PY) -m bench.rebuild
 	$(PY) -m bench.admission
 
+bench-node: deps venv controlplane images ## the real node: start-up, Pod and Job latency, the chart, backups through the CronJobs (root; about 15 minutes)
+	$(PY) -m bench.node
+
 clean: ## remove the virtualenv and caches (not the control plane build cache)
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 
-.PHONY: help venv controlplane prometheus s3server crds run lint typecheck test-unit test-integration test bench clean
+.PHONY: help deps venv controlplane images prometheus s3server crds run lint typecheck test-unit test-integration test-e2e test bench bench-node clean

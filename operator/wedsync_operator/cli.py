@@ -58,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         webhook_port=args.webhook_port,
         # the heartbeat Lease must live where the operator watches
         heartbeat_namespace=None if args.all_namespaces else args.namespace[0],
+        namespaces=() if args.all_namespaces else tuple(args.namespace),
     )
     configure_logging(verbose=args.verbose, debug=args.debug)
     memo = kopf.Memo(runtime=runtime)

@@ -56,10 +56,17 @@ class RuntimeConfig:
     webhook_hosts: str = ""
     #: the operator's own namespace (never frozen; holds the webhook's TLS Secret)
     operator_namespace: str = "default"
+    #: the namespaces the operator serves (empty: every namespace); namespaced peering
+    #: objects live in each of them
+    namespaces: tuple[str, ...] = ()
+    #: the Pod the operator runs in (downward API: POD_ID, POD_UID), if any
+    pod_name: str = ""
+    pod_uid: str = ""
 
     @classmethod
-    def from_env(cls, **overrides: int | float | str | None) -> RuntimeConfig:
-        values: dict[str, int | float | str] = {
+    def from_env(cls, **overrides: int | float | str | tuple[str, ...] | None
+                 ) -> RuntimeConfig:
+        values: dict[str, int | float | str | tuple[str, ...]] = {
             "metrics_port": int(os.environ.get("WEDSYNC_METRICS_PORT", cls.metrics_port)),
             "liveness_port": int(os.environ.get("WEDSYNC_LIVENESS_PORT", cls.liveness_port)),
             "watch_silence_seconds": float(
@@ -70,6 +77,8 @@ class RuntimeConfig:
                 os.environ.get("WEDSYNC_HEARTBEAT_SECONDS", cls.heartbeat_seconds)
             ),
             "heartbeat_namespace": os.environ.get("POD_NAMESPACE", cls.heartbeat_namespace),
+            "pod_name": os.environ.get("POD_ID", ""),
+            "pod_uid": os.environ.get("POD_UID", ""),
             "peering_lifetime": int(
                 os.environ.get("WEDSYNC_PEERING_LIFETIME", cls.peering_lifetime)
             ),

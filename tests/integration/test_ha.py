@@ -45,12 +45,13 @@ def ha_cluster(control_plane_binaries: Binaries) -> Iterator[LocalCluster]:
 KIND = "DatabaseOptimizationPolicy"
 
 
-def replica(cluster: LocalCluster, logs: Path, ordinal: int) -> OperatorProcess:
+def replica(cluster: LocalCluster, logs: Path, ordinal: int,
+            env: dict[str, str] | None = None) -> OperatorProcess:
     """What the chart's StatefulSet runs in pod `ordinal`."""
     return OperatorProcess(
         kubeconfig=cluster.kubeconfig, logs=logs / f"replica-{ordinal}",
         args=("--all-namespaces", f"--peering={PEERING}", f"--priority=-{ordinal}"),
-        env={"POD_ID": f"wedsync-operator-{ordinal}"},
+        env={"POD_ID": f"wedsync-operator-{ordinal}", **(env or {})},
     )
 
 
@@ -153,3 +154,53 @@ def test_one_replica_acts_and_the_other_takes_over(ha_cluster: LocalCluster, tmp
         for process in (leader, standby):
             process.stop()
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_a_paused_standby_stays_live_and_counts_silence_from_its_takeover(
+        ha_cluster: LocalCluster, tmp_path: Path) -> None:
+    """A standby paused by the peering watches nothing, so its heartbeat never comes back
+    through a watch: its liveness must not fail for that (it did, and the kubelet restarted
+    it every few minutes). With a 4 s silence limit, the standby stays live for three limits
+    and more while paused; once it takes over, the silence counts from then."""
+    limit = 4
+    env = {"WEDSYNC_WATCH_SILENCE_SECONDS": str(limit), "WEDSYNC_HEARTBEAT_SECONDS": "1"}
+    leader, standby = replica(ha_cluster, tmp_path, 0, env), replica(ha_cluster, tmp_path, 1, env)
+    refusals: list[float] = []
+
+    def health(process: OperatorProcess) -> dict[str, Any] | None:
+        body = process.liveness()  # None when /healthz does not answer 200
+        if body is None:
+            refusals.append(time.monotonic())
+            return None
+        result: dict[str, Any] = json.loads(body)
+        return result
+
+    try:
+        leader.start(timeout=120)
+        standby.start(timeout=120)
+        wait_for(lambda: peers(ha_cluster) == {"wedsync-operator-0": 0,
+                                                "wedsync-operator-1": -1},
+                 60, "both replicas to register in the peering object")
+
+        def paused_for_three_limits() -> bool:
+            state = health(standby)
+            return state is not None and state["peering"].get("pausedSeconds", 0) > 3 * limit
+
+        wait_for(paused_for_three_limits, 60, "the standby to stand by for three limits")
+        assert refusals == [], "the paused standby's liveness failed"
+        state = health(standby)
+        assert state is not None
+        assert state["peering"]["pausedBy"] == ["wedsync-operator-0"]
+        assert (health(leader) or {}).get("peering") == {"active": True}
+
+        assert leader.stop() == 0  # the standby takes over at once
+        wait_for(lambda: (health(standby) or {}).get("peering") == {"active": True},
+                 LIFETIME + SLACK, "the standby to take over")
+        refusals.clear()
+        # its own renewals now come back through its watch: the silence stays under the limit
+        wait_for(lambda: (health(standby) or {}).get("watch", limit) < 2, 30,
+                 "the new leader's heartbeat to come back through its watch")
+        assert refusals == [], "the new leader's liveness failed after the take-over"
+    finally:
+        for process in (leader, standby):
+            process.stop()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,24 @@ def test_restore_drill_script_restores_runs_the_checks_and_reports(
     result = _drill(bed, failing, name="drill-failing")
     assert result.returncode != 0
     assert "division by zero" in result.stderr
+
+
+def test_a_drill_of_a_quiet_database_reports_the_backups_stop_time(
+    bed_factory: Callable[..., BackrestBed],
+) -> None:
+    """Nothing committed after the backup: recovery replays no transaction, and the point the
+    drill proved restorable is the restored backup's own stop time (not nothing, which read as
+    a database never verified)."""
+    bed = bed_factory([posix("repo1", "eu-west")], restoreDrill={"checks": []})
+    bed.primary.execute("CREATE DATABASE wedsync")
+    bed.backup("repo1", "full")
+    stop = bed.backups("repo1")[-1]["timestamp"]["stop"]
+
+    result = _drill(bed, bed.spec)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((bed.work / "drill-run" / "result.json").read_text())
+    assert datetime.fromisoformat(report["restorablePoint"]) == \
+        datetime.fromtimestamp(stop, UTC)
 
 
 def _drill(bed: BackrestBed, spec: Any, name: str = "drill") -> Any:

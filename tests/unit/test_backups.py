@@ -102,13 +102,17 @@ def test_labels_tie_every_object_and_pod_to_the_plan_and_type() -> None:
 def test_jobs_run_the_pgbackrest_command_lists() -> None:
     jobs = by_type(backups.build_cronjobs("bookings", "weddings", FULL, OWNER))
     # regular backups go to each regular repository in turn, never into the long-term one
+    # and every backup makes sure of the stanza first (created once, checked afterwards)
+    create = pb.stanza_create_command("main")
     assert backups.job_commands(FULL, "full") == [
-        pb.backup_command("main", "full", 1), pb.backup_command("main", "full", 2)]
+        create, pb.backup_command("main", "full", 1), pb.backup_command("main", "full", 2)]
     assert container(jobs["full"])["command"] == pb.job_command(
-        backups.job_commands(FULL, "full"))
+        backups.job_commands(FULL, "full"), required=1)
     assert container(jobs["incremental"])["command"] == pb.job_command(
-        [pb.backup_command("main", "incr", 1), pb.backup_command("main", "incr", 2)])
-    assert container(jobs["long-term"])["command"] == pb.backup_command("main", "full", 3)
+        [create, pb.backup_command("main", "incr", 1), pb.backup_command("main", "incr", 2)],
+        required=1)
+    assert container(jobs["long-term"])["command"] == pb.job_command(
+        [create, pb.backup_command("main", "full", 3)], required=1)
     assert container(jobs["verify"])["command"] == pb.job_command(
         [pb.verify_command("main", n) for n in (1, 2, 3)])
     assert container(jobs["expire"])["command"] == pb.job_command(

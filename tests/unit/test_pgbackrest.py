@@ -209,6 +209,19 @@ def test_several_commands_all_run_and_any_failure_fails_the_job(tmp_path: Path) 
     assert subprocess.run(pb.job_command([["true"], ["true"]]), check=False).returncode == 0
 
 
+def test_a_failed_prerequisite_stops_the_job_with_its_own_status(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    failing = ["/bin/sh", "-c", "echo 'no stanza' >&2; exit 56"]
+    result = subprocess.run(pb.job_command([failing, ["touch", str(marker)]], required=1),
+                            check=False, capture_output=True, text=True)
+    assert result.returncode == 56
+    assert not marker.exists()  # the backups after it did not run to bury its error
+    assert result.stderr.strip().endswith("no stanza")
+    both = pb.job_command([["true"], ["false"], ["touch", str(marker)]], required=1)
+    assert subprocess.run(both, check=False).returncode == 1
+    assert marker.exists()
+
+
 def test_the_restore_drill_script_is_valid_shell_and_quotes_the_checks() -> None:
     spec = plan([posix("repo1")], restoreDrill={
         "checks": ["SELECT 1/(count(*) > 0)::int FROM bookings WHERE couple = 'O''Brien'"]})

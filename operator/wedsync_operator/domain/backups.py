@@ -158,20 +158,26 @@ def build_config_secret(plan_name: str, namespace: str, spec: RecoveryPlanSpec,
 
 
 def job_commands(spec: RecoveryPlanSpec, job_type: JobType) -> list[list[str]]:
-    """The pgBackRest command lists one run of `job_type` executes, in order."""
+    """The pgBackRest command lists one run of `job_type` executes, in order. Backups start
+    with ``stanza-create``, which makes the stanza in every repository the first time and
+    only checks it afterwards: a new database is backed up (and its WAL archived) from the
+    first scheduled backup on, and a database that no longer matches its stanza fails the
+    Job with pgBackRest's own message."""
     backups = spec.backups
     stanza = spec.database.stanza
     numbers = pb.repository_numbers(backups.repositories)
     regular = [numbers[r.name] for r in backups.regular_repositories]
     every = sorted(numbers.values())
+    create = pb.stanza_create_command(stanza)
     if job_type == "full":
-        return [pb.backup_command(stanza, "full", n) for n in regular]
+        return [create, *(pb.backup_command(stanza, "full", n) for n in regular)]
     if job_type == "incremental":
-        return [pb.backup_command(stanza, "incr", n) for n in regular]
+        return [create, *(pb.backup_command(stanza, "incr", n) for n in regular)]
     if job_type == "long-term":
         if backups.long_term is None:
             raise ValueError("the plan has no long-term backups")
-        return [pb.backup_command(stanza, "full", numbers[backups.long_term.repository])]
+        return [create,
+                pb.backup_command(stanza, "full", numbers[backups.long_term.repository])]
     if job_type == "verify":
         return [pb.verify_command(stanza, n) for n in every]
     if job_type == "expire":
@@ -219,7 +225,9 @@ def build_cronjobs(
             command = ["/bin/sh", "-c",
                        pb.restore_drill_script(spec, repo=drill_repository(spec))]
         else:
-            command = pb.job_command(job_commands(spec, job_type))
+            # a backup without its stanza cannot run: stop at a failed stanza-create
+            required = 1 if job_type in ("full", "incremental", "long-term") else 0
+            command = pb.job_command(job_commands(spec, job_type), required=required)
         out.append(_cronjob(plan_name, namespace, spec, owner, job_type, schedules[job_type],
                             command, suspend=job_type in suspended, remote=access.host is not None))
     return out

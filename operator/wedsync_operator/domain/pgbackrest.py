@@ -309,14 +309,17 @@ def _repo_arg(repo: int | None) -> list[str]:
 
 
 # ---- what the job containers run -------------------------------------------------------------
-def job_command(commands: Sequence[Sequence[str]]) -> list[str]:
+def job_command(commands: Sequence[Sequence[str]], *, required: int = 0) -> list[str]:
     """The container command that runs `commands` in order. One command runs as it is; several
     run one after another even when one fails (a backup into repo2 still happens when repo1 is
-    unreachable), and the job fails if any of them failed."""
+    unreachable), and the job fails if any of them failed. The first `required` commands are
+    prerequisites: when one fails the job stops there, with its error as the last words (the
+    commands after it would fail for the same reason and bury it)."""
     if len(commands) == 1:
         return list(commands[0])
     lines = ["rc=0"]
-    lines += [f"{shlex.join(cmd)} || rc=1" for cmd in commands]
+    lines += [f"{shlex.join(cmd)} || exit $?" for cmd in commands[:required]]
+    lines += [f"{shlex.join(cmd)} || rc=1" for cmd in commands[required:]]
     lines.append('exit "$rc"')
     return ["/bin/sh", "-c", "\n".join(lines)]
 
@@ -326,6 +329,12 @@ DRILL_PORT = 55432
 #: The commit time of the last transaction the drill replayed: its verified restorable point.
 _POINT_SQL = ("SELECT coalesce(to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', "
               "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')")
+#: When no transaction was replayed after the backup (a quiet database), the restored backup's
+#: own stop time is the point proved restorable: from `pgbackrest info` (the psql variable
+#: ``info``), the newest backup of the repository, which is the one restore took.
+_BACKUP_STOP_SQL = ("SELECT coalesce(to_char(to_timestamp(((:'info')::jsonb->0->'backup'->-1"
+                    "->'timestamp'->>'stop')::bigint) AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')")
 
 
 def restore_drill_script(
@@ -348,7 +357,8 @@ def restore_drill_script(
     It writes one JSON object to `result_path` (the pod's termination message):
     ``restoreSeconds`` (the pgBackRest restore), ``readySeconds`` (restore started → writable),
     ``checks`` (how many passed) and ``restorablePoint`` (commit time of the last transaction
-    replayed, i.e. the latest point this drill proved restorable). Exit status is non-zero if
+    replayed, i.e. the latest point this drill proved restorable; when recovery replayed no
+    transaction after the backup, the backup's stop time). Exit status is non-zero if
     the restore, the recovery or any check fails. Connects as ``$PGUSER`` (default postgres).
     """
     db = spec.database
@@ -389,6 +399,11 @@ def restore_drill_script(
         lines.append(f"{psql} -X -q -v ON_ERROR_STOP=1 -c {q(sql)} >/dev/null")
     lines += [
         f"point=$({psql} -X -A -t -d template1 -c {q(_POINT_SQL)})",
+        'if [ -z "$point" ]; then',
+        f"  info=$({shlex.join(info_command(db.stanza, repo, config=config))})",
+        f"  point=$(printf '%s\\n' {q(_BACKUP_STOP_SQL)} | "
+        f'{psql} -X -A -t -d template1 -v info="$info")',
+        "fi",
         f"{pg_ctl} -D \"$PGDATA\" -m fast -w stop >/dev/null",
         "trap - EXIT",
         "printf '{\"restoreSeconds\": %s, \"readySeconds\": %s, \"checks\": %d, "

@@ -45,8 +45,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     # clients per region cluster (the local one is memo.api), shared by every run and plan
     memo.regions = RegionClients(memo.api)
     memo.heartbeat = heartbeat.Heartbeat()
+    # a replica the peering pauses gets no watch events: the probe must know it stands by
+    peering = None if settings.peering.standalone or not settings.peering.name else \
+        heartbeat.Peering(settings.peering.name, settings.peering.priority,
+                          () if settings.peering.clusterwide else runtime.namespaces)
+    pod = heartbeat.PodRef(runtime.pod_name, runtime.pod_uid) \
+        if runtime.pod_name and runtime.pod_uid else None
     memo.heartbeat_task = asyncio.create_task(heartbeat.renew_forever(
-        memo.api, runtime.heartbeat_namespace, runtime.heartbeat_seconds))
+        memo.api, runtime.heartbeat_namespace, runtime.heartbeat_seconds, memo.heartbeat,
+        peering, pod))
     # a replica whose heartbeat has not come back within the liveness limit does not act
     # (kopf's peering paused it): it serves no gauges of objects
     metrics.serve(runtime.metrics_port, __version__, runtime.watch_silence_seconds)
@@ -100,10 +107,23 @@ def uptime(memo: kopf.Memo, **_: Any) -> float:
 
 @kopf.on.probe(id="watch")
 def watch_alive(memo: kopf.Memo, **_: Any) -> float:
-    """Seconds since the heartbeat came back through the watch; fails the liveness probe
-    (HTTP 500) past the allowed silence. PermanentError: a probe is not retried."""
+    """Seconds since the heartbeat came back through the watch (0 while the replica stands
+    by: it watches nothing then); fails the liveness probe (HTTP 500) past the allowed
+    silence. PermanentError: a probe is not retried."""
     silence: float = memo.heartbeat.silence()
     limit = memo.runtime.watch_silence_seconds
     if silence > limit:
         raise kopf.PermanentError(f"no watch event for {silence:.0f}s (limit {limit:.0f}s)")
     return round(silence, 1)
+
+
+@kopf.on.probe(id="peering")
+def peering_state(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Whether this replica acts or stands by (paused by kopf's peering), and for how long
+    it has stood by."""
+    beat: heartbeat.Heartbeat = memo.heartbeat
+    paused = beat.paused_seconds()
+    if paused is None:
+        return {"active": True}
+    return {"active": False, "pausedBy": list(beat.paused_by),
+            "pausedSeconds": round(paused, 1)}

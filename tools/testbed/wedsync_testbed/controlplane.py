@@ -5,12 +5,17 @@ One `LocalCluster` stands for one cluster (one region in the failover tests); se
 by side on their own free ports. Each keeps its certificates, kubeconfig, data and logs in its
 own folder. Every process is started in its own session with a parent-death signal, so a test
 run that dies still leaves no control plane behind, and `stop()` ends them in order.
+
+A cluster with a `PodNetwork` is one a node joins (`wedsync_testbed.node`): its API server
+listens on the host's end of the node's link instead of loopback, so Pods reach it through
+the `kubernetes` Service, and it authorizes kubelets (Node,RBAC) and talks to them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import ipaddress
 import os
 import shutil
 import signal
@@ -46,6 +51,42 @@ CONTROLLERS = (
     "ttl-after-finished-controller",
     "disruption-controller",
 )
+
+#: Controllers a cluster with a node needs besides `CONTROLLERS`: Service endpoints, node
+#: health and eviction, Pod garbage collection, and PersistentVolume binding and protection.
+NODE_CONTROLLERS = (
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "pod-garbage-collector-controller",
+    "ttl-controller",
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+)
+
+#: The Service range of a cluster without a node (nothing routes to it).
+LOOPBACK_SERVICE_CIDR = "10.0.0.0/24"
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """Where a node's Pods find the API server of the cluster the node joins.
+
+    `api_address` is an address of this host that Pods can reach (the host's end of the
+    node's link); the API server binds and advertises it, so the `kubernetes` Service's
+    endpoints point there. `service_cidr` is the cluster's Service range; its first address is
+    the `kubernetes` Service.
+    """
+
+    api_address: str
+    service_cidr: str
+
+    @property
+    def kubernetes_service_ip(self) -> str:
+        return str(ipaddress.ip_network(self.service_cidr)[1])
 
 
 class ControlPlaneError(RuntimeError):
@@ -93,10 +134,10 @@ def binaries(build: bool = True) -> Binaries:
     return Binaries(Path(out.strip().splitlines()[-1]))
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on `host` that was free a moment ago."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -107,37 +148,92 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def start_process(argv: Sequence[str], log: Path, *, cwd: Path,
+                  enter: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
+    """Starts a long-running process in its own session, with a parent-death signal and its
+    output appended to `log`. `enter` runs in the child before it executes (a node's
+    processes join its network namespace there)."""
+
+    def prepare() -> None:
+        _die_with_parent()
+        if enter is not None:
+            enter()
+
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            list(argv), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=cwd, start_new_session=True, preexec_fn=prepare,
+        )
+
+
+def stop_processes(processes: dict[str, subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """Ends the processes (and their sessions), newest first: SIGTERM, then SIGKILL after
+    `grace` seconds. Empties the dict."""
+    for name in reversed(list(processes)):
+        proc = processes.pop(name)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(grace)
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def make_pki(folder: Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1, an admin client certificate in
-    system:masters, and the service-account signing key pair."""
+#: Days every local certificate is valid.
+CERT_DAYS = "3650"
+
+
+def issue_certificate(folder: Path, name: str, subject: str, *,
+                      sans: Sequence[str] = (), server: bool = False) -> None:
+    """`<name>.key` and `<name>.crt` in `folder`, signed by the CA there (`ca.crt`, `ca.key`).
+
+    `subject` is an openssl subject (``/O=group/CN=user`` for a client certificate); `sans`
+    are subjectAltName entries (``IP:…``, ``DNS:…``); `server` makes it a serving
+    certificate."""
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+             "-out", f"{name}.csr", "-subj", subject, cwd=folder)
+    sign = ["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", CERT_DAYS]
+    extensions = []
+    if sans:
+        extensions.append("subjectAltName=" + ",".join(sans))
+    extensions.append(f"extendedKeyUsage={'serverAuth' if server else 'clientAuth'}")
+    ext = folder / f"{name}.ext"
+    ext.write_text("\n".join(extensions) + "\n")
+    _openssl(*sign, "-extfile", ext.name, cwd=folder)
+
+
+def make_ca(folder: Path, common_name: str) -> None:
+    """A certificate authority in `folder`: ``ca.crt`` and ``ca.key``."""
     folder.mkdir(parents=True, exist_ok=True)
-    days = "3650"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
-             "-out", "ca.crt", "-days", days, "-subj", "/CN=wedsync-local-ca", cwd=folder)
-    ext = folder / "serving.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,"
-                   "DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n")
-    for name, subj, extfile in (
-        ("serving", "/CN=kube-apiserver", "serving.ext"),
-        ("admin", "/O=system:masters/CN=wedsync-admin", None),
-    ):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                 "-out", f"{name}.csr", "-subj", subj, cwd=folder)
-        sign = ["x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.crt", "-days", days]
-        if extfile:
-            sign += ["-extfile", extfile]
-        _openssl(*sign, cwd=folder)
+             "-out", "ca.crt", "-days", CERT_DAYS, "-subj", f"/CN={common_name}", cwd=folder)
+
+
+def make_pki(folder: Path, api_sans: Sequence[str] = ()) -> None:
+    """A CA, a serving certificate for the API server (127.0.0.1, the `kubernetes` Service
+    names, and `api_sans`), an admin client certificate in system:masters, and the
+    service-account signing key pair."""
+    make_ca(folder, "wedsync-local-ca")
+    sans = ["IP:127.0.0.1", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local",
+            *api_sans]
+    issue_certificate(folder, "serving", "/CN=kube-apiserver", sans=sans, server=True)
+    issue_certificate(folder, "admin", "/O=system:masters/CN=wedsync-admin")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=folder)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=folder)
 
 
-def kubeconfig_text(server: str, pki: Path, name: str) -> str:
-    """A kubeconfig for the admin user of one local cluster (file paths, not inline data)."""
+def kubeconfig_text(server: str, pki: Path, name: str, user: str = "admin") -> str:
+    """A kubeconfig for one user of one local cluster (file paths, not inline data): the
+    certificate `<user>.crt` and key `<user>.key` in `pki`."""
     return f"""apiVersion: v1
 kind: Config
 clusters:
@@ -146,15 +242,15 @@ clusters:
     server: {server}
     certificate-authority: {pki / "ca.crt"}
 users:
-- name: {name}-admin
+- name: {name}-{user}
   user:
-    client-certificate: {pki / "admin.crt"}
-    client-key: {pki / "admin.key"}
+    client-certificate: {pki / f"{user}.crt"}
+    client-key: {pki / f"{user}.key"}
 contexts:
 - name: {name}
   context:
     cluster: {name}
-    user: {name}-admin
+    user: {name}-{user}
     namespace: default
 current-context: {name}
 """
@@ -169,6 +265,7 @@ class LocalCluster:
     bins: Binaries | None = None
     hpa_sync_seconds: int = 2
     controllers: tuple[str, ...] = CONTROLLERS
+    pod_network: PodNetwork | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api_port: int = 0
     etcd_port: int = 0
@@ -193,8 +290,23 @@ class LocalCluster:
         return self.root / "logs"
 
     @property
+    def api_address(self) -> str:
+        """The address the API server listens on: loopback, or the node link's host end."""
+        return self.pod_network.api_address if self.pod_network else "127.0.0.1"
+
+    @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.api_address}:{self.api_port}"
+
+    @property
+    def service_cidr(self) -> str:
+        return self.pod_network.service_cidr if self.pod_network else LOOPBACK_SERVICE_CIDR
+
+    @property
+    def all_controllers(self) -> tuple[str, ...]:
+        """`controllers`, plus `NODE_CONTROLLERS` when a node joins."""
+        extra = NODE_CONTROLLERS if self.pod_network is not None else ()
+        return tuple(dict.fromkeys((*self.controllers, *extra)))
 
     # ---- lifecycle ---------------------------------------------------------------------
     def __enter__(self) -> LocalCluster:
@@ -211,8 +323,9 @@ class LocalCluster:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"wedsync-{self.name}-"))
             self._own_workdir = True
         self.logs.mkdir(parents=True, exist_ok=True)
-        make_pki(self.pki)
-        self.etcd_port, self.api_port = free_port(), free_port()
+        kubernetes_ip = ipaddress.ip_network(self.service_cidr)[1]
+        make_pki(self.pki, api_sans=sorted({f"IP:{kubernetes_ip}", f"IP:{self.api_address}"}))
+        self.etcd_port, self.api_port = free_port(), free_port(self.api_address)
         self.kubeconfig.write_text(kubeconfig_text(self.server, self.pki, self.name))
         try:
             self._start_etcd(timeout)
@@ -225,17 +338,7 @@ class LocalCluster:
 
     def stop(self, grace: float = 10.0) -> None:
         """Ends the processes, newest first: SIGTERM, then SIGKILL after `grace` seconds."""
-        for name in reversed(list(self.processes)):
-            proc = self.processes.pop(name)
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(grace)
+        stop_processes(self.processes, grace)
         if self._own_workdir and self.workdir is not None and not os.environ.get(
             "WEDSYNC_KEEP_CLUSTERS"
         ):
@@ -285,12 +388,7 @@ class LocalCluster:
 
     # ---- internals ---------------------------------------------------------------------
     def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.root, start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        log.close()
+        proc = start_process(argv, self.logs / f"{name}.log", cwd=self.root)
         self.processes[name] = proc
         return proc
 
@@ -325,14 +423,27 @@ class LocalCluster:
     def _start_apiserver(self, timeout: float) -> None:
         assert self.bins is not None
         pki = self.pki
+        if self.pod_network is None:
+            # the "kubernetes" Service endpoints may not point at loopback; nothing needs them
+            network = ["--endpoint-reconciler-type=none", "--authorization-mode=RBAC"]
+        else:
+            # Pods reach the API server through the "kubernetes" Service, whose endpoint is
+            # the advertised address; kubelets are authorized by the Node authorizer and
+            # called back (logs, exec, port-forward) on their InternalIP
+            network = [
+                "--authorization-mode=Node,RBAC",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+            ]
         self._spawn("kube-apiserver", [
             str(self.bins.apiserver),
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
             f"--secure-port={self.api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            # the "kubernetes" Service endpoints may not point at loopback; nothing needs them
-            "--endpoint-reconciler-type=none",
+            f"--bind-address={self.api_address}",
+            f"--advertise-address={self.api_address}",
+            *network,
             f"--cert-dir={self.root / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'serving.crt'}",
             f"--tls-private-key-file={pki / 'serving.key'}",
@@ -340,8 +451,7 @@ class LocalCluster:
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--allow-privileged=true",
             "--enable-priority-and-fairness=false",
             "--storage-media-type=application/json",
@@ -360,7 +470,7 @@ class LocalCluster:
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false",
             "--secure-port=0",
-            "--controllers=" + ",".join(self.controllers),
+            "--controllers=" + ",".join(self.all_controllers),
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--root-ca-file={self.pki / 'ca.crt'}",
             "--use-service-account-credentials=false",
