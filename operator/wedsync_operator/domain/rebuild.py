@@ -13,7 +13,9 @@ workload scaled to zero, so nothing else holds the volume). The Job's script:
    ``pg_checkpoint``: the source is checkpointed first, else a just-promoted primary's
    control file still names its old timeline and pg_rewind finds nothing to do).
 2. Else (no data left, no checksums, WAL recycled, any failure of the rewind) a pgBackRest
-   ``--delta --type=standby`` restore from the plan's repository nearest the region.
+   ``--delta --type=standby`` restore from the plan's repository nearest the region — once
+   the serving primary has switched and archived its current WAL segment, so that the
+   segment where the timelines forked is in the repository as the new timeline's copy.
 3. Either way: ``standby.signal``, ``primary_conninfo`` pointing at the serving primary
    (``application_name`` = the region, which is how the primary's ``pg_stat_replication``
    names it), ``recovery_target_timeline = 'latest'``, no ``primary_slot_name``.
@@ -50,7 +52,8 @@ def primary_conninfo_line(conninfo: str) -> str:
 
 def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = None,
                    result_path: str = "/dev/termination-log", pg_bin: str | None = None,
-                   data_directory: str | None = None, work_dir: str = "/tmp") -> str:
+                   data_directory: str | None = None, work_dir: str = "/tmp",
+                   archive_wait_seconds: int = 600) -> str:
     """A POSIX shell script that makes the data directory (``spec.database.dataDirectory``,
     or `data_directory`) a standby of the server in ``$WEDSYNC_REWIND_SOURCE``: pg_rewind,
     else a pgBackRest delta restore from repository number `repo`; then the standby's
@@ -106,6 +109,22 @@ def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = No
         "  fi",
         "fi",
         'if [ "$method" = restore ]; then',
+        # the segment where the timelines forked must be in the repository as the serving
+        # primary's copy, or the restore replays the old primary's copy of it (its
+        # discarded writes) and stalls there: switch the primary's segment and wait for it
+        f"  src() {{ {q(binaries + '/psql')} \"${SOURCE_ENV}\" -X -A -t -q -c \"$1\"; }}",
+        "  seg=$(src 'CHECKPOINT' >/dev/null && src 'SELECT pg_walfile_name(pg_switch_wal())')"
+        " || fail \"pg_rewind failed ($rewind_error), and the serving primary could not "
+        "switch its WAL for the restore (CHECKPOINT and pg_switch_wal() need superuser or "
+        "their grants)\"",
+        f"  deadline=$(( $(date +%s) + {archive_wait_seconds} ))",
+        "  until [ \"$(src \"SELECT coalesce(last_archived_wal, '') >= '$seg' "
+        "FROM pg_stat_archiver\")\" = t ]; do",
+        "    [ \"$(date +%s)\" -lt \"$deadline\" ] || fail \"pg_rewind failed "
+        "($rewind_error), and the serving primary did not archive $seg within "
+        f"{archive_wait_seconds}s: check its archive_command\"",
+        "    sleep 1",
+        "  done",
         '  mkdir -p "$PGDATA"',
         '  chmod 700 "$PGDATA"',
         f"  {restore} > $work/restore.log 2>&1 || {{ cat $work/restore.log >&2; "
