@@ -26,19 +26,43 @@ def _secret_path(namespace: str, name: str = "") -> str:
 
 
 async def read_tls(api: client.ApiClient, namespace: str, name: str
-                   ) -> tuple[WebhookTls | None, str | None]:
-    """The TLS material in the Secret and its resourceVersion; (None, None) when there is no
-    Secret, (None, version) when it holds no complete material."""
+                   ) -> tuple[WebhookTls | None, str | None, list[dict[str, Any]]]:
+    """The TLS material in the Secret, its resourceVersion and its owner references;
+    (None, None, []) when there is no Secret, (None, version, ...) when it holds no complete
+    material."""
     try:
         secret = await call(api, "GET", _secret_path(namespace, name))
     except errors.NotFoundError:
-        return None, None
+        return None, None, []
     data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-    return WebhookTls.from_data(data), str(secret["metadata"]["resourceVersion"])
+    owners = list(secret["metadata"].get("ownerReferences") or [])
+    return WebhookTls.from_data(data), str(secret["metadata"]["resourceVersion"]), owners
+
+
+async def config_owner(api: client.ApiClient, name: str) -> dict[str, Any] | None:
+    """An owner reference to the chart's ValidatingWebhookConfiguration `name` (None when it
+    does not exist): the TLS Secret the operator makes is deleted with it by the garbage
+    collector, so `helm uninstall` leaves no Secret behind."""
+    try:
+        config = await call(api, "GET", f"{VWC}/{name}")
+    except errors.NotFoundError:
+        return None
+    return {"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration", "name": name,
+            "uid": config["metadata"]["uid"]}
+
+
+async def set_owner(api: client.ApiClient, namespace: str, name: str,
+                    owner: dict[str, Any]) -> None:
+    """Gives the existing Secret its owner (a Secret made before the configuration existed,
+    or by an earlier version)."""
+    await call(api, "PATCH", _secret_path(namespace, name),
+               {"metadata": {"ownerReferences": [owner]}}, content_type=MERGE)
+    metrics.API_WRITES.labels("secrets", "patch").inc()
 
 
 async def write_tls(api: client.ApiClient, namespace: str, name: str, tls: WebhookTls,
-                    resource_version: str | None) -> None:
+                    resource_version: str | None, owner: dict[str, Any] | None = None) -> None:
     """Creates the Secret, or rewrites its data if still at `resource_version`
     (`errors.ConflictError` when another replica wrote it first)."""
     body: dict[str, Any] = {
@@ -46,6 +70,8 @@ async def write_tls(api: client.ApiClient, namespace: str, name: str, tls: Webho
         "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)},
         "data": {k: base64.b64encode(v).decode() for k, v in tls.data().items()},
     }
+    if owner is not None:
+        body["metadata"]["ownerReferences"] = [owner]
     if resource_version is None:
         await call(api, "POST", _secret_path(namespace), body)
         metrics.API_WRITES.labels("secrets", "create").inc()

@@ -64,15 +64,18 @@ async def keep(api: client.ApiClient, place: TlsPlace, clock: Callable[[], datet
     """One round: the Secret made or renewed if due, the files written when they differ, and
     the caBundle put in the webhook configuration. Returns whether that configuration
     exists."""
+    owner = await webhook.config_owner(api, place.webhook_config)
     for _attempt in range(5):
-        current, version = await webhook.read_tls(api, place.namespace, place.secret)
+        current, version, owners = await webhook.read_tls(api, place.namespace, place.secret)
         fresh = certificates.ensure(current, place.hosts, CA_NAME, clock())
         if fresh is None:
             assert current is not None
             tls = current
+            if owner is not None and owner["uid"] not in {o.get("uid") for o in owners}:
+                await webhook.set_owner(api, place.namespace, place.secret, owner)
             break
         try:
-            await webhook.write_tls(api, place.namespace, place.secret, fresh, version)
+            await webhook.write_tls(api, place.namespace, place.secret, fresh, version, owner)
         except errors.ConflictError:
             continue  # another replica wrote it first: use theirs
         logger.info(f"webhook TLS written to Secret {place.namespace}/{place.secret} "
