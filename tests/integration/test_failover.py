@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import shutil
 import subprocess
 import threading
 import time
@@ -24,14 +23,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.integration import restore_scripts as rs
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.kube import apply, must_get, pending_pod, terminate_pod, wait_for
 from tests.integration.metrics import sample, wait_probes
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
-from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries, owned_dir
-from wedsync_testbed.postgres import run as pg_run
+from wedsync_testbed.postgres import PostgresInstance, make_standby, missing_binaries
 from wedsync_testbed.writes import Writer, connect, missing
 
 _reason = missing_binaries()
@@ -785,19 +784,14 @@ def run_rebuild_job(bed: Bed, region: str, pg: PostgresInstance, run: str) -> di
     env = {e["name"]: base64.b64decode(secret["data"][e["valueFrom"]["secretKeyRef"]["key"]])
            .decode() for e in container["env"] if e["valueFrom"].get("secretKeyRef", {})
            .get("name") == secret_name}
-    work = owned_dir("wedsync-rebuild-")
+    work = rs.job_dir("rebuild")
     script = (script.replace("work=/tmp", f"work={work}")
               .replace(topology.DATA_DIRECTORY, str(pg.data_dir))
               .replace("/dev/termination-log", str(work / "termination-log")))
-    try:
-        done = pg_run(["/bin/sh", "-c", script], check=False, timeout=600, env=env, cwd=work)
-        message = (work / "termination-log").read_text() if (
-            work / "termination-log").exists() else done.stderr[-2000:]
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    terminate_pod(cluster, bed.namespace, pod, done.returncode, message)
+    done = rs.run_script(script, work, timeout=600, env=env)
+    terminate_pod(cluster, bed.namespace, pod, done.returncode, done.message)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result: dict[str, Any] = json.loads(message.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.message.strip().splitlines()[-1])
     return result
 
 

@@ -7,7 +7,6 @@ rewind path runs through the operator in tests/integration/test_failover.py.)"""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -16,7 +15,7 @@ from tests.integration.kube import wait_for
 from tests.integration.pg_fixtures import posix, skip_reason, start_bed
 from wedsync_operator.domain import rebuild
 from wedsync_operator.domain.connection import Connection, conninfo
-from wedsync_testbed.postgres import PG_BIN, PostgresInstance, owned_dir, run
+from wedsync_testbed.postgres import PG_BIN, PostgresInstance
 
 _reason = skip_reason()
 pytestmark = [
@@ -42,19 +41,14 @@ def test_a_region_whose_disk_was_lost_is_restored_as_a_standby_from_the_reposito
             env = {rebuild.SOURCE_ENV: conninfo(source, dbname="postgres"),
                    rebuild.CONNINFO_ENV: rebuild.primary_conninfo_line(
                        conninfo(source, application_name="eu-central"))}
-            work = owned_dir("wedsync-rebuild-")
+            work = rs.job_dir("rebuild")
             script = rebuild.rebuild_script(
                 rs.at_data(bed.spec, standby.data_dir), bed.number("repo1"),
                 config=str(bed.config), result_path=str(work / "termination-log"),
                 pg_bin=str(PG_BIN), work_dir=str(work))
-            try:
-                done = run(["/bin/sh", "-c", script], check=False, timeout=600, env=env,
-                           cwd=work)
-                message = (work / "termination-log").read_text()
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+            done = rs.run_script(script, work, timeout=600, env=env)
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            result = json.loads(message.strip().splitlines()[-1])
+            result = json.loads(done.message.strip().splitlines()[-1])
             assert result["method"] == "restore"
             assert result["rewindError"] == "the data directory holds no cluster"
             standby.start()

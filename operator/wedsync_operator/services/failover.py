@@ -630,14 +630,18 @@ async def catch_up(run: Run) -> machine.StepResult:
                               facts=facts)
 
 
+def _waited(run: Run, name: machine.StepName) -> float:
+    """Seconds since the step first started (0 before it did)."""
+    step = next((s for s in run.status.steps if s.name == name), None)
+    if step is None or step.started_at is None:
+        return 0.0
+    return (run.clock() - step.started_at).total_seconds()
+
+
 def _catch_up_overdue(run: Run) -> bool:
     assert run.plan is not None
-    step = next((s for s in run.status.steps if s.name == "CatchUp"), None)
-    if step is None or step.started_at is None:
-        return False
-    waited = (run.clock() - step.started_at).total_seconds()
     return run.spec.type == "Switchover" and \
-        waited > run.plan.failover.switchover_timeout_seconds
+        _waited(run, "CatchUp") > run.plan.failover.switchover_timeout_seconds
 
 
 async def _reference_lineage(run: Run) -> tuple[lineage.Lineage | None, int | None]:
@@ -876,9 +880,7 @@ async def follow_step(run: Run) -> machine.StepResult:
                      f"{result.region} receives, but {primary.name} does not list it yet")
         if state in ("Repointed", "Waiting"):
             pending.append(result.region)
-    step = next((s for s in run.status.steps if s.name == "Follow"), None)
-    waited = (run.clock() - step.started_at).total_seconds() if step and step.started_at \
-        else 0.0
+    waited = _waited(run, "Follow")
     if pending and waited < FOLLOW_SECONDS:
         raise StepWait("; ".join(notes))
     if pending:
@@ -892,10 +894,16 @@ def _rebuild_job(run: Run) -> str:
     return datajobs.job_name(run.name, "rebuild")
 
 
+async def _rebuilt(run: Run) -> tuple[Region, Any, str]:
+    """The region a Rebuild rebuilds, its cluster's API client and its namespace."""
+    region = run.region(run.status.to_region)
+    return (region, await run.clients.api_for(run.namespace, region.cluster),
+            run.region_namespace(region))
+
+
 async def stop(run: Run) -> machine.StepResult:
     """The serving primary answers as a primary; then the region's workload scaled to zero,
     no Pod of it left and its database not answering: the rebuild Job takes its volume."""
-    region = run.region(run.status.to_region)
     source = run.region(run.status.from_region)
     try:  # a rebuild follows the serving primary: nothing is stopped while it is not there
         primary = await observe(run, source)
@@ -905,8 +913,7 @@ async def stop(run: Run) -> machine.StepResult:
     if primary.server.in_recovery:
         raise StepWait(f"nothing stopped yet: {source.name} is in recovery, no primary to "
                        "follow")
-    api = await run.clients.api_for(run.namespace, region.cluster)
-    ns = run.region_namespace(region)
+    region, api, ns = await _rebuilt(run)
     what = f"{region.fence.kind} {ns}/{region.fence.name}"
     scaled = await workloads.scale_to_zero(api, ns, region.fence.kind, region.fence.name)
     facts: dict[str, object] = {}
@@ -937,9 +944,7 @@ async def rewind(run: Run) -> machine.StepResult:
     primary, else a pgBackRest delta restore (`domain.rebuild`)."""
     assert run.plan is not None
     plan = run.plan
-    region = run.region(run.status.to_region)
-    api = await run.clients.api_for(run.namespace, region.cluster)
-    ns = run.region_namespace(region)
+    region, api, ns = await _rebuilt(run)
     name = _rebuild_job(run)
     outcome = await regionjobs.follow(api, ns, name)
     if outcome is None:
@@ -1007,9 +1012,7 @@ async def _start_rebuild_job(run: Run, api: Any, ns: str, name: str) -> None:
 
 async def start_workload(run: Run) -> machine.StepResult:
     """The finished rebuild Job removed, the workload scaled back to its replicas."""
-    region = run.region(run.status.to_region)
-    api = await run.clients.api_for(run.namespace, region.cluster)
-    ns = run.region_namespace(region)
+    region, api, ns = await _rebuilt(run)
     await regionjobs.remove(api, ns, _rebuild_job(run))
     scaled = await workloads.scale_back(api, ns, region.fence.kind, region.fence.name,
                                         default=run.status.fenced_replicas)
@@ -1034,9 +1037,7 @@ async def rejoin(run: Run) -> machine.StepResult:
         return machine.StepResult(result.message)
     if result.state == "Diverged":
         raise StepFailed(f"after the rebuild {result.message}")
-    step = next((s for s in run.status.steps if s.name == "Rejoin"), None)
-    waited = (run.clock() - step.started_at).total_seconds() if step and step.started_at \
-        else 0.0
+    waited = _waited(run, "Rejoin")
     if waited > run.plan.failover.rebuild_timeout_seconds:
         raise StepFailed(f"{region.name} does not stream from {primary.name} "
                          f"{waited:.0f}s after its rebuild: {result.message}")
