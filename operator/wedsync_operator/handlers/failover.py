@@ -153,6 +153,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     reported = ""
     seen: tuple[str, ...] = ()
     known = health.known_from_status(body.status)
+    reprotect_seen: tuple[str, ...] = ()
     try:
         while not stopped:
             try:
@@ -175,7 +176,8 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             seen_up |= {r.region for r in found.regions if r.state == "Up"}
             await _fence_diverged(namespace, body, regions, plan, found, logger)
             await _follow(namespace, body, regions, plan, found, logger)
-            await _reprotect(namespace, body, regions, plan, found, logger)
+            reprotect_seen = await _reprotect(namespace, body, regions, plan, found, logger,
+                                              reprotect_seen)
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)
@@ -280,21 +282,30 @@ async def _follow(namespace: str, body: kopf.Body, regions: RegionClients,
 
 async def _reprotect(namespace: str, body: kopf.Body, regions: RegionClients,
                      plan: RecoveryPlanSpec, found: health.PlanHealth,
-                     logger: kopf.Logger) -> None:
+                     logger: kopf.Logger, seen: tuple[str, ...]) -> tuple[str, ...]:
     """Re-protection: the former primary of the latest Failover or Switchover, and any
     Diverged region, gets a Rebuild run (once; approved by the plan's failover.rebuild
-    setting) while the serving primary accepts writes and no in-place Restore runs."""
+    setting) while the serving primary accepts writes and no in-place Restore runs.
+
+    Returns what it looked at (the serving region and every standby's state): the runs are
+    listed again only when that changes (a promotion moves the serving region), not at every
+    probe while a standby stays down."""
     if not found.primary.writable:
-        return
+        return seen
     states = {r.region: (r.verdict.state if r.verdict is not None else r.state)
               for r in found.standbys}
     if all(state == "Streaming" for state in states.values()):
-        return
+        return ()
+    key = (found.primary.region, *(f"{k}={v}" for k, v in sorted(states.items())))
+    if key == seen:
+        return seen
     name = str(body.metadata.get("name"))
     try:
         if await restores.in_place_running(regions.local, namespace, name) is not None:
-            return
+            return seen
         runs = await failover.plan_run_list(regions.local, namespace, name)
+        if any(r.type != "Rebuild" and r.phase not in ("Succeeded", "Failed") for r in runs):
+            key = seen  # a promotion still under way: look again once it has ended
         for region, why in rebuild.to_rebuild(runs, states, found.primary.region).items():
             run = await failover.start_rebuild(regions.local, namespace, plan, name,
                                                str(body.metadata.get("uid")), region, why)
@@ -306,3 +317,5 @@ async def _reprotect(namespace: str, body: kopf.Body, regions: RegionClients,
             logger.info(message)
     except (ApiException, TimeoutError, OSError) as error:
         logger.warning(f"re-protection could not act: {error}")
+        return seen  # looked at again at the next probe
+    return key
