@@ -197,6 +197,14 @@ REPLICATION_LAG_BYTES = Gauge(
     "WAL bytes the primary has flushed that a standby region has not replayed yet.",
     ["namespace", "plan", "region"], registry=REGISTRY,
 )
+PLAN_PROTECTED = Gauge(
+    "wedsync_plan_protected",
+    "1 while every standby region a plan declares streams from its serving primary "
+    "(StandbysReady True), 0 while one does not: after a failover until re-protection, a "
+    "standby down, diverged, not streaming or lagging over failover.maxLagBytes. Only for "
+    "plans with two regions or more.",
+    ["namespace", "plan"], registry=REGISTRY,
+)
 FAILOVER_PHASES: tuple[str, ...] = get_args(FailoverPhase)
 FAILOVER_PHASE = Gauge(
     "wedsync_failover_phase",
@@ -232,6 +240,15 @@ def set_region_health(namespace: str, plan: str, region: str, up: bool,
                 metric.remove(namespace, plan, region)
         else:
             metric.labels(namespace, plan, region).set(value)
+
+
+def set_plan_protected(namespace: str, plan: str, protected: bool | None) -> None:
+    """The plan's protection series; None drops it (a plan of one region, or deleted)."""
+    if protected is None:
+        with contextlib.suppress(KeyError):
+            PLAN_PROTECTED.remove(namespace, plan)
+    else:
+        PLAN_PROTECTED.labels(namespace, plan).set(1 if protected else 0)
 
 
 def forget_regions(namespace: str, plan: str, regions: tuple[str, ...]) -> None:

@@ -19,6 +19,16 @@ def sample(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def series(text: str, name: str, **labels: str) -> float | None:
+    """The value of the one sample named `name` with exactly `labels` (None when there is
+    none: a series the operator does not export, which `sample` would read as 0)."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return None
+
+
 def reconciles(operator: OperatorProcess, kind: str) -> float:
     """How many reconciles of `kind` the operator has finished (the duration histogram's
     count: observed once per reconcile, after its writes and events)."""

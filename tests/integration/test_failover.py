@@ -26,7 +26,7 @@ import pytest
 from tests.integration import restore_scripts as rs
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.kube import apply, must_get, pending_pod, terminate_pod, wait_for
-from tests.integration.metrics import sample, wait_probes
+from tests.integration.metrics import sample, series, wait_probes
 from wedsync_testbed import regions as topology
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
@@ -833,6 +833,8 @@ def test_after_a_switchover_the_old_primary_is_rewound_and_a_switch_back_loses_n
         # the Stop step waits until east's database no longer answers: the kubelet stops it
         wait_for(lambda: "still answers" in bed.status(run).get("message", ""), RUN_TIMEOUT,
                  "the run to wait for east to stop")
+        assert series(operator.metrics(), "wedsync_plan_protected", namespace=bed.namespace,
+                      plan="orders") == 0
         assert bed.region_get("east", "deployment", "pg-east")["spec"]["replicas"] == 0
         bed.primary.stop()
         result = run_rebuild_job(bed, "east", bed.primary, run)
@@ -848,6 +850,8 @@ def test_after_a_switchover_the_old_primary_is_rewound_and_a_switch_back_loses_n
         plan = must_get(bed.main, "drplan", "orders", bed.namespace)
         assert plan["status"]["protection"]["lastUnprotectedSeconds"] > 0
         assert "unprotectedSince" not in plan["status"]["protection"]
+        assert series(operator.metrics(), "wedsync_plan_protected", namespace=bed.namespace,
+                      plan="orders") == 1
         assert bed.primary.in_recovery()
         assert not rows(bed.primary, "id < 0")  # what only the old timeline held is gone
         # switch back: an ordinary Switchover, with the writer still running

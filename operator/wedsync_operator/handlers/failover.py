@@ -166,6 +166,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             metrics.forget_regions(namespace, name, tuple(set(seen) - set(names)))
             seen = names
             if len(plan.regions) < 2:
+                metrics.set_plan_protected(namespace, name, None)
                 await stopped.wait(interval)
                 continue
             started = asyncio.get_running_loop().time()
@@ -181,6 +182,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             for region in found.regions:
                 metrics.set_region_health(namespace, name, region.region, region.state == "Up",
                                           region.lag_seconds, region.lag_bytes)
+            metrics.set_plan_protected(namespace, name, health.standbys_ready(found))
             recovery.report_health(memo, namespace, name, found)
             primary = found.primary
             if primary.region != probed:  # a failover moved the primary: count afresh
@@ -203,6 +205,7 @@ async def detect_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     finally:
         if body.metadata.get("deletionTimestamp"):
             metrics.forget_regions(namespace, name, seen)
+            metrics.set_plan_protected(namespace, name, None)
 
 
 async def _on_failure(namespace: str, name: str, body: kopf.Body, regions: RegionClients,

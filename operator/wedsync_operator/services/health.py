@@ -391,6 +391,11 @@ def status_fields(health: PlanHealth | None, old: Mapping[str, Any]) -> dict[str
     return out
 
 
+def standbys_ready(health: PlanHealth) -> bool:
+    """Whether every declared standby streams from the serving primary (StandbysReady)."""
+    return _standbys_condition(health)["status"] == "True"
+
+
 def protection_fields(health: PlanHealth | None, old: Mapping[str, Any], now: datetime
                       ) -> dict[str, Any]:
     """`status.protection`: since when a declared standby has not streamed from the serving
@@ -399,7 +404,7 @@ def protection_fields(health: PlanHealth | None, old: Mapping[str, Any], now: da
     out = dict(old.get("protection") or {})
     if health is None:
         return out
-    ready = _standbys_condition(health)["status"] == "True"
+    ready = standbys_ready(health)
     if not ready and "unprotectedSince" not in out:
         out["unprotectedSince"] = _iso(now)
     elif ready and "unprotectedSince" in out:
