@@ -79,7 +79,11 @@ SELECT s.rec,
        current_setting('default_transaction_read_only') = 'on',
        (SELECT bool_and(datconnlimit = 0) FROM pg_database WHERE datallowconn),
        CASE WHEN NOT s.rec THEN (SELECT coalesce(json_object_agg(application_name, state), '{}')
-                                 FROM pg_stat_replication) END
+                                 FROM pg_stat_replication) END,
+       current_setting('synchronous_standby_names'),
+       CASE WHEN NOT s.rec THEN (SELECT count(*) FROM pg_stat_replication
+                                 WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum'))
+       END
 FROM s CROSS JOIN h
 LEFT JOIN pg_stat_wal_receiver r ON true
 """
@@ -96,6 +100,10 @@ class Observation:
     fenced: bool
     #: a primary: application_name → state of the standbys streaming from it
     replicas: Mapping[str, str] = field(default_factory=dict)
+    #: the server's synchronous_standby_names
+    synchronous_names: str = ""
+    #: a primary: its streaming standbys that count as synchronous (sync or quorum)
+    synchronous_streaming: int = 0
 
 
 def _history_file(timeline: int) -> str:
@@ -106,7 +114,8 @@ async def observe(db: database.Session) -> Observation:
     """The server's recovery state, timeline, position, known history, WAL receiver and
     standbys, in one round trip (a probe must fit in its timeout on a busy machine)."""
     (in_recovery, lsn, timeline, newest, text, receiver, received_tli, received_lsn, age,
-     read_only, closed, streaming) = await db.row(_STATE_SQL)
+     read_only, closed, streaming, synchronous_names, synchronous_streaming
+     ) = await db.row(_STATE_SQL)
     known = Lineage(int(timeline))
     if newest is not None:
         known = Lineage(int(str(newest)[:8], 16), parse_history(str(text or "")))
@@ -117,7 +126,8 @@ async def observe(db: database.Session) -> Observation:
         received_lsn=parse_lsn(received_lsn) if received_lsn else None)
     return Observation(server, float(age) if age is not None else None,
                        bool(read_only) and bool(closed),
-                       {str(k): str(v) for k, v in (streaming or {}).items()})
+                       {str(k): str(v) for k, v in (streaming or {}).items()},
+                       str(synchronous_names or ""), int(synchronous_streaming or 0))
 
 
 async def in_recovery(db: database.Session) -> bool:

@@ -623,6 +623,39 @@ def test_a_switchover_back_to_a_former_primary_is_refused_until_it_is_rebuilt(
     assert bed.region_get("west", "deployment", "pg-west")["spec"]["replicas"] == 1
 
 
+def test_a_new_primary_whose_commits_wait_for_a_synchronous_standby_is_not_called_healthy(
+        bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
+    """Both servers commit synchronously to ANY 1 of east and west. After a Switchover to
+    west, east is fenced (and waits for a rebuild): west answers and passed the run's own
+    local write, but an application's commit waits for a standby that is not there. The plan
+    says so (PrimaryHealthy False, WaitingForSynchronousStandby) while that commit really
+    waits, and calls west healthy again once synchronous_standby_names asks for nobody (the
+    waiting commit completes)."""
+    bed = bed_factory()
+    for pg in (bed.primary, bed.standby):
+        pg.execute("ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (east, west)'")
+        pg.execute("SELECT pg_reload_conf()")
+    wait_condition(bed, "StandbysReady", "True", "Streaming")
+    wait_condition(bed, "PrimaryHealthy", "True", "Answers")
+    bed.failover("away", "Switchover")
+    bed.wait_phase("away", "Succeeded")
+    held = threading.Thread(target=lambda: bed.standby.execute(
+        "INSERT INTO writes VALUES (400001)"), daemon=True)
+    held.start()
+    wait_for(lambda: bed.standby.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'").strip() == "1",
+        30, "the application's commit to wait for a synchronous standby")
+    found = wait_condition(bed, "PrimaryHealthy", "False", "WaitingForSynchronousStandby")
+    assert "synchronous_standby_names = 'ANY 1 (east, west)'" in found["message"]
+    assert held.is_alive()
+    bed.standby.execute("ALTER SYSTEM SET synchronous_standby_names = ''")
+    bed.standby.execute("SELECT pg_reload_conf()")
+    held.join(30)
+    assert not held.is_alive(), "the commit still waits"
+    assert rows(bed.standby, "id = 400001") == {400001}
+    wait_condition(bed, "PrimaryHealthy", "True", "Answers")
+
+
 def test_the_fence_holds_against_every_client_side_override(
         bed_factory: Callable[..., Bed], operator: OperatorProcess) -> None:
     """A session setting is no fence: after Fence, no role without superuser rights commits

@@ -240,3 +240,35 @@ def test_the_plan_records_how_long_it_was_unprotected() -> None:
     back = protection_fields(pair(), {"protection": first}, t0 + timedelta(seconds=95))
     assert back == {"reprotectedAt": "2026-06-06T10:01:35Z", "lastUnprotectedSeconds": 95.0}
     assert protection_fields(None, {"protection": back}, t0) == back  # before a probe
+
+
+def synchronous_primary(names: str, synchronous_streaming: int, *, fenced: bool = False,
+                        in_recovery: bool = False) -> dict[str, str]:
+    """PrimaryHealthy for east with `synchronous_standby_names` = `names`."""
+    seen = Observation(server(in_recovery), 0.0, fenced, {"west": "streaming"}, names,
+                       synchronous_streaming)
+    return by_type(judged(Answer("east", True, "Up", "answers", seen),
+                          answer("west", False)))["PrimaryHealthy"]
+
+
+def test_a_primary_whose_commits_wait_for_a_synchronous_standby_is_not_healthy() -> None:
+    """After a failover of a two-region plan the promoted server keeps `ANY 1 (east, west)`
+    with nobody streaming from it: it answers and takes the operator's local write, but
+    every application commit waits."""
+    found = synchronous_primary("ANY 1 (east, west)", 0)
+    assert (found["status"], found["reason"]) == ("False", "WaitingForSynchronousStandby")
+    assert "synchronous_standby_names = 'ANY 1 (east, west)'" in found["message"]
+    assert "asks for 1 synchronous standby and 0" in found["message"]
+
+
+def test_enough_synchronous_standbys_streaming_keep_the_primary_healthy() -> None:
+    assert synchronous_primary("ANY 1 (east, west)", 1)["status"] == "True"
+    assert synchronous_primary("", 0)["status"] == "True"
+    assert synchronous_primary("FIRST 2 (a, b, c)", 2)["status"] == "True"
+    found = synchronous_primary("FIRST 2 (a, b, c)", 1)
+    assert "asks for 2 synchronous standbys and 1" in found["message"]
+
+
+def test_a_fenced_or_recovering_primary_reports_that_first() -> None:
+    assert synchronous_primary("ANY 1 (east, west)", 0, fenced=True)["reason"] == "Fenced"
+    assert synchronous_primary("west", 0, in_recovery=True)["reason"] == "InRecovery"

@@ -36,6 +36,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from wedsync_operator import servers
 from wedsync_operator.api.recovery import RecoveryPlanSpec, Region
+from wedsync_operator.domain import synchronous
 from wedsync_operator.domain.connection import Connection
 from wedsync_operator.domain.lineage import (
     Lineage,
@@ -81,6 +82,8 @@ class RegionHealth:
     server: ServerState | None = None
     #: closed to every writer but superusers
     fenced: bool = False
+    #: a writable primary whose commits wait for synchronous standbys: why (else empty)
+    commits_wait: str = ""
 
     @property
     def writable(self) -> bool:
@@ -263,12 +266,16 @@ def _health(answer: Answer, lineage: Lineage | None, reference: int | None,
     server = answer.seen.server
     fenced = answer.seen.fenced
     if answer.serving:
+        waits = (None if server.in_recovery or fenced else
+                 synchronous.commits_wait(answer.seen.synchronous_names,
+                                          answer.seen.synchronous_streaming))
         message = ("answers, but is in recovery: it does not accept writes" if
                    server.in_recovery else
                    "answers, but is fenced: it accepts no writes" if fenced else
+                   f"answers, but {waits}" if waits else
                    "answers and accepts writes")
         return RegionHealth(name, True, "Up", message, server.in_recovery, server=server,
-                            fenced=fenced)
+                            fenced=fenced, commits_wait=waits or "")
     verdict = classify(server, lineage, remembered=remembered)
     if verdict.state == "Streaming" and replicas is not None and \
             replicas.get(name) != "streaming":
@@ -322,6 +329,9 @@ def _primary_condition(primary: RegionHealth) -> dict[str, str]:
         return condition("PrimaryHealthy", False, "InRecovery", f"{where} {primary.message}")
     if primary.fenced:
         return condition("PrimaryHealthy", False, "Fenced", f"{where} {primary.message}")
+    if primary.commits_wait:
+        return condition("PrimaryHealthy", False, "WaitingForSynchronousStandby",
+                         f"{where} {primary.message}")
     return condition("PrimaryHealthy", True, "Answers", f"{where} {primary.message}")
 
 
