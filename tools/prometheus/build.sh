@@ -32,6 +32,13 @@ v=github.com/prometheus/common/version
 ldflags="-s -w -X $v.Version=$release -X $v.Revision=$version -X $v.Branch=module"
 ldflags+=" -X $v.BuildUser=wedsync-operator -X $v.BuildDate=$now"
 
+# a lock per key: two builds of the same key (a test calling this while `make prometheus`
+# runs) would write the same files
+mkdir -p "$cache/prometheus"
+exec 9>"$cache/prometheus/$key.lock"
+flock 9
+if complete; then echo "$bin"; exit 0; fi
+
 tmp="$cache/prometheus/$key/bin.partial"
 mkdir -p "$tmp"
 build() { # name package

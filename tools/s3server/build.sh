@@ -18,6 +18,12 @@ bin="$cache/s3server/$key/bin"
 
 if [ -x "$bin/weed" ]; then echo "$bin"; exit 0; fi
 
+# a lock per key: two builds of the same key would write the same files
+mkdir -p "$cache/s3server"
+exec 9>"$cache/s3server/$key.lock"
+flock 9
+if [ -x "$bin/weed" ]; then echo "$bin"; exit 0; fi
+
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 tmp="$cache/s3server/$key/bin.partial"
 mkdir -p "$tmp"
