@@ -91,9 +91,13 @@ async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, api: A
         file_check_interval=10.0)
     settings.admission.managed = None
     user = await webhook.whoami(api)
+    # one watch of the ChangeFreezes per replica: the webhook's, and the freezeRefs' of the
+    # policies and plans
+    freezes = common.freeze_catalog(memo).start(api)
     memo.admission = admission.Admission(
         api, rules.Exemptions(operator_namespace=ns, operator_user=user),
-        instance=os.environ.get("POD_NAME") or socket.gethostname(), clock=common.now)
+        instance=os.environ.get("POD_NAME") or socket.gethostname(), clock=common.now,
+        freezes=freezes)
     memo.admission.start()
     memo.webhook_tls_task = asyncio.create_task(
         webhooktls.keep_forever(api, place, common.now, configured))
@@ -107,6 +111,8 @@ async def stop_webhook(memo: kopf.Memo) -> None:
             await task
     if memo.get("admission") is not None:
         await memo.admission.stop()
+    if memo.get("freeze_catalog") is not None:
+        await memo.freeze_catalog.stop()
     if memo.get("webhook_folder") is not None:
         shutil.rmtree(memo.webhook_folder, ignore_errors=True)  # the serving key
 
