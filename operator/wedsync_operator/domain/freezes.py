@@ -139,6 +139,11 @@ class Referenced:
             "the other freezes still apply" if self.problems else "")
 
 
+#: A resource without references.
+NO_REFERENCES = Referenced()
+#: The Ready condition's reason on a resource whose freezeRefs name a ChangeFreeze that is
+#: missing, invalid or not read yet.
+FREEZE_REF_REASON = "FreezeRefUnresolved"
 #: Why a referenced ChangeFreeze counts for nothing (the values of `referenced`'s lookup).
 MISSING = "does not exist"
 UNREAD = "cannot be read yet (the operator has not listed the ChangeFreezes)"

@@ -22,16 +22,15 @@ from wedsync_operator.api.base import API_VERSION, summary
 from wedsync_operator.api.changefreeze import PLURAL, ChangeFreezeSpec
 from wedsync_operator.api.times import FreezeRef
 from wedsync_operator.domain import freezes
+from wedsync_operator.domain.freezes import FREEZE_REF_REASON
+
+__all__ = ["FREEZE_REF_REASON", "FreezeCatalog", "Resolver", "no_catalog"]
 from wedsync_operator.kube.watchcache import WatchedCollection
 
 logger = logging.getLogger(__name__)
 
 #: how long a reconcile waits for the first list of the ChangeFreezes after a start
 READY_SECONDS = 5.0
-
-#: The Ready condition's reason on a resource whose freezeRefs name a ChangeFreeze that is
-#: missing, invalid or not read yet.
-FREEZE_REF_REASON = "FreezeRefUnresolved"
 
 #: told the names of the ChangeFreezes that changed (created, changed, deleted)
 Listener = Callable[[frozenset[str]], None]
