@@ -80,10 +80,10 @@ def test_a_referenced_freeze_ending_at_a_dst_change_ends_at_its_documented_insta
 
 
 def test_missing_invalid_and_unread_references_are_named_and_the_rest_still_apply() -> None:
-    got = freezes.referenced(
-        refs("gone", "wedding-days", "broken", "later"),
-        catalog_of(**{"wedding-days": wedding_days(), "broken": "is invalid (timeZone: …)",
-                      "later": freezes.UNREAD}))
+    found: dict[str, ChangeFreezeSpec | str] = {
+        "wedding-days": wedding_days(), "broken": "is invalid (timeZone: …)",
+        "later": freezes.UNREAD}
+    got = freezes.referenced(refs("gone", "wedding-days", "broken", "later"), catalog_of(**found))
     assert [name for name, _why in got.problems] == ["gone", "broken", "later"]
     message = got.message()
     assert "ChangeFreeze 'gone' does not exist" in message
@@ -101,10 +101,12 @@ def test_a_policy_holds_scale_downs_during_a_referenced_freeze_and_shows_its_nam
     got = freezes.referenced(spec.freeze_refs, catalog_of(**{"wedding-days": wedding_days()}))
     assert not calendar.evaluate(spec, SAT_09Z).frozen  # without the reference: nothing
     evaluation = calendar.evaluate(spec, SAT_09Z, got.freezes)
-    assert evaluation.frozen and evaluation.active_freezes == ("wedding-days/saturday",)
+    assert evaluation.frozen
+    assert evaluation.active_freezes == ("wedding-days/saturday",)
     assert calendar.frozen_until(spec, SAT_09Z, also=got.freezes) == SAT_09Z.replace(hour=22)
     upcoming = calendar.next_transition(spec, SAT_09Z, also=got.freezes)
-    assert upcoming is not None and upcoming.at == SAT_09Z.replace(hour=22)
+    assert upcoming is not None
+    assert upcoming.at == SAT_09Z.replace(hour=22)
     assert upcoming.description == "freeze wedding-days/saturday ends"
 
 
@@ -123,12 +125,14 @@ def test_no_index_build_or_maintenance_in_a_referenced_freeze() -> None:
     spec = tuning()
     got = freezes.referenced(spec.freeze_refs, catalog_of(**{"wedding-days": wedding_days()}))
     gate = decide.build_gate(spec, SAT_09Z, got)
-    assert not gate.allowed and gate.reason == "Frozen"
+    assert not gate.allowed
+    assert gate.reason == "Frozen"
     assert gate.frozen == ("wedding-days/saturday",)
     # on Friday the build must end when the referenced freeze begins (Sat 06:00 UTC)
     friday = SAT_09Z - timedelta(hours=12)
     gate = decide.build_gate(spec, friday, got)
-    assert gate.allowed and gate.until == SAT_09Z.replace(hour=6)
+    assert gate.allowed
+    assert gate.until == SAT_09Z.replace(hour=6)
 
 
 def test_nothing_is_built_while_a_referenced_changefreeze_cannot_be_read() -> None:
@@ -171,7 +175,8 @@ def test_the_catalog_tells_listeners_which_changefreezes_changed() -> None:
     collection._changed()
     assert told[-1] == frozenset({"wedding-days"})
     invalid = catalog.lookup("wedding-days")
-    assert isinstance(invalid, str) and invalid.startswith("is invalid")
+    assert isinstance(invalid, str)
+    assert invalid.startswith("is invalid")
     del collection.items["wedding-days"]
     collection._changed()
     assert told[-1] == frozenset({"wedding-days"})
