@@ -4,6 +4,7 @@ that cannot be read is reported by name, never silently dropped."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,13 +13,16 @@ import pytest
 from pydantic import ValidationError
 
 from wedsync_operator.api.changefreeze import ChangeFreezeSpec
+from wedsync_operator.api.failover import FailoverRunSpec, FailoverRunStatus
 from wedsync_operator.api.optimization import OptimizationPolicySpec
-from wedsync_operator.api.recovery import BackupsSpec
+from wedsync_operator.api.recovery import BackupsSpec, RecoveryPlanSpec
 from wedsync_operator.api.times import FreezeRef
 from wedsync_operator.api.tuning import TuningPolicySpec
 from wedsync_operator.domain import calendar, freezes
+from wedsync_operator.domain import failover as machine
 from wedsync_operator.domain import tuning as decide
 from wedsync_operator.kube.watchcache import WatchedCollection
+from wedsync_operator.services import failover
 from wedsync_operator.services.freezecatalog import FreezeCatalog
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -181,3 +185,36 @@ def test_the_catalog_tells_listeners_which_changefreezes_changed() -> None:
     collection._changed()
     assert told[-1] == frozenset({"wedding-days"})
     assert catalog.lookup("wedding-days") == freezes.MISSING
+
+
+def recovery_plan() -> RecoveryPlanSpec:
+    def region(name: str, role: str) -> dict[str, Any]:
+        return {"name": name, "role": role, "connectionSecret": {"name": f"{name}-db"},
+                "fence": {"kind": "StatefulSet", "name": "postgres"},
+                "traffic": {"configMapKey": {"name": "db", "key": "primary"}}}
+
+    return RecoveryPlanSpec.model_validate({
+        "database": {"name": "app", "stanza": "app"},
+        "regions": [region("east", "Primary"), region("west", "Standby")],
+        "backups": {"repositories": [{"name": "repo1", "type": "posix", "region": "east",
+                                      "posix": {"claimName": "backups"}}],
+                    "timeZone": "UTC", "freezeRefs": [{"name": "wedding-days"}]}})
+
+
+async def test_a_referenced_freeze_gates_a_failover_and_an_unreadable_one_does_not() -> None:
+    spec = FailoverRunSpec.model_validate({"plan": "p"})
+
+    def failover_run(**found: ChangeFreezeSpec | str) -> failover.Run:
+        async def resolve(names: Sequence[FreezeRef]) -> freezes.Referenced:
+            return freezes.referenced(names, catalog_of(**found))
+
+        return failover.Run("ns", "run", spec, FailoverRunStatus(), clients=None,  # type: ignore[arg-type]
+                            clock=lambda: SAT_09Z, plan=recovery_plan(), resolve=resolve)
+
+    frozen = await failover_run(**{"wedding-days": wedding_days()}).frozen(SAT_09Z)
+    assert frozen == ["wedding-days/saturday"]
+    plan = recovery_plan()
+    assert machine.gate_reasons(plan.failover, spec, frozen, 0) == [
+        "freeze window active: wedding-days/saturday"]
+    # a calendar nobody can read holds no failover (the plan's Ready condition names it)
+    assert await failover_run().frozen(SAT_09Z) == []
