@@ -64,6 +64,9 @@ async def webhook_cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, api: Any) -> None:
+    # one watch of the ChangeFreezes per replica, first (nothing below may keep it from the
+    # freezeRefs of the policies, plans and tuning policies): the webhook's and theirs
+    freezes = common.freeze_catalog(memo).start(api)
     runtime: RuntimeConfig = memo.get("runtime") or RuntimeConfig.from_env()
     ns, service = runtime.operator_namespace, runtime.webhook_service
     hosts = [f"{service}.{ns}.svc", f"{service}.{ns}.svc.cluster.local", f"{service}.{ns}",
@@ -91,9 +94,6 @@ async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, api: A
         file_check_interval=10.0)
     settings.admission.managed = None
     user = await webhook.whoami(api)
-    # one watch of the ChangeFreezes per replica: the webhook's, and the freezeRefs' of the
-    # policies and plans
-    freezes = common.freeze_catalog(memo).start(api)
     memo.admission = admission.Admission(
         api, rules.Exemptions(operator_namespace=ns, operator_user=user),
         instance=os.environ.get("POD_NAME") or socket.gethostname(), clock=common.now,
