@@ -214,8 +214,9 @@ RULES: tuple[Rule, ...] = (
     Rule(
         GROUP, (FREEZES,), ("get", "list", "watch", "patch"), "wedsync_operator.kube.webhook",
         "kopf runs a daemon per ChangeFreeze (its calendar status: list, watch, finalizer "
-        "patch); every replica's webhook keeps its own list and watch of them "
-        "(kube.watchcache) and reads one before adding its counts to the status (get)",
+        "patch); every replica keeps one list and watch of them (kube.watchcache, "
+        "services.freezecatalog) for its webhook and for the freezeRefs of policies, plans "
+        "and tuning policies, and reads one before adding its counts to the status (get)",
         cluster_scoped=True,
     ),
     Rule(

@@ -36,12 +36,14 @@ from wedsync_operator.api.times import (
     Days,
     EndTime,
     Freeze,
+    FreezeRefs,
     MonthDay,
     RuleName,
     StartTime,
     TimeZone,
     check_unique_names,
     check_window,
+    freeze_refs_field,
     matches,
     unique_names_rule,
 )
@@ -365,6 +367,7 @@ class OptimizationPolicySpec(ApiModel):
         description="Times when nothing is scaled down; scale-downs wait for the freeze to end.",
         json_schema_extra=unique_names_rule("freezes"),
     )
+    freeze_refs: FreezeRefs = freeze_refs_field()
     resync_seconds: int = Field(
         default=300,
         ge=10,

@@ -20,7 +20,7 @@ from wedsync_operator.api.base import ApiModel, Condition, validations
 
 # Freeze is re-exported: the failover code and its tests import it from here
 from wedsync_operator.api.times import Freeze as Freeze
-from wedsync_operator.api.times import TimeZone
+from wedsync_operator.api.times import FreezeRefs, TimeZone, freeze_refs_field
 
 KIND = "DisasterRecoveryPlan"
 PLURAL = "disasterrecoveryplans"
@@ -435,6 +435,7 @@ class BackupsSpec(ApiModel):
     freezes: list[Freeze] = Field(default_factory=list, max_length=32,
                                   description="Freeze windows (e.g. wedding days), the same "
                                   "as a DatabaseOptimizationPolicy's.")
+    freeze_refs: FreezeRefs = freeze_refs_field()
     time_zone: TimeZone = Field(default="UTC",
                                 description="IANA time zone of the schedules and freezes, e.g. "
                                 "`Europe/London`.")

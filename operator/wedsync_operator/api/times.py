@@ -297,3 +297,45 @@ class Freeze(ApiModel):
             raise ValueError(MSG_FREEZE_KIND)
         check_window(self.start, self.end)
         return self
+
+
+# --- references to ChangeFreezes ----------------------------------------------------------------
+
+#: A Kubernetes object name (DNS-1123 subdomain), e.g. of a ChangeFreeze.
+OBJECT_NAME_RE: Final = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+MAX_FREEZE_REFS: Final = 16
+MSG_FREEZE_REFS_UNIQUE: Final = "freezeRefs must not name a ChangeFreeze twice"
+
+
+class FreezeRef(ApiModel):
+    """A cluster-wide ChangeFreeze whose windows count as this resource's freezes, beside
+    its inline `freezes` (one wedding calendar for deploys, scaling, backups, failover
+    approval and index builds)."""
+
+    name: str = Field(max_length=253, pattern=OBJECT_NAME_RE,
+                      description="The ChangeFreeze's name (cluster-scoped).")
+
+
+def freeze_refs_field() -> Any:
+    """`freezeRefs` of every resource that reads freezes: at most 16, none twice."""
+    return Field(
+        default_factory=list, max_length=MAX_FREEZE_REFS,
+        json_schema_extra=validations(
+            ("self.all(x, self.exists_one(y, y.name == x.name))", MSG_FREEZE_REFS_UNIQUE)),
+        description="ChangeFreezes (by name) whose windows are freezes here too, read in "
+        "their own time zone by the same evaluator as the inline freezes and combined with "
+        "them. A missing or invalid one is a Ready=False condition naming it; the other "
+        "freezes still apply.",
+    )
+
+
+def _check_freeze_refs(refs: list[FreezeRef]) -> list[FreezeRef]:
+    names = [r.name for r in refs]
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{MSG_FREEZE_REFS_UNIQUE}; repeated: {', '.join(repeated)}")
+    return refs
+
+
+FreezeRefs = Annotated[list[FreezeRef], AfterValidator(_check_freeze_refs)]
+"""References to ChangeFreezes, none twice."""

@@ -17,7 +17,14 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from wedsync_operator.api.base import ApiModel, Condition, validations
-from wedsync_operator.api.times import Freeze, TimeZone, check_unique_names, unique_names_rule
+from wedsync_operator.api.times import (
+    Freeze,
+    FreezeRefs,
+    TimeZone,
+    check_unique_names,
+    freeze_refs_field,
+    unique_names_rule,
+)
 
 KIND = "DatabaseTuningPolicy"
 PLURAL = "databasetuningpolicies"
@@ -258,6 +265,7 @@ class TuningPolicySpec(ApiModel):
         json_schema_extra=unique_names_rule("freezes"),
         description="When nothing is built, vacuumed or reindexed, even inside a maintenance "
         "window (wedding days); an operation still running when one begins is cancelled.")
+    freeze_refs: FreezeRefs = freeze_refs_field()
 
     @field_validator("classes", "maintenance_windows", "freezes")
     @classmethod

@@ -45,7 +45,7 @@ length: it is skipped, is never active and causes no transition.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -129,12 +129,15 @@ class _Rule:
     end: int | None = None
     #: a freeze: its windows come from `domain.freezes`, the one freeze evaluator
     freeze: Freeze | None = None
+    #: a referenced ChangeFreeze's freeze is read in that ChangeFreeze's zone
+    zone: ZoneInfo | None = None
 
     def occurrences(self, zone: ZoneInfo, first: date, last: date) -> Iterator[
             tuple[datetime, datetime]]:
         """Intervals of activity starting on local days first…last (seasons: a superset)."""
         if self.freeze is not None:
-            yield from freezes.freeze_windows(self.freeze, zone, first, last)
+            # another zone's local days differ by at most one: the callers' margins cover it
+            yield from freezes.freeze_windows(self.freeze, self.zone or zone, first, last)
         elif self.season is not None:
             (start_month, start_day), (end_month, end_day) = self.season
             wraps = (start_month, start_day) > (end_month, end_day)
@@ -290,7 +293,7 @@ def _containing(
     return frozenset(rule for begin, stop, rule in occurrences if begin <= instant < stop)
 
 
-def _compile(spec: OptimizationPolicySpec) -> _Calendar:
+def _compile(spec: OptimizationPolicySpec, also: Sequence[freezes.Zoned] = ()) -> _Calendar:
     rules: list[_Rule] = []
     for season in spec.seasons:
         rules.append(_Rule(
@@ -320,6 +323,9 @@ def _compile(spec: OptimizationPolicySpec) -> _Calendar:
     for freeze in spec.freezes:
         rules.append(_Rule(label=f"freeze/{freeze.name}", name=freeze.name, multiplier=None,
                            freeze=freeze))
+    for extra in also:
+        rules.append(_Rule(label=f"freeze/{extra.label}", name=extra.label, multiplier=None,
+                           freeze=extra.freeze, zone=extra.zone))
     ceilings = spec.ceilings
     return _Calendar(
         zone=ZoneInfo(spec.time_zone),
@@ -333,14 +339,17 @@ def _compile(spec: OptimizationPolicySpec) -> _Calendar:
 # --- public API --------------------------------------------------------------------------------
 
 
-def evaluate(spec: OptimizationPolicySpec, at: datetime) -> Evaluation:
-    """The policy's outcome at the instant `at` (timezone-aware)."""
-    calendar = _compile(spec)
+def evaluate(spec: OptimizationPolicySpec, at: datetime, also: Sequence[freezes.Zoned] = ()
+             ) -> Evaluation:
+    """The policy's outcome at the instant `at` (timezone-aware); `also`: more freezes (the
+    referenced ChangeFreezes')."""
+    calendar = _compile(spec, also)
     return calendar.evaluation(calendar.active_at(_utc(at, "at")))
 
 
 def next_transition(
-    spec: OptimizationPolicySpec, after: datetime, horizon: timedelta = HORIZON
+    spec: OptimizationPolicySpec, after: datetime, horizon: timedelta = HORIZON,
+    also: Sequence[freezes.Zoned] = (),
 ) -> Transition | None:
     """The first instant strictly after `after` at which the evaluation changes.
 
@@ -348,26 +357,28 @@ def next_transition(
     policy with no rules, or only one-off dates that are past.
     """
     start = _utc(after, "after")
-    return next(_compile(spec).changes(start, start + horizon), None)
+    return next(_compile(spec, also).changes(start, start + horizon), None)
 
 
 def transitions(
-    spec: OptimizationPolicySpec, start: datetime, end: datetime
+    spec: OptimizationPolicySpec, start: datetime, end: datetime,
+    also: Sequence[freezes.Zoned] = (),
 ) -> list[Transition]:
     """Every change of the evaluation strictly after `start` and at or before `end`, in order."""
     low, high = _utc(start, "start"), _utc(end, "end")
-    return list(_compile(spec).changes(low, high))
+    return list(_compile(spec, also).changes(low, high))
 
 
 def frozen_until(
-    spec: OptimizationPolicySpec, at: datetime, horizon: timedelta = HORIZON
+    spec: OptimizationPolicySpec, at: datetime, horizon: timedelta = HORIZON,
+    also: Sequence[freezes.Zoned] = (),
 ) -> datetime | None:
     """When the freezes active at `at` are all over; None if not frozen (or not within horizon).
 
     Freezes that overlap or follow each other without a gap count as one freeze.
     """
     start = _utc(at, "at")
-    calendar = _compile(spec)
+    calendar = _compile(spec, also)
     if not calendar.evaluation(calendar.active_at(start)).frozen:
         return None
     for change in calendar.changes(start, start + horizon):

@@ -8,17 +8,25 @@ by `domain.walltime.resolve` (a time skipped by DST is the instant of the jump, 
 its first occurrence), exactly as the policy calendar reads its windows.
 
 Policies defer scale-downs during freezes (`domain.calendar` folds them into its evaluation);
-plans defer heavy backup jobs and ask for approval before a failover.
+plans defer heavy backup jobs and ask for approval before a failover; tuning policies build
+and maintain nothing.
+
+A resource's freezes are its inline ones, read in its own time zone, and those of the
+ChangeFreezes it references (`freezeRefs`), each read in that ChangeFreeze's time zone: every
+one becomes a `Zoned` freeze, and the functions below read any mix of them the same way
+(`referenced` turns the ChangeFreezes, as the catalog found them, into `Zoned` freezes and the
+problems to report). A referenced freeze is shown as ``<changefreeze>/<freeze>``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from wedsync_operator.api.times import Freeze, weekday_index
+from wedsync_operator.api.changefreeze import ChangeFreezeSpec
+from wedsync_operator.api.times import Freeze, FreezeRef, weekday_index
 from wedsync_operator.domain import walltime
 
 #: How far ahead freeze windows are looked for (a yearly date recurs within it).
@@ -97,15 +105,92 @@ def freeze_windows(freeze: Freeze, zone: ZoneInfo, first: date, last: date
         yield from window(zone, day, start, end)
 
 
+@dataclass(frozen=True)
+class Zoned:
+    """A freeze and the time zone it is read in, under the name it is shown by."""
+
+    label: str
+    freeze: Freeze
+    zone: ZoneInfo
+
+
+def zoned(freezes: Sequence[Freeze], zone: ZoneInfo, source: str | None = None
+          ) -> tuple[Zoned, ...]:
+    """Freezes read in `zone`; those of the ChangeFreeze `source` are shown as
+    ``source/name``."""
+    return tuple(Zoned(f.name if source is None else f"{source}/{f.name}", f, zone)
+                 for f in freezes)
+
+
+@dataclass(frozen=True)
+class Referenced:
+    """What a resource's `freezeRefs` resolve to: the referenced freezes, and the references
+    that cannot be read (each with why), which the resource reports as a condition."""
+
+    freezes: tuple[Zoned, ...] = ()
+    #: (ChangeFreeze name, why it counts for nothing), in reference order
+    problems: tuple[tuple[str, str], ...] = ()
+
+    def message(self) -> str:
+        """One sentence naming every reference that counts for nothing, and what to fix."""
+        return "; ".join(f"freezeRefs: ChangeFreeze '{name}' {why}"
+                         for name, why in self.problems) + (
+            ": its windows are not applied (create or fix it, or remove the reference); "
+            "the other freezes still apply" if self.problems else "")
+
+
+#: A resource without references.
+NO_REFERENCES = Referenced()
+#: The Ready condition's reason on a resource whose freezeRefs name a ChangeFreeze that is
+#: missing, invalid or not read yet.
+FREEZE_REF_REASON = "FreezeRefUnresolved"
+#: Why a referenced ChangeFreeze counts for nothing (the values of `referenced`'s lookup).
+MISSING = "does not exist"
+UNREAD = "cannot be read yet (the operator has not listed the ChangeFreezes)"
+
+
+def referenced(refs: Sequence[FreezeRef], found: Callable[[str], ChangeFreezeSpec | str]
+               ) -> Referenced:
+    """The freezes of the referenced ChangeFreezes, read in their time zones. `found` gives
+    a ChangeFreeze's spec, or why there is none (`MISSING`, `UNREAD`, an invalid spec's
+    message)."""
+    freezes: list[Zoned] = []
+    problems: list[tuple[str, str]] = []
+    for ref in refs:
+        spec = found(ref.name)
+        if isinstance(spec, str):
+            problems.append((ref.name, spec))
+        else:
+            freezes.extend(zoned(spec.freezes, ZoneInfo(spec.time_zone), ref.name))
+    return Referenced(tuple(freezes), tuple(problems))
+
+
+def _spans(freezes: Sequence[Zoned], now: datetime, horizon_days: int
+           ) -> list[tuple[datetime, datetime, str]]:
+    """Every window of the freezes from the day before `now` to `horizon_days` after it (local
+    days of each freeze's zone), in order."""
+    spans: list[tuple[datetime, datetime, str]] = []
+    for z in freezes:
+        today = now.astimezone(z.zone).date()
+        first, last = today - timedelta(days=1), today + timedelta(days=horizon_days)
+        spans.extend((begin, stop, z.label)
+                     for begin, stop in freeze_windows(z.freeze, z.zone, first, last))
+    return sorted(spans)
+
+
+def _all(freezes: Sequence[Freeze], zone: ZoneInfo, also: Sequence[Zoned]
+         ) -> tuple[Zoned, ...]:
+    return zoned(freezes, zone) + tuple(also)
+
+
 def freeze_state(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
-                 horizon_days: int = FREEZE_HORIZON_DAYS) -> FreezeState:
-    """Which freezes are active at `now`, until when, and when that next changes."""
-    if not freezes:
+                 horizon_days: int = FREEZE_HORIZON_DAYS, also: Sequence[Zoned] = ()
+                 ) -> FreezeState:
+    """Which freezes (inline ones in `zone`, and `also`, e.g. the referenced ones) are active
+    at `now`, until when, and when that next changes."""
+    windows = _spans(_all(freezes, zone, also), now, horizon_days)
+    if not windows:
         return FreezeState()
-    today = now.astimezone(zone).date()
-    first, last = today - timedelta(days=1), today + timedelta(days=horizon_days)
-    windows = sorted((begin, stop, f.name) for f in freezes
-                     for begin, stop in freeze_windows(f, zone, first, last))
     active = tuple(dict.fromkeys(name for begin, stop, name in windows if begin <= now < stop))
     merged: list[list[datetime]] = []
     for begin, stop, _name in windows:
@@ -131,15 +216,12 @@ class Window:
 
 
 def merged_windows(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
-                   horizon_days: int = FREEZE_HORIZON_DAYS) -> list[Window]:
+                   horizon_days: int = FREEZE_HORIZON_DAYS, also: Sequence[Zoned] = ()
+                   ) -> list[Window]:
     """The merged windows from the one active at `now` (if any) to `horizon_days` ahead, in
     order, each with the names of the freezes in it."""
-    today = now.astimezone(zone).date()
-    first, last = today - timedelta(days=1), today + timedelta(days=horizon_days)
-    spans = sorted((begin, stop, f.name) for f in freezes
-                   for begin, stop in freeze_windows(f, zone, first, last))
     merged: list[Window] = []
-    for begin, stop, name in spans:
+    for begin, stop, name in _spans(_all(freezes, zone, also), now, horizon_days):
         if merged and begin <= merged[-1].end:
             last_window = merged[-1]
             names = last_window.names + (() if name in last_window.names else (name,))
@@ -159,6 +241,7 @@ def current_and_next(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
     return current, upcoming
 
 
-def active_freezes(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime) -> list[str]:
-    """Names of the freezes active at `now`."""
-    return list(freeze_state(freezes, zone, now, horizon_days=1).active)
+def active_freezes(freezes: Sequence[Freeze], zone: ZoneInfo, now: datetime,
+                   also: Sequence[Zoned] = ()) -> list[str]:
+    """Names of the freezes (inline ones in `zone`, and `also`) active at `now`."""
+    return list(freeze_state(freezes, zone, now, horizon_days=1, also=also).active)

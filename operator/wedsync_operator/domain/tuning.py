@@ -37,7 +37,13 @@ from wedsync_operator.api.tuning import (
     TuningPolicySpec,
 )
 from wedsync_operator.domain.conditions import condition
-from wedsync_operator.domain.freezes import active_freezes, freeze_state
+from wedsync_operator.domain.freezes import (
+    FREEZE_REF_REASON,
+    NO_REFERENCES,
+    Referenced,
+    active_freezes,
+    freeze_state,
+)
 
 #: operators a btree index can serve
 EQUALITY = frozenset({"="})
@@ -517,11 +523,17 @@ class BuildGate:
     frozen: tuple[str, ...] = ()
 
 
-def build_gate(spec: TuningPolicySpec, now: datetime) -> BuildGate:
-    """A build, a VACUUM or a REINDEX needs a maintenance window and no freeze; `until`
-    bounds it."""
+def build_gate(spec: TuningPolicySpec, now: datetime,
+               referenced: Referenced = NO_REFERENCES) -> BuildGate:
+    """A build, a VACUUM or a REINDEX needs a maintenance window and no freeze (inline or of
+    a referenced ChangeFreeze); `until` bounds it. While a referenced ChangeFreeze cannot be
+    read, nothing is built: its windows are unknown, and the work can wait."""
     zone = ZoneInfo(spec.time_zone)
-    frozen = freeze_state(spec.freezes, zone, now)
+    frozen = freeze_state(spec.freezes, zone, now, also=referenced.freezes)
+    if referenced.problems:
+        return BuildGate(False, FREEZE_REF_REASON, referenced.message().replace(
+            "the other freezes still apply", "nothing is built, vacuumed or reindexed "
+            "until it can be read"), frozen=frozen.active)
     if frozen.frozen:
         return BuildGate(False, "Frozen", f"freeze {', '.join(frozen.active)} is active "
                          f"until {_stamp(frozen.until)}: nothing is built, vacuumed or "

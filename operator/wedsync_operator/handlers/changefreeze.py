@@ -64,6 +64,9 @@ async def webhook_cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, api: Any) -> None:
+    # one watch of the ChangeFreezes per replica, first (nothing below may keep it from the
+    # freezeRefs of the policies, plans and tuning policies): the webhook's and theirs
+    freezes = common.freeze_catalog(memo).start(api)
     runtime: RuntimeConfig = memo.get("runtime") or RuntimeConfig.from_env()
     ns, service = runtime.operator_namespace, runtime.webhook_service
     hosts = [f"{service}.{ns}.svc", f"{service}.{ns}.svc.cluster.local", f"{service}.{ns}",
@@ -93,7 +96,8 @@ async def start_webhook(settings: kopf.OperatorSettings, memo: kopf.Memo, api: A
     user = await webhook.whoami(api)
     memo.admission = admission.Admission(
         api, rules.Exemptions(operator_namespace=ns, operator_user=user),
-        instance=os.environ.get("POD_NAME") or socket.gethostname(), clock=common.now)
+        instance=os.environ.get("POD_NAME") or socket.gethostname(), clock=common.now,
+        freezes=freezes)
     memo.admission.start()
     memo.webhook_tls_task = asyncio.create_task(
         webhooktls.keep_forever(api, place, common.now, configured))
@@ -107,6 +111,8 @@ async def stop_webhook(memo: kopf.Memo) -> None:
             await task
     if memo.get("admission") is not None:
         await memo.admission.stop()
+    if memo.get("freeze_catalog") is not None:
+        await memo.freeze_catalog.stop()
     if memo.get("webhook_folder") is not None:
         shutil.rmtree(memo.webhook_folder, ignore_errors=True)  # the serving key
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +21,7 @@ from wedsync_operator.domain.conditions import refused_status
 from wedsync_operator.kube.errors import ConflictError, ForbiddenError, KubeError, TransientError
 from wedsync_operator.kube.status import patch_status
 from wedsync_operator.services.events import Event
+from wedsync_operator.services.freezecatalog import FreezeCatalog
 
 
 def now() -> datetime:
@@ -109,3 +110,20 @@ def failed(kind: str, error: KubeError, retry: Retry, logger: kopf.Logger) -> da
     logger.warning(f"reconcile failed ({error.describe()}); retrying in {delay:.1f}s "
                    f"(failure {retry.failures} in a row)")
     return now() + timedelta(seconds=delay)
+
+
+def freeze_catalog(memo: kopf.Memo) -> FreezeCatalog:
+    """The replica's ChangeFreezes, on the root memo; made by the first start-up handler that
+    asks (listeners may subscribe before the webhook's start-up starts its watch)."""
+    catalog: FreezeCatalog | None = memo.get("freeze_catalog")
+    if catalog is None:
+        catalog = memo.freeze_catalog = FreezeCatalog()
+    return catalog
+
+
+def freeze_ref_names(spec: Mapping[str, Any]) -> frozenset[str]:
+    """The names in a spec's `freezeRefs` (as stored: read before validation)."""
+    refs = spec.get("freezeRefs")
+    if not isinstance(refs, list):
+        return frozenset()
+    return frozenset(str(r["name"]) for r in refs if isinstance(r, Mapping) and "name" in r)

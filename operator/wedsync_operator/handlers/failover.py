@@ -33,6 +33,7 @@ from wedsync_operator.kube.regions import RegionClients, get_or_none
 from wedsync_operator.kube.status import patch_status_guarded
 from wedsync_operator.services import failover, health
 from wedsync_operator.services import restore as restores
+from wedsync_operator.services.freezecatalog import Resolver
 
 #: after an unexpected error the daemon retries this much later
 ERROR_BACKOFF_SECONDS = 5.0
@@ -52,14 +53,15 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
     written = dict(body.status)
     metrics.FAILOVERS_IN_PROGRESS.inc()
     try:
-        await _drive(stopped, namespace, name, body, regions, status, written, logger)
+        await _drive(stopped, namespace, name, body, regions, status, written, logger,
+                     common.freeze_catalog(memo).resolve)
     finally:
         metrics.FAILOVERS_IN_PROGRESS.dec()
 
 
 async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body,
                  regions: RegionClients, status: FailoverRunStatus, written: dict[str, Any],
-                 logger: kopf.Logger) -> None:
+                 logger: kopf.Logger, resolve: Resolver) -> None:
     """Ticks the run until it ends, writing the status after every tick, each write
     conditional on the run being as this daemon last saw it: a second driver (a replica
     that did not stop in time at a peering hand-over) cannot interleave its steps with ours;
@@ -71,7 +73,8 @@ async def _drive(stopped: kopf.DaemonStopped, namespace: str, name: str, body: k
         except ValidationError as error:
             raise kopf.PermanentError(f"invalid spec: {error}") from error
         run = failover.Run(namespace, name, spec, status, regions, common.now,
-                           failing_since=failover.failing_since(body.metadata.annotations))
+                           failing_since=failover.failing_since(body.metadata.annotations),
+                           resolve=resolve)
         try:
             result = await failover.tick(run)
             new = result.status.model_copy(

@@ -49,6 +49,8 @@ class PolicyRuntime:
     written: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: consecutive failed reconciles (the back-off grows with them)
     retry: common.Retry = field(default_factory=common.Retry)
+    #: the ChangeFreezes its spec references (a change to one wakes the daemon)
+    freeze_refs: frozenset[str] = frozenset()
 
 
 @kopf.on.startup(id="policy-registry")
@@ -56,6 +58,15 @@ async def policy_registry(memo: kopf.Memo, **_: Any) -> None:
     """kopf gives each object a shallow copy of the root memo: state shared between objects
     must be created here, on the root memo, before any object is seen."""
     memo.policies = {}
+    runtimes: dict[tuple[str, str], PolicyRuntime] = memo.policies
+
+    def freezes_changed(names: frozenset[str]) -> None:
+        """A referenced ChangeFreeze changed, appeared or went: re-evaluate at once."""
+        for runtime in runtimes.values():
+            if runtime.freeze_refs & names:
+                runtime.wake.set()
+
+    common.freeze_catalog(memo).subscribe(freezes_changed)
 
 
 def _runtimes(memo: kopf.Memo) -> dict[tuple[str, str], PolicyRuntime]:
@@ -78,6 +89,7 @@ async def calendar_daemon(stopped: kopf.DaemonStopped, namespace: str | None, na
     while not stopped:
         runtime.wake.clear()
         runtime.target = dict(body.spec.get("target") or {})
+        runtime.freeze_refs = common.freeze_ref_names(body.spec)
         runtime.generation = body.metadata.get("generation")
         wake_at = await _reconcile_once(namespace, name, body, memo, runtime, logger, at)
         if wake_at is None:
@@ -109,7 +121,8 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
             try:
                 result = await policies.reconcile(
                     ref, body.spec, body.status, _hpas(memo), common.now, runtime.written,
-                    _policy_exists(memo), at=at, wait_until=_sleep_until)
+                    _policy_exists(memo), at=at, wait_until=_sleep_until,
+                    resolve=common.freeze_catalog(memo).resolve)
                 await _hpas(memo).settled()  # the boundary's HPA writes go first
                 changed = status_patch(dict(body.status), result.status)
                 if await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,

@@ -64,6 +64,8 @@ class PlanRuntime:
     health: PlanHealth | None = None
     #: consecutive failed reconciles (the back-off grows with them)
     retry: common.Retry = field(default_factory=common.Retry)
+    #: the ChangeFreezes its spec references (a change to one wakes the daemon)
+    freeze_refs: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -90,7 +92,16 @@ async def recovery_registry(settings: kopf.OperatorSettings, memo: kopf.Memo,
                             **_: Any) -> None:
     """kopf gives each object a shallow copy of the root memo: state shared between objects
     must be created here, on the root memo, before any object is seen."""
-    memo.recovery = PlanRegistry()
+    memo.recovery = registry = PlanRegistry()
+
+    def freezes_changed(names: frozenset[str]) -> None:
+        """A referenced ChangeFreeze changed, appeared or went: reconcile at once (backups
+        are suspended or resumed by the new calendar)."""
+        for runtime in registry.plans.values():
+            if runtime.freeze_refs & names:
+                runtime.wake.set()
+
+    common.freeze_catalog(memo).subscribe(freezes_changed)
     for plural in ("jobs", "cronjobs"):
         settings.watching.label_selectors["batch", "v1", plural] = _OWNED_SELECTOR
 
@@ -113,6 +124,7 @@ async def backups_daemon(stopped: kopf.DaemonStopped, namespace: str | None, nam
             runtime.wake.clear()
             runtime.generation = body.metadata.get("generation")
             runtime.current_primary = body.status.get("currentPrimary")
+            runtime.freeze_refs = common.freeze_ref_names(body.spec.get("backups") or {})
             wake_at = await _reconcile_once(namespace, name, body, memo, runtime, logger)
             if await common.sleep_or_wake(runtime.wake, stopped, common.seconds_until(wake_at)):
                 await asyncio.sleep(DEBOUNCE_SECONDS)
@@ -142,7 +154,8 @@ async def _reconcile_once(namespace: str, name: str, body: kopf.Body, memo: kopf
             try:
                 result = await backups.reconcile(ref, body.spec, body.status,
                                                  ObjectClient(memo.api), common.now,
-                                                 runtime.health)
+                                                 runtime.health,
+                                                 common.freeze_catalog(memo).resolve)
                 runtime.written.update(result.written)
                 changed = status_patch(dict(body.status), result.status)
                 if await patch_status(memo.api, GROUP, VERSION, PLURAL, namespace, name,

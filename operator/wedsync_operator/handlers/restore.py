@@ -58,7 +58,8 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
                                   [Event("Warning", "InvalidSpec", message)],
                                   reason="InvalidSpec")
         else:
-            run = restore.Run(namespace, name, uid, spec, status, regions, common.now)
+            run = restore.Run(namespace, name, uid, spec, status, regions, common.now,
+                              resolve=common.freeze_catalog(memo).resolve)
             result = await restore.tick(run)
         new = _with_conditions(spec, result, written, generation)
         try:

@@ -4,6 +4,8 @@ its metric series when its daemon stops. The spec is read live from the body at 
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -24,6 +26,31 @@ ERROR_BACKOFF_SECONDS = 5.0
 INVALID_SPEC_SECONDS = 10.0
 
 
+@dataclass
+class TuningRuntime:
+    """In-memory companions of one tuning policy's daemon (kept on kopf's root memo)."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the ChangeFreezes its spec references (a change to one wakes the daemon)
+    freeze_refs: frozenset[str] = frozenset()
+
+
+@kopf.on.startup(id="tuning-registry")
+async def tuning_registry(memo: kopf.Memo, **_: Any) -> None:
+    """On the root memo (kopf gives each object a shallow copy of it)."""
+    runtimes: dict[tuple[str, str], TuningRuntime] = {}
+    memo.tuning = runtimes
+
+    def freezes_changed(names: frozenset[str]) -> None:
+        """A referenced ChangeFreeze changed, appeared or went: run an interval now (the
+        gate of builds and maintenance, the Frozen condition)."""
+        for runtime in runtimes.values():
+            if runtime.freeze_refs & names:
+                runtime.wake.set()
+
+    common.freeze_catalog(memo).subscribe(freezes_changed)
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, id="tuning", cancellation_timeout=30.0)
 async def tuning_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: str,
                         body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
@@ -32,7 +59,22 @@ async def tuning_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
     memory = tuning.Memory()
     written = dict(body.status)
     classes: tuple[str, ...] = ()
+    runtimes: dict[tuple[str, str], TuningRuntime] = memo.tuning
+    runtime = runtimes.setdefault((namespace, name), TuningRuntime())
+    try:
+        await _loop(stopped, namespace, name, body, memo, logger, runtime, memory, written,
+                    classes)
+    finally:
+        runtimes.pop((namespace, name), None)
+
+
+async def _loop(stopped: kopf.DaemonStopped, namespace: str, name: str, body: kopf.Body,
+                memo: kopf.Memo, logger: kopf.Logger, runtime: TuningRuntime,
+                memory: tuning.Memory, written: dict[str, Any], classes: tuple[str, ...]
+                ) -> None:
     while not stopped:
+        runtime.wake.clear()
+        runtime.freeze_refs = common.freeze_ref_names(body.spec)
         generation = body.metadata.get("generation")
         try:
             spec = TuningPolicySpec.model_validate(dict(body.spec))
@@ -46,7 +88,7 @@ async def tuning_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
             old = TuningPolicyStatus.model_validate(written)
             with metrics.RECONCILE_SECONDS.labels(KIND).time():
                 outcome = await tuning.tick(memo.regions, namespace, spec, old, memory,
-                                            common.now)
+                                            common.now, common.freeze_catalog(memo).resolve)
             status, conditions = outcome.status, outcome.conditions
             delay = float(spec.interval_seconds)
             gone = set(classes) - {c.name for c in spec.classes}
@@ -79,7 +121,7 @@ async def tuning_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name
                 if run.reclaimed_bytes is not None and run.reclaimed_bytes > 0:
                     metrics.TUNING_MAINTENANCE_RECLAIMED.labels(
                         namespace, name, run.operation).inc(run.reclaimed_bytes)
-        await stopped.wait(delay)
+        await common.sleep_or_wake(runtime.wake, stopped, delay)
     # stopped: the policy is deleted (or the operator stops): its series go
     metrics.forget_tuning(namespace, name, classes)
 

@@ -38,7 +38,8 @@ class WatchedCollection:
         self.path = path
         self.items: dict[str, dict[str, Any]] = {}
         self.ready = asyncio.Event()
-        self.on_change = on_change
+        #: called after every change (the initial list included)
+        self.listeners: list[Callable[[], None]] = [on_change] if on_change else []
         self._version = ""
 
     async def run(self) -> None:
@@ -99,5 +100,5 @@ class WatchedCollection:
         self._changed()
 
     def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
+        for listener in self.listeners:
+            listener()

@@ -76,13 +76,17 @@ class Admission:
     """The freezes and namespaces as this replica sees them, and what it decided."""
 
     def __init__(self, api: client.ApiClient, exemptions: rules.Exemptions, instance: str,
-                 clock: Callable[[], datetime]) -> None:
+                 clock: Callable[[], datetime], freezes: WatchedCollection | None = None
+                 ) -> None:
         self.api = api
         self.exemptions = exemptions
         self.instance = instance
         self.clock = clock
-        self.freezes = WatchedCollection(api, f"/apis/{API_VERSION}/{PLURAL}",
-                                         on_change=self._freezes_changed)
+        #: the ChangeFreezes: the catalog's collection when given (one watch per replica,
+        #: which the catalog runs), else one of its own
+        self._own_freezes = freezes is None
+        self.freezes = freezes or WatchedCollection(api, f"/apis/{API_VERSION}/{PLURAL}")
+        self.freezes.listeners.append(self._freezes_changed)
         self.namespaces = WatchedCollection(api, "/api/v1/namespaces")
         self.pending: dict[str, Tally] = {}
         self.wake = asyncio.Event()
@@ -96,9 +100,12 @@ class Admission:
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self.freezes.run()),
-                       asyncio.create_task(self.namespaces.run()),
+        self._tasks = [asyncio.create_task(self.namespaces.run()),
                        asyncio.create_task(self.flush_forever())]
+        if self._own_freezes:
+            self._tasks.append(asyncio.create_task(self.freezes.run()))
+        elif self.freezes.items:
+            self._freezes_changed()  # listed before this service listened
 
     async def stop(self) -> None:
         for task in self._tasks:

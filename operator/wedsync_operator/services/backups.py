@@ -72,6 +72,7 @@ from wedsync_operator.kube import errors
 from wedsync_operator.kube.objects import ObjectClient
 from wedsync_operator.services import health
 from wedsync_operator.services.events import Event
+from wedsync_operator.services.freezecatalog import FREEZE_REF_REASON, Resolver, no_catalog
 
 #: Run again at least this often, with no event at all (drift in the config Secret, which is
 #: not watched, is corrected by then).
@@ -149,9 +150,11 @@ class _Observed:
 
 async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mapping[str, Any],
                     objects: ObjectClient, clock: Callable[[], datetime],
-                    regions: health.PlanHealth | None = None) -> Result:
+                    regions: health.PlanHealth | None = None,
+                    resolve: Resolver = no_catalog) -> Result:
     """One reconcile of the plan's backups at `clock()`. `regions`: the failover detector's
-    latest probe of the regions (their conditions are reported with the plan's)."""
+    latest probe of the regions (their conditions are reported with the plan's). `resolve`
+    reads the ChangeFreezes of `spec.backups.freezeRefs`: their windows are freezes too."""
     now = clock()
     old_conditions = list(old_status.get("conditions") or [])
     try:
@@ -159,7 +162,8 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
         spec = RecoveryPlanSpec.model_validate(dict(raw_spec)).serving_from(
             old_status.get("currentPrimary"))
         zone = ZoneInfo(spec.backups.time_zone)
-        freeze = freeze_state(spec.backups.freezes, zone, now)
+        referenced = await resolve(spec.backups.freeze_refs)
+        freeze = freeze_state(spec.backups.freezes, zone, now, also=referenced.freezes)
         suspended = builders.suspended_during_freeze(spec, freeze.frozen)
         secret = with_fingerprint(builders.build_config_secret(
             ref.name, ref.namespace, spec, ref.owner))
@@ -186,14 +190,18 @@ async def reconcile(ref: PlanRef, raw_spec: Mapping[str, Any], old_status: Mappi
                             undesired(cronjobs, observed.cronjobs.values(), ref.uid), result)
 
     problems = conflicts + await _check_references(spec, ref, objects)
+    if referenced.problems:
+        problems.append(referenced.message())
     tracking = await _track(ref, spec, old_status, observed, cronjobs, objects, result, now,
                             freeze)
     if refusals:
         ready = condition("Ready", False, "WriteRefused",
                           "; ".join([r.message for r in refusals] + problems))
     elif problems:
-        ready = condition("Ready", False, "MissingReference" if not conflicts else "Conflict",
-                          "; ".join(problems))
+        reason = "Conflict" if conflicts else (
+            FREEZE_REF_REASON if len(problems) == 1 and referenced.problems
+            else "MissingReference")
+        ready = condition("Ready", False, reason, "; ".join(problems))
     else:
         ready = condition("Ready", True, "Reconciled",
                           f"the pgBackRest configuration Secret and {len(cronjobs)} CronJobs "

@@ -70,6 +70,7 @@ from wedsync_operator.kube.regions import (
 )
 from wedsync_operator.services import regionjobs
 from wedsync_operator.services.events import Event
+from wedsync_operator.services.freezecatalog import Resolver, no_catalog
 
 #: seconds to wait for a database connection
 CONNECT_TIMEOUT = 3
@@ -108,6 +109,18 @@ class Run:
     plan_status: Mapping[str, Any] = field(default_factory=dict)
     #: the detector's first failed probe of the primary (runs it started), from annotations
     failing_since: datetime | None = None
+    #: reads the ChangeFreezes the plan's `backups.freezeRefs` names
+    resolve: Resolver = no_catalog
+
+    async def frozen(self, now: datetime) -> list[str]:
+        """The plan's freezes (inline and referenced) active at `now`. A referenced
+        ChangeFreeze that cannot be read gates nothing (the plan's Ready condition names
+        it): a failover is not held up by a calendar nobody can read."""
+        assert self.plan is not None
+        backups = self.plan.backups
+        referenced = await self.resolve(backups.freeze_refs)
+        return freezes.active_freezes(backups.freezes, ZoneInfo(backups.time_zone), now,
+                                      also=referenced.freezes)
 
     def region(self, name: str | None) -> Region:
         assert self.plan is not None
@@ -294,8 +307,9 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
     if other is not None:
         return _wait(run, f"waiting for run {other} of the same plan to finish", delay=5.0)
     current = run.plan_status.get("currentPrimary")
+    frozen = await run.frozen(now)
     if run.spec.type == "Rebuild":
-        return _start_rebuild(run, now, awaiting, current)
+        return _start_rebuild(run, now, awaiting, current, frozen)
     standbys = await _standbys(run, machine.serving(run.plan, current))
     try:
         if awaiting and run.status.from_region and run.status.to_region:
@@ -311,8 +325,6 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
                                                                   message)]
         return Tick(run.status.model_copy(update={"message": message}), events, delay=5.0)
     lag = standbys[target].lag_bytes if target in standbys else None
-    frozen = freezes.active_freezes(run.plan.backups.freezes,
-                                    ZoneInfo(run.plan.backups.time_zone), now)
     reasons = machine.gate_reasons(run.plan.failover, run.spec, frozen, lag)
     status = machine.begin(run.status, source, target, reasons, run.spec.approved, now,
                            run.failing_since)
@@ -324,15 +336,14 @@ async def _start(run: Run, now: datetime, awaiting: bool) -> Tick:
     return Tick(status, [Event("Normal", "Started", status.message)])
 
 
-def _start_rebuild(run: Run, now: datetime, awaiting: bool, current: str | None) -> Tick:
+def _start_rebuild(run: Run, now: datetime, awaiting: bool, current: str | None,
+                   frozen: list[str]) -> Tick:
     assert run.plan is not None
     try:
         source, target = machine.rebuild_regions(run.plan, run.spec, current)
     except machine.PlanError as error:
         return Tick(machine.fail(run.status, None, str(error), now),
                     [Event("Warning", "InvalidRun", str(error))])
-    frozen = freezes.active_freezes(run.plan.backups.freezes,
-                                    ZoneInfo(run.plan.backups.time_zone), now)
     reasons = machine.rebuild_gate_reasons(run.plan.failover, frozen)
     status = machine.begin(run.status, source, target, reasons, run.spec.approved, now,
                            rebuild=True)

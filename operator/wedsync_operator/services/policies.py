@@ -24,13 +24,14 @@ from pydantic import ValidationError
 from wedsync_operator import metrics
 from wedsync_operator.api.base import summary
 from wedsync_operator.api.optimization import OptimizationPolicySpec
-from wedsync_operator.domain import calendar
+from wedsync_operator.domain import calendar, freezes
 from wedsync_operator.domain.bounds import Bounds
 from wedsync_operator.domain.calendar import Evaluation
 from wedsync_operator.domain.conditions import condition, merge_conditions, was
 from wedsync_operator.kube import errors
 from wedsync_operator.kube.hpa import Hpa, HpaClient
 from wedsync_operator.services.events import Event
+from wedsync_operator.services.freezecatalog import FREEZE_REF_REASON, Resolver, no_catalog
 from wedsync_operator.services.scaling import (
     CLAIM,
     CLAIM_LABEL,
@@ -78,7 +79,8 @@ async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Map
                     hpas: HpaClient, clock: Callable[[], datetime],
                     ledger: dict[str, tuple[int, int]], policy_exists: PolicyExists,
                     at: datetime | None = None,
-                    wait_until: Callable[[datetime], Awaitable[None]] | None = None) -> Result:
+                    wait_until: Callable[[datetime], Awaitable[None]] | None = None,
+                    resolve: Resolver = no_catalog) -> Result:
     """One reconcile for the instant `at` (default: `clock()`).
 
     With `at` a moment ahead (a calendar boundary), the HPAs are read and the decisions made
@@ -88,7 +90,8 @@ async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Map
     could change); any other also lists the HPAs that carry its claim.
 
     `ledger` maps each HPA name to the (min, max) this policy keeps on it; it is filled in
-    before a write is sent, so the watch event echoing the write can be told from drift."""
+    before a write is sent, so the watch event echoing the write can be told from drift.
+    `resolve` reads the ChangeFreezes of `spec.freezeRefs`: their windows are freezes too."""
     now = at or clock()
     old_conditions = list(old_status.get("conditions") or [])
     records = _records(old_status)
@@ -97,8 +100,10 @@ async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Map
     except ValidationError as error:
         return _invalid(ref, raw_spec, old_status, old_conditions, summary(error), now)
 
-    evaluation = calendar.evaluate(spec, now)
-    upcoming = calendar.next_transition(spec, now)
+    referenced = await resolve(spec.freeze_refs)
+    also = referenced.freezes
+    evaluation = calendar.evaluate(spec, now, also)
+    upcoming = calendar.next_transition(spec, now, also=also)
     dry_run = spec.mode == "DryRun"
     target = spec.target.wire()
     found = await _read_targets(ref.namespace, target, hpas)
@@ -128,20 +133,22 @@ async def reconcile(ref: PolicyRef, raw_spec: Mapping[str, Any], old_status: Map
         if not await _release(ref, release, hpas, ledger, result):
             kept.append(release)
 
-    conditions = _conditions(ref, spec, evaluation, done, kept, not found, dry_run)
+    conditions = _conditions(ref, spec, evaluation, done, kept, not found, dry_run,
+                             referenced)
     # Problems and DryRun findings are posted once, when they first appear or change.
     for cond in conditions:
         news = not was(old_conditions, cond["type"], cond["message"])
         if cond["type"] == "Conflict" and cond["status"] == "True" and news:
             result.events.append(Event("Warning", "Conflict", cond["message"]))
         if cond["type"] == "Ready" and news and cond["reason"] in (
-            "TargetMissing", "ForeignOwner", "DryRun", "WriteRefused"
+            "TargetMissing", "ForeignOwner", "DryRun", "WriteRefused", FREEZE_REF_REASON
         ):
             kind = "Normal" if cond["reason"] == "DryRun" else "Warning"
             why = _why(evaluation) if cond["reason"] == "DryRun" else ""
             result.events.append(Event(kind, cond["reason"], cond["message"] + why))
     result.status = _status(ref, spec, evaluation, upcoming, done, kept, now,
-                            merge_conditions(old_conditions, conditions, now, ref.generation))
+                            merge_conditions(old_conditions, conditions, now, ref.generation),
+                            also)
     metrics.POLICY_MULTIPLIER.labels(ref.namespace, ref.name).set(evaluation.multiplier)
     metrics.POLICY_FROZEN.labels(ref.namespace, ref.name).set(1 if evaluation.frozen else 0)
     return result
@@ -314,8 +321,8 @@ def _why(evaluation: Evaluation) -> str:
 
 
 def _conditions(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation: Evaluation,
-                plans: list[TargetPlan], kept: list[Release], missing: bool, dry_run: bool
-                ) -> list[dict[str, str]]:
+                plans: list[TargetPlan], kept: list[Release], missing: bool, dry_run: bool,
+                referenced: freezes.Referenced) -> list[dict[str, str]]:
     conflicts = [p for p in plans if p.outcome is Outcome.CONFLICT]
     foreign = [p for p in plans if p.outcome is Outcome.FOREIGN_OWNER]
     refusals = [p for p in plans if p.outcome is Outcome.REFUSED]
@@ -324,6 +331,8 @@ def _conditions(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation: Evalua
             f"HPA {r.hpa.name} is no longer targeted but could not be restored yet"
             for r in kept]
         ready = condition("Ready", False, "WriteRefused", "; ".join(messages))
+    elif referenced.problems:
+        ready = condition("Ready", False, FREEZE_REF_REASON, referenced.message())
     elif missing:
         what = (f"HPA {spec.target.name}" if spec.target.name
                 else f"any HPA matching {label_selector(spec.target.wire().get('selector', {}))}")
@@ -369,8 +378,8 @@ def _target_status(plan_or_release: TargetPlan | Release) -> dict[str, Any]:
 
 def _status(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation: Evaluation,
             upcoming: calendar.Transition | None, plans: list[TargetPlan],
-            kept: list[Release], now: datetime, conditions: list[dict[str, Any]]
-            ) -> dict[str, Any]:
+            kept: list[Release], now: datetime, conditions: list[dict[str, Any]],
+            also: Sequence[freezes.Zoned] = ()) -> dict[str, Any]:
     # What each HPA holds now: the ones this policy holds, and in DryRun every target (so
     # what it would set can be read beside what the HPA has).
     shown = [p for p in plans if p.holds or p.outcome is Outcome.DRY_RUN]
@@ -394,7 +403,7 @@ def _status(ref: PolicyRef, spec: OptimizationPolicySpec, evaluation: Evaluation
             "multiplier": upcoming.multiplier,
         }
     if evaluation.frozen:
-        until = calendar.frozen_until(spec, now)
+        until = calendar.frozen_until(spec, now, also=also)
         if until is not None:
             status["frozenUntil"] = _iso(until)
     return status

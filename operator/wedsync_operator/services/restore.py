@@ -71,6 +71,7 @@ from wedsync_operator.kube.regions import (
 )
 from wedsync_operator.services import failover, regionjobs
 from wedsync_operator.services.events import Event
+from wedsync_operator.services.freezecatalog import Resolver, no_catalog
 
 #: seconds between looks at something that is not ready yet
 POLL_SECONDS = 3.0
@@ -112,6 +113,8 @@ class Run:
     clock: Callable[[], datetime]
     plan: RecoveryPlanSpec | None = None
     plan_status: Mapping[str, Any] = field(default_factory=dict)
+    #: reads the ChangeFreezes the plan's `backups.freezeRefs` names
+    resolve: Resolver = no_catalog
 
     @property
     def owner(self) -> dict[str, str]:
@@ -248,7 +251,7 @@ async def _pending(run: Run, now: datetime) -> Tick:
     await _no_failover_running(run)
     if spec.mode == "InPlace":
         await _no_earlier_in_place(run)
-        reasons = _gates(run, now)
+        reasons = await _gates(run, now)
         if reasons:
             message = "; ".join(reasons)
             return Tick(status.model_copy(update={"phase": "AwaitingApproval",
@@ -261,14 +264,16 @@ async def _pending(run: Run, now: datetime) -> Tick:
                                                        else ""))])
 
 
-def _gates(run: Run, now: datetime) -> list[str]:
-    plan = run.the_plan()
-    frozen = freezes.active_freezes(plan.backups.freezes, ZoneInfo(plan.backups.time_zone), now)
+async def _gates(run: Run, now: datetime) -> list[str]:
+    backups = run.the_plan().backups
+    referenced = await run.resolve(backups.freeze_refs)
+    frozen = freezes.active_freezes(backups.freezes, ZoneInfo(backups.time_zone), now,
+                                    also=referenced.freezes)
     return machine.in_place_gates(run.spec, frozen)
 
 
 async def _awaiting(run: Run, now: datetime) -> Tick:
-    reasons = _gates(run, now)
+    reasons = await _gates(run, now)
     if reasons:
         message = "; ".join(reasons)
         events = [] if message == run.status.message else [

@@ -43,6 +43,7 @@ from wedsync_operator.api.tuning import (
     TuningPolicyStatus,
     UnusedIndex,
 )
+from wedsync_operator.domain import freezes
 from wedsync_operator.domain import maintenance as upkeep
 from wedsync_operator.domain import tuning as decide
 from wedsync_operator.domain.conditions import condition
@@ -50,6 +51,7 @@ from wedsync_operator.domain.connection import Connection
 from wedsync_operator.kube.regions import RegionClients, RegionError, get_or_none, secret_value
 from wedsync_operator.services import failover, health
 from wedsync_operator.services.events import Event
+from wedsync_operator.services.freezecatalog import Resolver, no_catalog
 
 APPLICATION = "wedsync-operator-tuning"
 CONNECT_SECONDS = 5.0
@@ -143,9 +145,11 @@ async def _session(conn: Connection) -> AsyncIterator[database.Session]:
 
 # ---- one interval -----------------------------------------------------------------------------
 async def tick(regions: RegionClients, namespace: str, spec: TuningPolicySpec,
-               old: TuningPolicyStatus, memory: Memory, clock: Callable[[], datetime]
-               ) -> Outcome:
-    """One interval; database errors become Ready=False with the driver's words."""
+               old: TuningPolicyStatus, memory: Memory, clock: Callable[[], datetime],
+               freeze_refs: Resolver = no_catalog) -> Outcome:
+    """One interval; database errors become Ready=False with the driver's words.
+    `freeze_refs` reads the ChangeFreezes of `spec.freezeRefs` (freezes too)."""
+    referenced = await freeze_refs(spec.freeze_refs)
     try:
         conn, where = await resolve(regions, namespace, spec)
     except Unresolved as error:
@@ -153,7 +157,7 @@ async def tick(regions: RegionClients, namespace: str, spec: TuningPolicySpec,
     if memory.where != where:
         memory.where, memory.snapshot, memory.taken = where, None, None
     try:
-        return await observe(conn, where, spec, old, memory, clock)
+        return await observe(conn, where, spec, old, memory, clock, referenced)
     except DB_ERRORS as error:
         text = conn.scrub(str(error).strip().splitlines()[0] if str(error).strip()
                           else type(error).__name__)
@@ -167,8 +171,8 @@ def replace_status(status: TuningPolicyStatus, **changes: Any) -> TuningPolicySt
 
 
 async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
-                  old: TuningPolicyStatus, memory: Memory, clock: Callable[[], datetime]
-                  ) -> Outcome:
+                  old: TuningPolicyStatus, memory: Memory, clock: Callable[[], datetime],
+                  referenced: freezes.Referenced = freezes.NO_REFERENCES) -> Outcome:
     """One interval on a database already found (`tick` without the Kubernetes half; the
     benchmark calls it directly). Database errors are raised."""
     events: list[Event] = []
@@ -225,7 +229,7 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
         recommendations=recommendations, advised_at=advised_at, applied=applied,
         unused_indexes=unused, duplicate_indexes=dupes, maintenance_due=due,
         maintenance_checked_at=checked_at)
-    gate = decide.build_gate(spec, clock())
+    gate = decide.build_gate(spec, clock(), referenced)
     built = None
     if interval is not None:
         status, built = await _apply(conn, spec, status, interval, gate, clock, events)
@@ -238,6 +242,8 @@ async def observe(conn: Connection, where: str, spec: TuningPolicySpec,
     ready = condition("Ready", True, "Observing", f"reading pg_stat_statements of {where} every "
                       f"{spec.interval_seconds} s" + (
                           "" if interval is not None else "; the first interval is a baseline"))
+    if referenced.problems:
+        ready = condition("Ready", False, freezes.FREEZE_REF_REASON, gate.message)
     frozen = condition("Frozen", bool(gate.frozen), "Frozen" if gate.frozen else "NotFrozen",
                        gate.message if gate.frozen else "no freeze is active")
     return Outcome(status, [ready, *conds, frozen], events, built, maintained)
