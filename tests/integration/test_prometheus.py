@@ -418,10 +418,12 @@ def test_every_dashboard_panel_shows_data_after_the_sample_ran(monitored: Monito
         "the policy's boundary to be crossed and scraped", interval=1)
     if monitored.tuned is not None:
         # the tuning policy's window opened at the same boundary: the index it advised is
-        # built, then (one operation per interval) guests is vacuumed, both counted
+        # built, then (one operation per interval) guests is vacuumed, both counted (over the
+        # last hour: the restart test before this one may have ended the series that did)
         wait_for(lambda: server.query(
-            'sum(wedsync_tuning_index_builds_total{outcome="built"}) > 0') and server.query(
-            'sum(wedsync_tuning_maintenance_runs_total{outcome="Succeeded"}) > 0'), TIMEOUT,
+            'max(max_over_time(wedsync_tuning_index_builds_total{outcome="built"}[1h])) > 0')
+            and server.query('max(max_over_time(wedsync_tuning_maintenance_runs_total'
+                             '{outcome="Succeeded"}[1h])) > 0'), TIMEOUT,
             "the tuning policy's index build and VACUUM to be scraped", interval=1)
         st = must_get(monitored.cluster, "dbtune", TUNING, monitored.namespace)["status"]
         built = st["applied"][0]
