@@ -20,7 +20,8 @@ Reported per class, before and after: mean and p95 latency (pgbench's per-transa
 and transactions per second; the recommendations with cost before/after and estimated vs
 measured gain; and, side by side, what pg_qualstats' own index advisor
 (`pg_qualstats_index_advisor()`, PoWA's global index suggestion algorithm as pg_qualstats 2
-ships it; docs/tuning.md says why powa-web itself is not run) proposes for the same workload. Figures go to bench/results/tuning.json.
+ships it; docs/tuning.md says why powa-web itself is not run) proposes for the same workload.
+Figures go to bench/results/tuning.json.
 
     python -m bench.tuning --seconds 20 --clients 2
 """
