@@ -19,8 +19,9 @@ pg_stat_statements: their share of the execution time is its overhead.
 Reported per class, before and after: mean and p95 latency (pgbench's per-transaction log)
 and transactions per second; the recommendations with cost before/after and estimated vs
 measured gain; and, side by side, what pg_qualstats' own index advisor
-(`pg_qualstats_index_advisor()`, the function PoWA's index suggestions come from) proposes
-for the same workload. Figures go to bench/results/tuning.json.
+(`pg_qualstats_index_advisor()`, PoWA's global index suggestion algorithm as pg_qualstats 2
+ships it; docs/tuning.md says why powa-web itself is not run) proposes for the same workload.
+Figures go to bench/results/tuning.json.
 
     python -m bench.tuning --seconds 20 --clients 2
 """

@@ -12,6 +12,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from wedsync_operator.api.failover import Phase as FailoverPhase
+from wedsync_operator.api.tuning import BuildOutcome, Operation, RunOutcome
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -318,7 +319,9 @@ TUNING_MAINTENANCE_DUE = Gauge(
     "Tables (Vacuum) and indexes (Reindex) of a policy's database over a maintenance "
     "threshold.", ["namespace", "policy", "operation"], registry=REGISTRY,
 )
-MAINTENANCE_OPERATIONS = ("Vacuum", "Reindex")
+MAINTENANCE_OPERATIONS: tuple[str, ...] = get_args(Operation)
+MAINTENANCE_OUTCOMES: tuple[str, ...] = get_args(RunOutcome)
+BUILD_OUTCOMES: tuple[str, ...] = get_args(BuildOutcome)
 _CLASS_GAUGES = (TUNING_CLASS_MEAN, TUNING_CLASS_TARGET, TUNING_CLASS_RATE, TUNING_CLASS_MET,
                  TUNING_CLASS_BREACH)
 
@@ -336,6 +339,17 @@ def set_tuning_class(namespace: str, policy: str, name: str, target_ms: float,
                 metric.remove(namespace, policy, name)
         else:
             metric.labels(namespace, policy, name).set(value)
+
+
+def start_tuning_counters(namespace: str, policy: str) -> None:
+    """Creates every counter series of a policy at 0 (from its first interval): a series
+    born at 1 at the first build or run shows no increase in a rate() or increase()."""
+    for outcome in BUILD_OUTCOMES:
+        TUNING_BUILDS.labels(namespace, policy, outcome)
+    for operation in MAINTENANCE_OPERATIONS:
+        TUNING_MAINTENANCE_RECLAIMED.labels(namespace, policy, operation)
+        for ran in MAINTENANCE_OUTCOMES:
+            TUNING_MAINTENANCE_RUNS.labels(namespace, policy, operation, ran)
 
 
 def forget_tuning(namespace: str, policy: str, classes: tuple[str, ...]) -> None:

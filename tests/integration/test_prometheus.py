@@ -12,7 +12,12 @@ The sample run, in one namespace of the shared control plane: a DatabaseOptimiza
 whose weekly window opens a minute or two after it is created (a real calendar boundary), a
 DisasterRecoveryPlan over a real PostgreSQL primary and its streaming standby (both regions in
 the operator's own cluster), whose incremental backup runs every minute, a second plan with the
-default schedules, and a Drill run of the first plan.
+default schedules, and a Drill run of the first plan. A DatabaseTuningPolicy over a second real
+PostgreSQL (pg_stat_statements and pg_qualstats preloaded, hypopg installed: the database of
+tests/integration/test_tuning.py, its booking lookups and vendor searches running from a thread)
+with a `guests` table half deleted and autovacuum off; its maintenance window opens at the same
+boundary as the capacity policy's, where it builds the index it advised and vacuums `guests`
+(apply and maintenance Automatic).
 
 No backup Job can succeed here: the real CronJob controller starts them and the real Job
 controller creates their Pods, but no kubelet runs them. Nothing in this module stands in for a
@@ -23,9 +28,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,13 @@ import pytest
 from tests.integration.chart import CHART, render
 from tests.integration.conftest import OPERATOR_NAMESPACE
 from tests.integration.kube import apply, condition, must_get, wait_for
+from tests.integration.test_tuning import (
+    PRELOADED,
+    Workload,
+    load_bookings,
+    missing_extensions,
+    policy,
+)
 from wedsync_testbed import prometheus
 from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
@@ -54,6 +67,9 @@ STALE_FOR = "30s"
 #: Prometheus. The stale plan turns stale two minutes after its CronJobs are created.
 TIMEOUT = 360.0
 STALE_PLAN, FRESH_PLAN, POLICY, DRILL = "orders", "invoices", "orders-pool", "orders-drill"
+TUNING = "bookings"
+#: why the tuning part of the sample cannot run here (None: it runs)
+NO_TUNING = missing_extensions()
 #: dashboard queries that cannot have data in this tier, and why
 NO_DATA_HERE = {
     "Age of the newest successful backup": "needs a backup Job that succeeded: no kubelet runs "
@@ -69,6 +85,8 @@ class Monitored:
     server: prometheus.PrometheusServer
     monitor: dict[str, Any]
     created: float  # when the sample objects were applied (time.time())
+    tuned: PostgresInstance | None = None  # the DatabaseTuningPolicy's database
+    workload: list[tuple[Workload, threading.Thread]] = field(default_factory=list)
 
     def scrape_config(self) -> dict[str, Any]:
         """The scrape configuration the Prometheus operator derives from the chart's
@@ -167,8 +185,33 @@ def _policy(opens: datetime) -> list[dict[str, Any]]:
     ]
 
 
-def _sample(namespace: str, east: PostgresInstance, west: PostgresInstance
-            ) -> list[dict[str, Any]]:
+def _load_guests(pg: PostgresInstance) -> None:
+    """Half of `guests` deleted, autovacuum off: a VACUUM is due and gives the empty half
+    back."""
+    pg.execute("CREATE TABLE guests (id bigserial PRIMARY KEY, booking_id int NOT NULL, "
+               "name text NOT NULL) WITH (autovacuum_enabled = false)")
+    pg.execute("INSERT INTO guests (booking_id, name) SELECT (random() * 1e6)::int, "
+               "'guest number ' || g FROM generate_series(1, 100000) g")
+    pg.execute("VACUUM ANALYZE guests")
+    pg.execute("DELETE FROM guests WHERE id > 50000")
+
+
+def _tuning(pg: PostgresInstance, opens: datetime) -> list[dict[str, Any]]:
+    """The policy of tests/integration/test_tuning.py, applying its advice and running its
+    maintenance in a daily window (UTC) that opens at `opens`."""
+    window = {"name": "opens-soon", "days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"],
+              "start": opens.strftime("%H:%M"),
+              "end": (opens + timedelta(hours=1)).strftime("%H:%M")}
+    return [
+        _secret("bookings-db", host="127.0.0.1", port=str(pg.port), user="postgres",
+                password="unused-trust-auth", dbname="postgres"),
+        policy(TUNING, apply={"mode": "Automatic"}, maintenance={"mode": "Automatic"},
+               maintenanceWindows=[window]),
+    ]
+
+
+def _sample(namespace: str, east: PostgresInstance, west: PostgresInstance,
+            tuned: PostgresInstance | None) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for region, pg in (("east", east), ("west", west)):
         docs.append(_secret(f"pg-{region}", host="127.0.0.1", port=str(pg.port),
@@ -185,6 +228,8 @@ def _sample(namespace: str, east: PostgresInstance, west: PostgresInstance
     docs.append(_plan(FRESH_PLAN, {}))  # default schedules: a full backup a day
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     docs.extend(_policy(now + timedelta(minutes=2)))
+    if tuned is not None:
+        docs.extend(_tuning(tuned, now + timedelta(minutes=2)))
     return docs
 
 
@@ -214,11 +259,21 @@ def monitored(cluster: LocalCluster, operator_kubeconfig: Path,
                                              rule_groups=rule["spec"]["groups"])
         bed = Monitored(cluster, namespace, operator, server, monitor, time.time())
         try:
+            if NO_TUNING is None:
+                bed.tuned = PostgresInstance(name="tuned", settings=dict(PRELOADED),
+                                             keep_logs_in=logs)
+                bed.tuned.start()
+                load_bookings(bed.tuned)
+                _load_guests(bed.tuned)
+                load = Workload(bed.tuned)
+                thread = threading.Thread(target=load.run, name="workload", daemon=True)
+                thread.start()
+                bed.workload.append((load, thread))
             operator.start(timeout=120)
             server.scrape_configs = [bed.scrape_config()]
             print(server.check_config())
             server.start()
-            apply(cluster, namespace, *_sample(namespace, east, west))
+            apply(cluster, namespace, *_sample(namespace, east, west, bed.tuned))
             bed.created = time.time()
             yield bed
         finally:
@@ -226,8 +281,15 @@ def monitored(cluster: LocalCluster, operator_kubeconfig: Path,
             print(f"--- operator log ({operator.log_file}) ---\n{operator.output()[-6000:]}")
             print(f"--- prometheus log ---\n{server.output()[-3000:]}")
             operator.stop()
+            for load, thread in bed.workload:
+                load.stop.set()
+                thread.join(10)
             west.close()
+            if bed.tuned is not None:
+                bed.tuned.close()
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        for load, _thread in bed.workload:
+            assert not load.errors, load.errors
 
 
 # ---- the alerts ------------------------------------------------------------------------------
@@ -354,6 +416,22 @@ def test_every_dashboard_panel_shows_data_after_the_sample_ran(monitored: Monito
     wait_for(lambda: server.query(
         "max_over_time(wedsync_policy_transition_lag_seconds_count[1h]) > 0"), TIMEOUT,
         "the policy's boundary to be crossed and scraped", interval=1)
+    if monitored.tuned is not None:
+        # the tuning policy's window opened at the same boundary: the index it advised is
+        # built, then (one operation per interval) guests is vacuumed, both counted (over the
+        # last hour: the restart test before this one may have ended the series that did)
+        wait_for(lambda: server.query(
+            'max(max_over_time(wedsync_tuning_index_builds_total{outcome="built"}[1h])) > 0')
+            and server.query('max(max_over_time(wedsync_tuning_maintenance_runs_total'
+                             '{outcome="Succeeded"}[1h])) > 0'), TIMEOUT,
+            "the tuning policy's index build and VACUUM to be scraped", interval=1)
+        st = must_get(monitored.cluster, "dbtune", TUNING, monitored.namespace)["status"]
+        built = st["applied"][0]
+        vacuum = next(r for r in st["maintenance"] if r["target"] == "public.guests")
+        assert vacuum["reclaimedBytes"] > 0
+        print(f"tuning: built {built['name']} ({built['buildSeconds']} s, estimated gain "
+              f"{built['estimatedGain']:.1%}); {vacuum['statement']} reclaimed "
+              f"{vacuum['reclaimedBytes']} bytes in {vacuum['durationSeconds']} s")
 
     # and the operator restarted since (an upgrade): what it exports is rebuilt from the
     # objects, not only from what it wrote before
@@ -361,6 +439,10 @@ def test_every_dashboard_panel_shows_data_after_the_sample_ran(monitored: Monito
 
     targets = [(panel["title"], target) for panel in board["panels"]
                for target in panel.get("targets", ())]
+    no_data = dict(NO_DATA_HERE)
+    if NO_TUNING is not None:
+        no_data.update({title: f"no DatabaseTuningPolicy database here: {NO_TUNING}"
+                        for title, target in targets if "wedsync_tuning_" in target["expr"]})
     assert len({title for title, _ in targets}) == \
         len([p for p in board["panels"] if p["type"] != "row"])
 
@@ -368,7 +450,7 @@ def test_every_dashboard_panel_shows_data_after_the_sample_ran(monitored: Monito
         missing = []
         for title, target in targets:
             result = server.query(_as_grafana_sends(target["expr"]))  # raises if it cannot parse
-            if title not in NO_DATA_HERE and not _has_data(result):
+            if title not in no_data and not _has_data(result):
                 missing.append(f"{title} [{target['refId']}]: {target['expr']}")
         return missing
 
@@ -377,5 +459,5 @@ def test_every_dashboard_panel_shows_data_after_the_sample_ran(monitored: Monito
         wait_for(lambda: not without_data(), 120, "every panel to show data", interval=2)
     except AssertionError:
         pytest.fail("panels without data after the sample ran:\n" + "\n".join(without_data()))
-    for title, reason in NO_DATA_HERE.items():
+    for title, reason in no_data.items():
         print(f"not checked here: {title!r} ({reason})")

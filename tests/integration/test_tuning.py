@@ -31,13 +31,17 @@ from wedsync_testbed.controlplane import LocalCluster
 from wedsync_testbed.operator import OperatorProcess
 from wedsync_testbed.postgres import PostgresInstance, missing_binaries
 
-_reason = missing_binaries()
-_extensions = Path("/usr/share/postgresql/15/extension")
-if _reason is None:
+
+def missing_extensions() -> str | None:
+    """Why a database with pg_qualstats and hypopg cannot be started here, or None."""
     for extension in ("hypopg", "pg_qualstats"):
-        if not (_extensions / f"{extension}.control").exists():
-            _reason = f"the {extension} extension is not installed (apt-get install " \
-                      f"postgresql-15-{extension.replace('_', '-')})"
+        if not Path(f"/usr/share/postgresql/15/extension/{extension}.control").exists():
+            return f"the {extension} extension is not installed (apt-get install " \
+                   f"postgresql-15-{extension.replace('_', '-')})"
+    return None
+
+
+_reason = missing_binaries() or missing_extensions()
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(_reason is not None, reason=_reason or ""),
@@ -78,7 +82,7 @@ class Workload:
             self.errors.append(error)
 
 
-def _load(pg: PostgresInstance) -> None:
+def load_bookings(pg: PostgresInstance) -> None:
     pg.execute("CREATE EXTENSION pg_stat_statements; CREATE EXTENSION pg_qualstats; "
                "CREATE EXTENSION hypopg")
     pg.execute("CREATE TABLE vendors (id serial PRIMARY KEY, name text NOT NULL, "
@@ -98,7 +102,7 @@ def _load(pg: PostgresInstance) -> None:
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[PostgresInstance]:
     with PostgresInstance(name="tuning", settings=dict(PRELOADED), keep_logs_in=tmp_path) as pg:
-        _load(pg)
+        load_bookings(pg)
         yield pg
 
 

@@ -48,3 +48,18 @@ def test_a_replica_that_stopped_acting_serves_no_gauges_of_objects() -> None:
 def test_a_replica_that_never_acted_serves_no_gauges_of_objects() -> None:
     metrics.WATCH_EVENT_AGE.set(0)  # never saw its heartbeat: started paused
     assert "wedsync_backup_stale" not in served_names(within=120)
+
+
+def test_a_tuning_policys_counters_are_served_at_zero_before_its_first_build_or_run() -> None:
+    """A counter series born at 1 shows no increase(): the dashboard's "Index builds per hour"
+    would miss the first build. Every series exists at 0 from the policy's first interval."""
+    metrics.start_tuning_counters("shop", "served-test")
+    served = {(s.name, s.labels.get("operation", ""), s.labels.get("outcome", "")): s.value
+              for family in metrics.REGISTRY.collect() for s in family.samples
+              if s.labels.get("policy") == "served-test"}
+    assert served[("wedsync_tuning_index_builds_total", "", "built")] == 0
+    assert served[("wedsync_tuning_index_builds_total", "", "failed")] == 0
+    for operation in ("Vacuum", "Reindex"):
+        assert served[("wedsync_tuning_maintenance_reclaimed_bytes_total", operation, "")] == 0
+        for outcome in ("Succeeded", "Failed", "Cancelled"):
+            assert served[("wedsync_tuning_maintenance_runs_total", operation, outcome)] == 0

@@ -22,6 +22,12 @@ tools=(prometheus promtool)
 
 complete() { for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done; }
 if complete; then echo "$bin"; exit 0; fi
+# one build at a time per key: two at once (CI's `make prometheus` and a test that needs
+# promtool) shared bin.partial, and the one that finished second failed on a vanished file
+mkdir -p "$cache/prometheus"
+exec 9>"$cache/prometheus/$key.lock"
+flock 9
+if complete; then echo "$bin"; exit 0; fi
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 # The module's VERSION file holds the release (3.x.y) that the module version v0.3xy.z tags.
@@ -31,13 +37,6 @@ now=$(date -u +%Y%m%d-%H:%M:%S)
 v=github.com/prometheus/common/version
 ldflags="-s -w -X $v.Version=$release -X $v.Revision=$version -X $v.Branch=module"
 ldflags+=" -X $v.BuildUser=wedsync-operator -X $v.BuildDate=$now"
-
-# a lock per key: two builds of the same key (a test calling this while `make prometheus`
-# runs) would write the same files
-mkdir -p "$cache/prometheus"
-exec 9>"$cache/prometheus/$key.lock"
-flock 9
-if complete; then echo "$bin"; exit 0; fi
 
 tmp="$cache/prometheus/$key/bin.partial"
 mkdir -p "$tmp"

@@ -41,6 +41,9 @@ _TAG = r"^[A-Za-z0-9_.:-]+$"
 ApplyMode = Literal["Never", "Approved", "Automatic"]
 MaintenanceMode = Literal["Off", "Report", "Automatic"]
 Operation = Literal["Vacuum", "Reindex"]
+RunOutcome = Literal["Succeeded", "Failed", "Cancelled"]
+#: how a CREATE INDEX CONCURRENTLY ended (the label of wedsync_tuning_index_builds_total)
+BuildOutcome = Literal["built", "failed"]
 Command = Literal["SELECT", "INSERT", "UPDATE", "DELETE"]
 
 TableName = Annotated[str, Field(min_length=1, max_length=127, pattern=_TABLE)]
@@ -383,7 +386,7 @@ class MaintenanceRun(ApiModel):
     statement: str = Field(description="What was run.")
     started_at: datetime = Field(description="When it started.")
     duration_seconds: float = Field(description="How long it ran.")
-    outcome: Literal["Succeeded", "Failed", "Cancelled"] = Field(
+    outcome: RunOutcome = Field(
         description="Cancelled: the window ended or a freeze began first.")
     message: str = Field(default="", description="The error, or why it was cancelled.")
     size_before_bytes: int = Field(description="Size of the table (pg_table_size) or index "

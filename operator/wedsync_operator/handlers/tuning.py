@@ -127,6 +127,7 @@ async def _loop(stopped: kopf.DaemonStopped, namespace: str, name: str, body: ko
 
 
 def _export(namespace: str, name: str, status: TuningPolicyStatus) -> None:
+    metrics.start_tuning_counters(namespace, name)
     for report in status.classes:
         metrics.set_tuning_class(namespace, name, report.name, report.target_milliseconds,
                                  report.mean_milliseconds, report.calls_per_second,

@@ -34,6 +34,7 @@ from wedsync_operator.api.recovery import PLURAL as PLANS
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.api.tuning import (
     AppliedIndex,
+    BuildOutcome,
     ClassReport,
     DuplicateIndex,
     MaintenanceRun,
@@ -82,7 +83,7 @@ class Outcome:
     conditions: list[dict[str, str]]
     events: list[Event] = field(default_factory=list)
     #: a build ran in this interval: (name, outcome)
-    built: tuple[str, str] | None = None
+    built: tuple[str, BuildOutcome] | None = None
     #: a VACUUM or REINDEX ran in this interval
     maintained: MaintenanceRun | None = None
 
@@ -384,7 +385,7 @@ def _measure(applied: list[AppliedIndex], interval: Sequence[decide.Delta] | Non
 async def _apply(conn: Connection, spec: TuningPolicySpec, status: TuningPolicyStatus,
                  interval: Sequence[decide.Delta], gate: decide.BuildGate,
                  clock: Callable[[], datetime], events: list[Event]
-                 ) -> tuple[TuningPolicyStatus, tuple[str, str] | None]:
+                 ) -> tuple[TuningPolicyStatus, tuple[str, BuildOutcome] | None]:
     recs = [_waiting(spec, r, gate) for r in status.recommendations]
     status = replace_status(status, recommendations=recs)
     chosen = decide.next_build(spec, recs, clock())
