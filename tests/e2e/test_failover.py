@@ -154,7 +154,7 @@ def bed(node: Node, release: Release, namespace: str) -> Bed:
             "backups": {"repositories": [{"name": "repo1", "type": "posix", "region": "east",
                                           "posix": {"claimName": "backups"}}]},
             "failover": {"mode": "Automatic",
-                         "probe": {"intervalSeconds": 1, "timeoutSeconds": 2,
+                         "probe": {"intervalSeconds": 2, "timeoutSeconds": 2,
                                    "failureThreshold": 3},
                          "rebuild": "Automatic", "rebuildTimeoutSeconds": 240},
         },
