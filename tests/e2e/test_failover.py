@@ -84,6 +84,10 @@ class Bed:
         with connect(self.endpoint(pg)) as db:
             return list(db.execute(sql))
 
+    def execute(self, pg: PostgresStatefulSet, sql: str) -> None:
+        with connect(self.endpoint(pg)) as db:
+            db.execute(sql)
+
     def streaming(self, primary: PostgresStatefulSet, standby: str) -> bool:
         try:
             rows = self.query(primary, "SELECT application_name, state, sync_state "
@@ -228,7 +232,7 @@ def test_a_hung_primary_is_fenced_failed_over_and_rebuilt_as_a_standby(bed: Bed)
     wait_for(lambda: bed.plan_condition("StandbysReady") == "True", 120, "StandbysReady True")
     assert bed.query(east, "SELECT sync_state FROM pg_stat_replication "
                            "WHERE application_name = 'west'") == [("sync",)]
-    bed.query(east, "CREATE TABLE writes (id bigint PRIMARY KEY)")
+    bed.execute(east, "CREATE TABLE writes (id bigint PRIMARY KEY)")
     old_pod = bed.get("Pod", east.pod)
     assert old_pod is not None
     via_service = bed.get("Service", SERVICE)
