@@ -33,6 +33,8 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import Release
+from wedsync_operator.api.recovery import RecoveryPlanSpec
+from wedsync_operator.domain import datajobs
 from wedsync_operator.services.failover import REBUILD_LABEL
 from wedsync_testbed.kubeapi import condition, pod_ready, wait_for
 from wedsync_testbed.node import Node
@@ -193,6 +195,18 @@ def hang(node: Node, namespace: str, pod: str, container: str = "postgres") -> i
     return len(stopped)
 
 
+def steps(status: dict[str, Any]) -> str:
+    """Each step of a run with how long it took."""
+    def took(step: dict[str, Any]) -> str:
+        if not step.get("startedAt") or not step.get("finishedAt"):
+            return "?"
+        seconds = (datetime.fromisoformat(step["finishedAt"])
+                   - datetime.fromisoformat(step["startedAt"])).total_seconds()
+        return f"{seconds:.1f} s"
+
+    return ", ".join(f"{step['name']} {took(step)}" for step in status.get("steps") or [])
+
+
 def client_pod(bed: Bed, name: str, sql: str) -> str:
     """Runs psql in a Pod (the backup image) against the Service's DNS name; its output."""
     api, ns = bed.node.api, bed.namespace
@@ -339,7 +353,45 @@ def test_a_hung_primary_is_fenced_failed_over_and_rebuilt_as_a_standby(bed: Bed)
           f"data loss: {status.get('dataLossBytes', 'unknown')} bytes (at least "
           f"{status.get('dataLossAtLeastBytes', '?')}); {acked} writes acknowledged, "
           f"{writer.failed} refused, 0 lost")
+    print("Failover steps: " + steps(status) + "; Rebuild steps: " + steps(rebuild_status))
     print(f"re-protection: {rebuild_status['rebuildMethod']} in "
           f"{rebuild_status['rebuildSeconds']:.1f} s (the Job's script); hang → east streams "
           f"from west {streaming_at:.1f} s; plan's time to re-protect "
           f"{protection['lastUnprotectedSeconds']:.1f} s")
+
+
+def test_a_job_next_to_a_databases_data_reads_its_configuration_as_the_datas_owner(
+        node: Node, namespace: str) -> None:
+    """The pod spec of the rebuild's (and an in-place restore's) Job, run by the kubelet: as
+    the user owning the data, without an fsGroup (the data directory must not become
+    group-writable), it reads the pgBackRest configuration of its own Secret and writes the
+    data volume and the repository."""
+    plan = RecoveryPlanSpec.model_validate({
+        "database": {"name": "app", "stanza": PLAN},
+        "regions": [PostgresStatefulSet(name="east", namespace=namespace, image="-", plan=PLAN,
+                                        stanza=PLAN).region("east")],
+        "backups": {"image": node.image("backup"), "repositories": [
+            {"name": "repo1", "type": "posix", "region": "east",
+             "posix": {"claimName": "backups"}}]}})
+    data = datajobs.DataVolume("data-east-0", "/var/lib/postgresql", None, RUN_AS, RUN_AS)
+    script = ("set -eu; id -u; pgbackrest info; touch /var/lib/postgresql/written "
+              "/pgbackrest/repo1/written")
+    job = datajobs.build_data_job("rebuild-probe", namespace, plan, script, labels={},
+                                  deadline_seconds=120, data=data, repositories={"repo1"})
+    assert "fsGroup" not in job["spec"]["template"]["spec"]["securityContext"]
+    api = node.api
+    api.apply_all([claim("backups", namespace), claim("data-east-0", namespace)], namespace)
+    stored = api.create(job, namespace)
+    api.create(datajobs.build_job_secret(datajobs.secret_name("rebuild-probe"), namespace,
+                                         plan, {}, stored, {}), namespace)
+
+    def finished() -> dict[str, Any] | None:
+        pods = api.objects("v1", "Pod", namespace, labels={"job-name": "rebuild-probe"})
+        phase = pods[0]["status"].get("phase") if pods else None
+        return pods[0] if phase in ("Succeeded", "Failed") else None
+
+    pod = wait_for(finished, POD_SLACK, "the Job's Pod to finish")
+    log = api.logs(namespace, pod["metadata"]["name"])
+    assert pod["status"]["phase"] == "Succeeded", log
+    assert log.splitlines()[0] == str(RUN_AS)
+    assert "No stanzas exist in the repository" in log  # pgBackRest read its configuration
