@@ -15,6 +15,10 @@ like to a client. The operator's probes fail, it starts a Failover, fences east 
 StatefulSet to zero (the kubelet kills the Pod after its grace period), promotes west and
 repoints ``db`` at west's Pod. Then it rebuilds east as west's standby: a Rebuild run whose
 Job runs pg_rewind as a Pod next to east's data, and east's StatefulSet scaled back up.
+
+A second test runs the pod spec of the Jobs that work next to a database's data (the
+rebuild's, an in-place restore's): without an fsGroup, as the data's owner, it must still read
+its pgBackRest configuration (it could not, before the files were made readable).
 """
 
 from __future__ import annotations
