@@ -3,6 +3,7 @@ script runs for real in tests/integration/test_failover.py)."""
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 
 from wedsync_operator.api.recovery import RecoveryPlanSpec
@@ -76,3 +77,18 @@ def test_the_script_rewinds_first_then_restores_and_writes_no_secret() -> None:
     assert f'"${rebuild.SOURCE_ENV}"' in script
     assert f'"${rebuild.CONNINFO_ENV}"' in script
     assert "password" not in script
+
+
+def test_a_server_that_crashed_is_recovered_keeping_its_wal_before_the_rewind() -> None:
+    script = rebuild.rebuild_script(spec(), 2)
+    bin_dir = "/usr/lib/postgresql/15/bin"
+    state = script.index(f"{bin_dir}/pg_controldata \"$PGDATA\"")
+    recovery = script.index(f"{bin_dir}/postgres --single -F -D \"$PGDATA\" "
+                            f"-c wal_keep_size={rebuild.KEEP_ALL_WAL}")
+    rewind = script.index(f"{bin_dir}/pg_rewind --target-pgdata=")
+    # only a server not shut down cleanly is recovered, and before pg_rewind reads its WAL
+    assert state < recovery < rewind
+    assert "'^Database cluster state: +shut down'" in script
+    # no restore can follow a primary that archives nothing: said at once, not after a wait
+    assert script.index("SHOW archive_mode") < script.index("pg_stat_archiver")
+    subprocess.run(["sh", "-n"], input=script, text=True, check=True)

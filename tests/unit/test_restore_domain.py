@@ -145,12 +145,20 @@ def test_the_job_runs_as_the_databases_user_and_a_clone_claim_gets_its_group_onc
         (26, 26)
     assert pod["containers"][0]["securityContext"]["runAsUser"] == 26
     assert "fsGroup" not in pod["securityContext"]
+    # no fsGroup: the kubelet leaves the configuration's files root:root, so uid 26 reads
+    # them only as "other" (on a real node a 0440 file was "Permission denied")
+    config = next(v for v in pod["volumes"] if v["name"] == "pgbackrest-config")
+    assert config["projected"]["defaultMode"] & 0o004
     clone = rd.clone_data_volume(plan(), "r1")
     job = datajobs.build_data_job("j", "db", plan(), "true", labels={}, deadline_seconds=60,
                                   data=clone)
     identity = job["spec"]["template"]["spec"]["securityContext"]
     assert (identity["fsGroup"], identity["fsGroupChangePolicy"]) == (builders.RUN_AS,
                                                                       "OnRootMismatch")
+    # with an fsGroup the files belong to the Job's group: no wider than the backup jobs'
+    config = next(v for v in job["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "pgbackrest-config")
+    assert config["projected"]["defaultMode"] == 0o440
     inspect = datajobs.build_data_job("j", "db", plan(), "true", labels={},
                                       deadline_seconds=60)
     assert inspect["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == builders.RUN_AS

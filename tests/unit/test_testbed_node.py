@@ -3,8 +3,10 @@ daemons' configuration, and the content keys of the images built for it."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import ipaddress
+import subprocess
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +142,34 @@ def test_postgres_statefulset_mounts_what_pgbackrest_needs(repositories: dict[st
     secrets = {o["metadata"]["name"] for o in pg.objects(TlsFiles("a", "b", "c", "d", "e"))
                if o["kind"] == "Secret"}
     assert secrets == {"pg-conn", "pg-pgbackrest-server", "p-pgbackrest-tls"}
+
+
+def test_a_standby_statefulset_copies_its_primary_and_streams_under_its_own_name() -> None:
+    east = PostgresStatefulSet(name="east", namespace="ns", image="img", plan="p",
+                               stanza="s", password="secret",
+                               settings={"synchronous_standby_names": "west"})
+    west = dataclasses.replace(east, name="west", settings={}, standby_of=east)
+    script = west.postgres_script()
+    # the first start: wait for the primary's Service, copy it, stream from it as "west"
+    assert "pg_isready -q -h east.ns.svc -p 5432" in script
+    assert 'pg_basebackup -h east.ns.svc -p 5432 -U postgres -D "$PGDATA"' in script
+    assert "application_name=west" in script
+    assert 'touch "$PGDATA/standby.signal"' in script
+    assert "initdb" not in script
+    assert "synchronous_standby_names" not in script
+    # later starts run what the data directory says: the same server command either way
+    assert script.rstrip().splitlines()[-1] == east.postgres_script().rstrip().splitlines()[
+        -1].replace(" -c synchronous_standby_names=west", "")
+    for text in (script, east.postgres_script()):
+        subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+    env = {e["name"]: e for e in
+           west.statefulset()["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["PRIMARY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "east-conn", "key": "password"}
+    assert "PRIMARY_PASSWORD" not in {
+        e["name"] for e in east.statefulset()["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert west.region("west", "Standby", service="db")["traffic"] == {
+        "service": {"name": "db"}}
 
 
 def _archive(path: Path, blobs: dict[str, bytes]) -> Path:

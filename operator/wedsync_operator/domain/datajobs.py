@@ -21,7 +21,9 @@ image and the backup jobs' security context (`domain.backups`). This module buil
   termination message (a JSON line on success, the log's tail on failure). It runs as the
   user that owns the data (the database container's, else uid 999), and mounts a database's
   existing volume without an fsGroup: Kubernetes would make the data directory writable by
-  its group, which PostgreSQL refuses to start on.
+  its group, which PostgreSQL refuses to start on. Without an fsGroup the kubelet leaves
+  the configuration's files to root, so they are made readable by every user of the pod (its
+  one container's).
 
 Posix repositories are mounted from claims of the same name in the region's namespace.
 """
@@ -41,6 +43,9 @@ from wedsync_operator.domain import pgbackrest as pb
 #: a finished Job nobody deleted goes after this long (the ttl-after-finished controller)
 FINISHED_TTL_SECONDS = 86400
 _JOB_NAME_MAX = 63  # the Job name is a label value of its pods
+#: the mode of the Job's configuration files when it runs without an fsGroup (readable by
+#: the Job's user, which is neither their owner nor in their group)
+UNGROUPED_CONFIG_MODE = 0o444
 
 
 class DataVolumeError(ValueError):
@@ -253,6 +258,13 @@ def build_data_job(
         identity["supplementalGroups"] = [builders.RUN_AS]
         if data.fs_group is None:
             del identity["fsGroup"]
+            # without an fsGroup the kubelet leaves the projected files root:root, and a
+            # mode of 0440 locks the Job's own user out of its configuration (seen on a real
+            # node: "cat: /etc/pgbackrest/pgbackrest.conf: Permission denied"); the pod has
+            # one container and one user, so "others" is that user
+            for volume in volumes:
+                if "projected" in volume:
+                    volume["projected"]["defaultMode"] = UNGROUPED_CONFIG_MODE
         else:
             identity["fsGroup"] = data.fs_group
     return {

@@ -6,9 +6,11 @@ A Failover run of type Rebuild makes it a standby again, with one Job next to it
 workload scaled to zero, so nothing else holds the volume). The Job's script:
 
 1. ``pg_rewind`` from the serving primary: rewinds the data to the point where the timelines
-   parted and copies what changed since (a server that was killed is first recovered in
-   single-user mode by pg_rewind itself). Needs data checksums or ``wal_log_hints`` on the
-   old primary, its WAL back to the switch point, and a source role allowed to read files
+   parted and copies what changed since. A server that was not shut down cleanly is first
+   recovered in single-user mode by the script, keeping every WAL segment (pg_rewind's own
+   recovery would run with the data directory's settings and may recycle the WAL it needs).
+   Needs data checksums or ``wal_log_hints`` on the old primary, its WAL back to the last
+   checkpoint before the switch point, and a source role allowed to read files
    (superuser, or EXECUTE on ``pg_ls_dir``, ``pg_stat_file``, ``pg_read_binary_file``, and
    ``pg_checkpoint``: the source is checkpointed first, else a just-promoted primary's
    control file still names its old timeline and pg_rewind finds nothing to do).
@@ -40,6 +42,9 @@ from wedsync_operator.domain import pgbackrest as pb
 #: environment variables of the rebuild Job, from its own Secret (they hold passwords)
 SOURCE_ENV = "WEDSYNC_REWIND_SOURCE"
 CONNINFO_ENV = "WEDSYNC_PRIMARY_CONNINFO"
+
+#: ``wal_keep_size`` of the crash recovery before pg_rewind: no WAL segment is removed
+KEEP_ALL_WAL = "1TB"
 
 #: settings the rebuild writes (any earlier line for them is removed first)
 _STANDBY_SETTINGS = ("primary_conninfo", "primary_slot_name", "recovery_target_timeline")
@@ -96,6 +101,20 @@ def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = No
         "  rewind_error=\"CHECKPOINT on the source failed: $(tail -n 2 $work/rewind.log "
         "| oneline)\"",
         "  method=restore",
+        # a server that was not shut down cleanly (crashed, its Pod killed: the usual old
+        # primary after a Failover) is recovered here, not by pg_rewind: pg_rewind's own
+        # single-user run has the data directory's settings only, and its end-of-recovery
+        # checkpoint recycles the WAL back to the last checkpoint before the fork, which
+        # pg_rewind then reads ("could not find previous WAL record"); here it keeps it all
+        f"elif ! {q(binaries + '/pg_controldata')} \"$PGDATA\" 2>/dev/null | "
+        "grep -q -E '^Database cluster state: +shut down' && "
+        f"! {q(binaries + '/postgres')} --single -F -D \"$PGDATA\" "
+        f"-c wal_keep_size={KEEP_ALL_WAL} -c archive_mode=off template1 < /dev/null "
+        "> $work/recovery.log 2>&1; then",
+        "  cat $work/recovery.log >&2",
+        "  rewind_error=\"crash recovery before pg_rewind failed: $(grep -E 'FATAL|PANIC|"
+        "ERROR' $work/recovery.log | tail -n 2 | oneline)\"",
+        "  method=restore",
         "else",
         f"  if ! {q(binaries + '/pg_rewind')} --target-pgdata=\"$PGDATA\" "
         f"--source-server=\"${SOURCE_ENV}\" --progress > $work/rewind.log 2>&1; then",
@@ -117,6 +136,9 @@ def rebuild_script(spec: RecoveryPlanSpec, repo: int, *, config: str | None = No
         " || fail \"pg_rewind failed ($rewind_error), and the serving primary could not "
         "switch its WAL for the restore (CHECKPOINT and pg_switch_wal() need superuser or "
         "their grants)\"",
+        "  [ \"$(src 'SHOW archive_mode')\" != off ] || fail \"pg_rewind failed "
+        "($rewind_error), and the serving primary does not archive its WAL (archive_mode = "
+        "off): no restore from the repository can follow it\"",
         f"  deadline=$(( $(date +%s) + {archive_wait_seconds} ))",
         "  until [ \"$(src \"SELECT coalesce(last_archived_wal, '') >= '$seg' "
         "FROM pg_stat_archiver\")\" = t ]; do",

@@ -327,6 +327,28 @@ class Node:
     def pods(self, namespace: str, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
         return self.api.objects("v1", "Pod", namespace, labels=labels)
 
+    def container_pids(self, namespace: str, pod: str, container: str) -> list[int]:
+        """The host's process ids of a running container's processes (the node's processes
+        are the host's: a test can signal them, e.g. SIGSTOP to make a server hang), found by
+        the container's id in their cgroup paths."""
+        obj = self.api.get("v1", "Pod", pod, namespace)
+        statuses = (obj or {}).get("status", {}).get("containerStatuses") or []
+        ids = [str(s.get("containerID") or "").partition("://")[2] for s in statuses
+               if s.get("name") == container and "running" in (s.get("state") or {})]
+        if not ids or not ids[0]:
+            raise NodeError(f"container {container} of Pod {namespace}/{pod} is not running")
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cgroups = (entry / "cgroup").read_text()
+            except OSError:
+                continue  # the process ended meanwhile
+            if ids[0] in cgroups:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
 
 class _Phase:
     """Records how long a `with` block took under `name`."""

@@ -11,6 +11,13 @@ One `PostgresStatefulSet` is:
   first start runs initdb (data checksums, scram-sha-256 over TCP, trust on the socket) and
   creates the database; PostgreSQL runs with the settings given (the plan's WAL archiving:
   `wedsync_operator.domain.pgbackrest.postgres_settings`);
+- a standby (`standby_of` another `PostgresStatefulSet`): its first start waits for the
+  primary's Service to answer, copies it with ``pg_basebackup`` and writes ``standby.signal``
+  and ``primary_conninfo`` (the primary's Service, user ``postgres`` with the primary's
+  password, ``application_name`` the standby's name — how the operator knows a region's
+  standby) into ``postgresql.auto.conf``, where the operator's re-pointing and rebuild
+  write it too; later starts run what the data directory says (a promoted standby stays a
+  primary, a rebuilt primary starts as a standby);
 - container ``pgbackrest``: ``pgbackrest server``, the TLS server the backup Jobs reach on port
   8432 through the Service; its certificate names the Service, and it accepts the client
   certificate whose CN is `CLIENT_CN`;
@@ -125,6 +132,8 @@ class PostgresStatefulSet:
     settings: Mapping[str, str] = field(default_factory=dict)
     client_cn: str = CLIENT_CN
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: the primary this database is first made a streaming standby of (see the module doc)
+    standby_of: PostgresStatefulSet | None = None
 
     @property
     def host(self) -> str:
@@ -148,12 +157,13 @@ class PostgresStatefulSet:
         return {"host": self.host, "port": str(PG_PORT), "user": SUPERUSER,
                 "password": self.password, "dbname": self.database}
 
-    def region(self, name: str, role: str = "Primary") -> Obj:
-        """A DisasterRecoveryPlan region for this database (in the plan's cluster)."""
+    def region(self, name: str, role: str = "Primary", service: str | None = None) -> Obj:
+        """A DisasterRecoveryPlan region for this database (in the plan's cluster); its
+        traffic object is the Service `service` (default: the database's own)."""
         return {"name": name, "role": role, "namespace": self.namespace,
                 "connectionSecret": {"name": f"{self.name}-conn"},
                 "fence": {"kind": "StatefulSet", "name": self.name},
-                "traffic": {"service": {"name": self.name}}}
+                "traffic": {"service": {"name": service or self.name}}}
 
     def server_options(self) -> str:
         """The TLS server's options, added to ``[global]`` of the database's configuration."""
@@ -167,13 +177,21 @@ class PostgresStatefulSet:
         ]) + "\n"
 
     def postgres_script(self) -> str:
-        """The postgres container: initdb on first start, then the server in the foreground."""
+        """The postgres container: on first start initdb (a standby: pg_basebackup from its
+        primary), then the server in the foreground."""
         settings = {**BASE_SETTINGS, **self.settings}
         options = " ".join(f"-c {shlex.quote(f'{k}={v}')}" for k, v in settings.items())
-        q = shlex.quote
         return "\n".join([
             "set -eu",
             'if [ ! -s "$PGDATA/PG_VERSION" ]; then',
+            *(self._initdb_lines() if self.standby_of is None else self._basebackup_lines()),
+            "fi",
+            f'exec postgres -D "$PGDATA" {options}',
+        ]) + "\n"
+
+    def _initdb_lines(self) -> list[str]:
+        q = shlex.quote
+        return [
             '  printf "%s\\n" "$POSTGRES_PASSWORD" > /tmp/pwfile',
             f'  initdb -D "$PGDATA" -U {SUPERUSER} --pwfile=/tmp/pwfile --auth-local=trust '
             "--auth-host=scram-sha-256 -E UTF8 --locale=C --data-checksums",
@@ -184,9 +202,25 @@ class PostgresStatefulSet:
             f'{SOCKET_DIR}" start',
             f"  createdb -h {SOCKET_DIR} -U {SUPERUSER} {q(self.database)}",
             '  pg_ctl -D "$PGDATA" -m fast -w stop',
-            "fi",
-            f'exec postgres -D "$PGDATA" {options}',
-        ]) + "\n"
+        ]
+
+    def _basebackup_lines(self) -> list[str]:
+        """A copy of the primary (``$PRIMARY_PASSWORD``: its connection Secret's password),
+        set up to stream from it as `name`."""
+        assert self.standby_of is not None
+        q = shlex.quote
+        host, port = q(self.standby_of.host), str(PG_PORT)
+        conninfo = (f"host={self.standby_of.host} port={PG_PORT} user={SUPERUSER} "
+                    f"application_name={self.name}")
+        return [
+            f"  until pg_isready -q -h {host} -p {port}; do sleep 1; done",
+            '  rm -rf "$PGDATA"',  # what an interrupted copy left
+            f'  PGPASSWORD="$PRIMARY_PASSWORD" pg_basebackup -h {host} -p {port} '
+            f'-U {SUPERUSER} -D "$PGDATA" -X stream -c fast',
+            f"  printf \"primary_conninfo = '%s password=%s'\\n\" {q(conninfo)} "
+            '"$PRIMARY_PASSWORD" >> "$PGDATA/postgresql.auto.conf"',
+            '  touch "$PGDATA/standby.signal"',
+        ]
 
     def config_script(self) -> str:
         """The init container: the operator's configuration without the repository-side
@@ -243,7 +277,10 @@ class PostgresStatefulSet:
             "name": "postgres", "image": self.image, "imagePullPolicy": "IfNotPresent",
             "command": ["/bin/sh", "/scripts/postgres.sh"],
             "env": [*env, {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {
-                "name": f"{self.name}-conn", "key": "password"}}}],
+                "name": f"{self.name}-conn", "key": "password"}}},
+                *([{"name": "PRIMARY_PASSWORD", "valueFrom": {"secretKeyRef": {
+                    "name": f"{self.standby_of.name}-conn", "key": "password"}}}]
+                  if self.standby_of is not None else [])],
             "ports": [{"name": "postgres", "containerPort": PG_PORT}],
             # over TCP: the first start's initdb runs a server on the socket only
             "readinessProbe": {"exec": {"command": [
