@@ -5,8 +5,9 @@ server beside it (`wedsync_testbed.pg_statefulset`); the chart's operator runs a
 plan's schedules put each job type one minute after the other, so the CronJob controller
 starts each once: the full backup (which creates the stanza), an incremental, verify, expire
 and a restore drill, all running pgBackRest in Pods into a repository volume, while the
-database archives its WAL there. A second plan whose Jobs hold a client certificate from the
-wrong CA fails for real, and says why.
+database archives its WAL there. Two more plans fail for real, and say why: one whose Jobs
+hold a client certificate from the wrong CA, and one whose repository is a volume of 1 MiB
+(`Node.fixed_size_volume`, a tmpfs), which the full backup fills up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,10 @@ from wedsync_testbed.pg_statefulset import (
 
 PLAN = "bookings"
 BROKEN = "wrong-ca"
+FULL = "full-volume"
+#: the full-volume plan's repository: room for the stanza, not for a backup of the database
+#: (a fresh PostgreSQL 15 is ~30 MB, a few MB compressed)
+FULL_VOLUME_BYTES = 1024 * 1024
 #: rows written before the full backup, and before the incremental
 ROWS = 2000
 #: a Job's run: Pod start, pgBackRest, and the operator's status write, on a busy machine
@@ -94,8 +100,11 @@ class Bed:
 def bed(node: Node, release: Release) -> Iterator[Bed]:
     namespace = "backups-e2e"
     api = node.api
-    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    try:
+    with ExitStack() as stack:
+        full_claim = stack.enter_context(node.fixed_size_volume(
+            "backups-e2e-full", FULL_VOLUME_BYTES, namespace, f"{FULL}-backups"))
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        stack.callback(api.delete, "v1", "Namespace", namespace)
         started = datetime.now(UTC)
         schedules = soon_schedules(started, lead_seconds=100)
         pg = PostgresStatefulSet(name="pg", namespace=namespace, image=node.image("backup"),
@@ -109,20 +118,22 @@ def bed(node: Node, release: Release) -> Iterator[Bed]:
         # certificate comes from another CA: its full backup fails
         broken = backup_plan(BROKEN, pg, claim_name="wrong-ca-backups",
                              schedules={"full": schedules["full"]})
+        # the third: the right certificate, but a repository too small for a backup
+        full = backup_plan(FULL, pg, claim_name=f"{FULL}-backups",
+                           schedules={"full": schedules["full"]})
         with tempfile.TemporaryDirectory() as tmp:
             tls = make_tls(Path(tmp) / "good", pg.name, namespace)
             other = make_tls(Path(tmp) / "other", pg.name, namespace)
         api.apply_all([claim("backups", namespace), claim("wrong-ca-backups", namespace),
-                       plan, broken, *pg.objects(tls)], namespace)
-        api.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                   "metadata": {"name": f"{BROKEN}-pgbackrest-tls", "namespace": namespace},
-                   "stringData": {"ca.crt": other.ca_crt, "tls.crt": other.client_crt,
-                                  "tls.key": other.client_key}})
+                       full_claim, plan, broken, full, *pg.objects(tls)], namespace)
+        for name, files in ((BROKEN, other), (FULL, tls)):
+            api.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                       "metadata": {"name": f"{name}-pgbackrest-tls", "namespace": namespace},
+                       "stringData": {"ca.crt": files.ca_crt, "tls.crt": files.client_crt,
+                                      "tls.key": files.client_key}})
         wait_for(lambda: pod_ready(api.get("v1", "Pod", pg.pod, namespace)), 180,
                  "the PostgreSQL Pod Ready")
         yield Bed(node, namespace, pg, schedules, started)
-    finally:
-        api.delete("v1", "Namespace", namespace)
 
 
 def test_backups_run_through_the_cronjobs_and_a_drill_restores(bed: Bed) -> None:
@@ -193,3 +204,29 @@ def test_a_job_that_really_fails_reports_pgbackrests_reason(bed: Bed) -> None:
     events = [e for e in bed.node.api.objects("v1", "Event", bed.namespace)
               if e["involvedObject"]["name"] == BROKEN and e.get("reason") == "BackupFailed"]
     assert events, "no BackupFailed event on the plan"
+
+
+def test_a_full_repository_volume_reports_no_space_left(bed: Bed) -> None:
+    left = (bed.due("full") - datetime.now(UTC)).total_seconds() + JOB_SLACK
+
+    def failed() -> dict[str, Any] | None:
+        status = bed.run_status("full", FULL)
+        if status.get("lastSuccess"):
+            raise AssertionError(f"a backup fit into {FULL_VOLUME_BYTES} bytes: {status}")
+        return status if status.get("lastFailure") else None
+
+    status = wait_for(failed, left, "the full-volume plan's full backup to fail", interval=1.0)
+    reason = status["lastFailureReason"]
+    assert "BackoffLimitExceeded" in reason
+    # pgBackRest's own words: the kernel's ENOSPC, from the Pod's termination message
+    assert "No space left on device" in reason, reason
+    healthy = condition(bed.plan(FULL), "BackupsHealthy")
+    assert healthy is not None
+    assert healthy["status"] == "False"
+    assert healthy["reason"] == "BackupFailed"
+    assert "No space left on device" in healthy["message"], healthy
+    events = [e for e in bed.node.api.objects("v1", "Event", bed.namespace)
+              if e["involvedObject"]["name"] == FULL and e.get("reason") == "BackupFailed"]
+    assert events, "no BackupFailed event on the plan"
+    assert any("No space left on device" in e.get("message", "") for e in events), events
+    print(f"full volume: {reason}")
