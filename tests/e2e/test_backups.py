@@ -6,7 +6,7 @@ plan's schedules put each job type one minute after the other, so the CronJob co
 starts each once: the full backup (which creates the stanza), an incremental, verify, expire
 and a restore drill, all running pgBackRest in Pods into a repository volume, while the
 database archives its WAL there. Two more plans fail for real, and say why: one whose Jobs
-hold a client certificate from the wrong CA, and one whose repository is a volume of 1 MiB
+hold a client certificate from the wrong CA, and one whose repository is a volume of 5 MiB
 (`Node.fixed_size_volume`, a tmpfs), which the full backup fills up.
 """
 
@@ -16,6 +16,7 @@ import dataclasses
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
+from functools import partial
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ import pytest
 from tests.e2e.conftest import Release, diagnose
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain import pgbackrest as pb
-from wedsync_testbed.kubeapi import condition, pod_ready, wait_for
+from wedsync_testbed.kubeapi import KubeApi, condition, pod_ready, wait_for
 from wedsync_testbed.node import Node
 from wedsync_testbed.pg_statefulset import (
     PostgresStatefulSet,
@@ -40,9 +41,10 @@ from wedsync_testbed.pg_statefulset import (
 PLAN = "bookings"
 BROKEN = "wrong-ca"
 FULL = "full-volume"
-#: the full-volume plan's repository: room for the stanza, not for a backup of the database
-#: (a fresh PostgreSQL 15 is ~30 MB, a few MB compressed)
-FULL_VOLUME_BYTES = 1024 * 1024
+#: the full-volume plan's repository: room for its database's archived WAL (a fresh
+#: PostgreSQL 15 archives ~2.2 MB, zstd) but not for a full backup of it (~8.6 MB): its WAL
+#: must arrive, or pgBackRest would give up waiting for it before it writes a single file
+FULL_VOLUME_BYTES = 5 * 1024 * 1024
 #: rows written before the full backup, and before the incremental
 ROWS = 2000
 #: a Job's run: Pod start, pgBackRest, and the operator's status write, on a busy machine
@@ -118,22 +120,33 @@ def bed(node: Node, release: Release) -> Iterator[Bed]:
         # certificate comes from another CA: its full backup fails
         broken = backup_plan(BROKEN, pg, claim_name="wrong-ca-backups",
                              schedules={"full": schedules["full"]})
-        # the third: the right certificate, but a repository too small for a backup
-        full = backup_plan(FULL, pg, claim_name=f"{FULL}-backups",
+        # the third: a database of its own whose one repository (where it archives its WAL,
+        # as a database does) is too small for a backup
+        small = PostgresStatefulSet(name="pg-small", namespace=namespace,
+                                    image=node.image("backup"), plan=FULL, stanza=FULL,
+                                    repositories={"repo1": f"{FULL}-backups"})
+        full = backup_plan(FULL, small, claim_name=f"{FULL}-backups",
                            schedules={"full": schedules["full"]})
+        small = dataclasses.replace(small, settings=pb.postgres_settings(
+            RecoveryPlanSpec.model_validate(full["spec"])))
         with tempfile.TemporaryDirectory() as tmp:
             tls = make_tls(Path(tmp) / "good", pg.name, namespace)
             other = make_tls(Path(tmp) / "other", pg.name, namespace)
+            small_tls = make_tls(Path(tmp) / "small", small.name, namespace)
         api.apply_all([claim("backups", namespace), claim("wrong-ca-backups", namespace),
-                       full_claim, plan, broken, full, *pg.objects(tls)], namespace)
-        for name, files in ((BROKEN, other), (FULL, tls)):
-            api.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                       "metadata": {"name": f"{name}-pgbackrest-tls", "namespace": namespace},
-                       "stringData": {"ca.crt": files.ca_crt, "tls.crt": files.client_crt,
-                                      "tls.key": files.client_key}})
-        wait_for(lambda: pod_ready(api.get("v1", "Pod", pg.pod, namespace)), 180,
-                 "the PostgreSQL Pod Ready")
+                       full_claim, plan, broken, full, *pg.objects(tls),
+                       *small.objects(small_tls)], namespace)
+        api.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                   "metadata": {"name": f"{BROKEN}-pgbackrest-tls", "namespace": namespace},
+                   "stringData": {"ca.crt": other.ca_crt, "tls.crt": other.client_crt,
+                                  "tls.key": other.client_key}})
+        for pod in (pg.pod, small.pod):
+            wait_for(partial(_ready, api, pod, namespace), 180, f"the PostgreSQL Pod {pod} Ready")
         yield Bed(node, namespace, pg, schedules, started)
+
+
+def _ready(api: KubeApi, pod: str, namespace: str) -> bool:
+    return pod_ready(api.get("v1", "Pod", pod, namespace))
 
 
 def test_backups_run_through_the_cronjobs_and_a_drill_restores(bed: Bed) -> None:
