@@ -16,9 +16,9 @@ import dataclasses
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
-from functools import partial
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
