@@ -137,7 +137,7 @@ def bed(node: Node, release: Release) -> Iterator[Bed]:
 
 
 def _insert(conn: psycopg.Connection[Any], first: int, last: int) -> None:
-    conn.execute("INSERT INTO guests SELECT n, 'guest ' || n, n % 40 "
+    conn.execute("INSERT INTO guests SELECT n, 'guest ' || n, mod(n, 40)::int "
                  "FROM generate_series(%s::bigint, %s::bigint) n", [first, last])
 
 
