@@ -54,6 +54,7 @@ RESTORE_TIMEOUT = 600.0
 @dataclass
 class Bed:
     node: Node
+    release: Release
     pg: PostgresStatefulSet
     started: datetime
     full_due: datetime
@@ -125,7 +126,7 @@ def bed(node: Node, release: Release) -> Iterator[Bed]:
         due = started.replace(hour=hour, minute=minute, second=0, microsecond=0)
         if due < started:  # the schedule's minute is past midnight
             due += timedelta(days=1)
-        bed = Bed(node, pg, started, due)
+        bed = Bed(node, release, pg, started, due)
         with bed.connect() as conn:
             conn.execute("CREATE TABLE guests (id bigint PRIMARY KEY, name text NOT NULL, "
                          "seated_at int NOT NULL)")
@@ -231,8 +232,10 @@ def test_a_clone_brings_back_a_dropped_table(bed: Bed) -> None:
         assert cond["status"] == "True", cond
     assert [s["name"] for s in status["steps"]] == ["Check", "Restore", "Start"], status["steps"]
     assert all(s["outcome"] == "Succeeded" for s in status["steps"]), status["steps"]
-    reasons = {e.get("reason") for e in bed.events("Restore", name)}
-    assert {"TargetInRange", "Restored", "Succeeded"} <= reasons, reasons
+    # the Events follow the status write
+    wanted = {"Started", "TargetInRange", "Restored", "Succeeded"}
+    wait_for(lambda: wanted <= {e.get("reason") for e in bed.events("Restore", name)}, 30,
+             f"the Events {sorted(wanted)} on Restore {name}")
 
     # the clone really runs: its StatefulSet's Pod on the node, its claim bound
     clone = status["clone"]
@@ -310,8 +313,18 @@ def test_a_target_out_of_range_is_refused_before_anything_is_touched(bed: Bed, n
     assert in_range["status"] == "False", in_range
     # the message says what is wrong, and the repository's range
     assert says in ready["message"], ready
-    warnings = [e for e in bed.events("Restore", name) if e.get("reason") == "TargetOutOfRange"]
-    assert warnings, "no TargetOutOfRange event"
+    try:
+        warnings = wait_for(lambda: [e for e in bed.events("Restore", name)
+                                     if e.get("reason") == "TargetOutOfRange"], 30,
+                            "a TargetOutOfRange Event")
+    except TimeoutError:
+        found = [(e["involvedObject"]["name"], e.get("reason"), e.get("message"))
+                 for e in api.objects("v1", "Event", NAMESPACE)
+                 if e["involvedObject"]["kind"] == "Restore"]
+        logs = [line for pod in bed.release.pods() for line in api.logs(
+            bed.release.namespace, pod["metadata"]["name"], tail=400).splitlines()
+            if name in line or "event" in line.lower()]
+        raise AssertionError(f"{found}\n" + "\n".join(logs[-60:])) from None
     assert warnings[0]["type"] == "Warning", warnings
     # nothing was created beyond the inspection: no restore Job, no clone
     assert api.get("batch/v1", "Job", f"{name}-restore", NAMESPACE) is None
