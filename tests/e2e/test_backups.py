@@ -13,6 +13,7 @@ hold a client certificate from the wrong CA, and one whose repository is a volum
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -41,10 +42,12 @@ from wedsync_testbed.pg_statefulset import (
 PLAN = "bookings"
 BROKEN = "wrong-ca"
 FULL = "full-volume"
-#: the full-volume plan's repository: room for its database's archived WAL (a fresh
-#: PostgreSQL 15 archives ~2.2 MB, zstd) but not for a full backup of it (~8.6 MB): its WAL
-#: must arrive, or pgBackRest would give up waiting for it before it writes a single file
-FULL_VOLUME_BYTES = 5 * 1024 * 1024
+#: the full-volume plan's repository: room for its database's archived WAL (its first
+#: segment, initdb's, is ~1.1 MB with zstd) but not for a full backup of it (~8.6 MB on
+#: tmpfs, which counts a 4 kB page per file): its WAL must arrive, or pgBackRest gives up
+#: waiting for it and reports a timeout instead of the full volume
+FULL_VOLUME_BYTES = 3 * 1024 * 1024
+FULL_VOLUME = "backups-e2e-full"
 #: rows written before the full backup, and before the incremental
 ROWS = 2000
 #: a Job's run: Pod start, pgBackRest, and the operator's status write, on a busy machine
@@ -104,7 +107,7 @@ def bed(node: Node, release: Release) -> Iterator[Bed]:
     api = node.api
     with ExitStack() as stack:
         full_claim = stack.enter_context(node.fixed_size_volume(
-            "backups-e2e-full", FULL_VOLUME_BYTES, namespace, f"{FULL}-backups"))
+            FULL_VOLUME, FULL_VOLUME_BYTES, namespace, f"{FULL}-backups"))
         api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         stack.callback(api.delete, "v1", "Namespace", namespace)
         started = datetime.now(UTC)
@@ -219,6 +222,19 @@ def test_a_job_that_really_fails_reports_pgbackrests_reason(bed: Bed) -> None:
     assert events, "no BackupFailed event on the plan"
 
 
+def _volume_usage(bed: Bed) -> str:
+    """What the full-volume plan's repository holds (the tmpfs is on the host)."""
+    root = bed.node.paths.root / "fixed-volumes" / FULL_VOLUME
+    sizes: dict[str, int] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            top = path.relative_to(root).parts[0]
+            sizes[top] = sizes.get(top, 0) + path.stat().st_size
+    stat = os.statvfs(root)
+    return (f"{root}: {stat.f_bfree * stat.f_frsize} of {stat.f_blocks * stat.f_frsize} "
+            f"bytes free; bytes per folder {sizes}")
+
+
 def test_a_full_repository_volume_reports_no_space_left(bed: Bed) -> None:
     left = (bed.due("full") - datetime.now(UTC)).total_seconds() + JOB_SLACK
 
@@ -232,7 +248,7 @@ def test_a_full_repository_volume_reports_no_space_left(bed: Bed) -> None:
     reason = status["lastFailureReason"]
     assert "BackoffLimitExceeded" in reason
     # pgBackRest's own words: the kernel's ENOSPC, from the Pod's termination message
-    assert "No space left on device" in reason, reason
+    assert "No space left on device" in reason, f"{reason}\n{_volume_usage(bed)}"
     healthy = condition(bed.plan(FULL), "BackupsHealthy")
     assert healthy is not None
     assert healthy["status"] == "False"
