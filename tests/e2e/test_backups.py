@@ -6,8 +6,8 @@ plan's schedules put each job type one minute after the other, so the CronJob co
 starts each once: the full backup (which creates the stanza), an incremental, verify, expire
 and a restore drill, all running pgBackRest in Pods into a repository volume, while the
 database archives its WAL there. Two more plans fail for real, and say why: one whose Jobs
-hold a client certificate from the wrong CA, and one whose repository is a volume of 5 MiB
-(`Node.fixed_size_volume`, a tmpfs), which the full backup fills up.
+hold a client certificate from the wrong CA, and one whose repository is a volume of 3 MiB
+(`Node.fixed_size_volume`, a tmpfs) that its database's WAL and the full backup fill up.
 """
 
 from __future__ import annotations
@@ -42,10 +42,8 @@ from wedsync_testbed.pg_statefulset import (
 PLAN = "bookings"
 BROKEN = "wrong-ca"
 FULL = "full-volume"
-#: the full-volume plan's repository: room for its database's archived WAL (its first
-#: segment, initdb's, is ~1.1 MB with zstd) but not for a full backup of it (~8.6 MB on
-#: tmpfs, which counts a 4 kB page per file): its WAL must arrive, or pgBackRest gives up
-#: waiting for it and reports a timeout instead of the full volume
+#: the full-volume plan's repository: less than its database's first archived WAL segments
+#: (initdb's and createdb's, ~1 MB each with zstd) and a full backup need
 FULL_VOLUME_BYTES = 3 * 1024 * 1024
 FULL_VOLUME = "backups-e2e-full"
 #: rows written before the full backup, and before the incremental
@@ -235,7 +233,12 @@ def _volume_usage(bed: Bed) -> str:
             f"bytes free; bytes per folder {sizes}")
 
 
-def test_a_full_repository_volume_reports_no_space_left(bed: Bed) -> None:
+def test_a_full_repository_volume_fails_the_backup_with_pgbackrests_words(bed: Bed) -> None:
+    """What a user sees when the repository volume fills up: the backup fails and the plan
+    says so with pgBackRest's own words. They are not "no space": pgBackRest gets as far as
+    waiting for the WAL segment that makes the backup consistent, which cannot be archived
+    into the full volume, and reports the archive timeout. The ENOSPC itself is in the
+    database's log, where archive-push ran."""
     left = (bed.due("full") - datetime.now(UTC)).total_seconds() + JOB_SLACK
 
     def failed() -> dict[str, Any] | None:
@@ -246,16 +249,26 @@ def test_a_full_repository_volume_reports_no_space_left(bed: Bed) -> None:
 
     status = wait_for(failed, left, "the full-volume plan's full backup to fail", interval=1.0)
     reason = status["lastFailureReason"]
+    usage = _volume_usage(bed)
+    # the volume really is full
+    stat = os.statvfs(bed.node.paths.root / "fixed-volumes" / FULL_VOLUME)
+    assert stat.f_bavail * stat.f_frsize < 64 * 1024, usage
     assert "BackoffLimitExceeded" in reason
-    # pgBackRest's own words: the kernel's ENOSPC, from the Pod's termination message
-    assert "No space left on device" in reason, f"{reason}\n{_volume_usage(bed)}"
+    # pgBackRest's own words, from the Pod's termination message
+    assert "ERROR: [082]" in reason, f"{reason}\n{usage}"
+    assert "was not archived" in reason, reason
     healthy = condition(bed.plan(FULL), "BackupsHealthy")
     assert healthy is not None
     assert healthy["status"] == "False"
     assert healthy["reason"] == "BackupFailed"
-    assert "No space left on device" in healthy["message"], healthy
+    assert "[082]" in healthy["message"], healthy
     events = [e for e in bed.node.api.objects("v1", "Event", bed.namespace)
               if e["involvedObject"]["name"] == FULL and e.get("reason") == "BackupFailed"]
     assert events, "no BackupFailed event on the plan"
-    assert any("No space left on device" in e.get("message", "") for e in events), events
-    print(f"full volume: {reason}")
+    assert any("[082]" in e.get("message", "") for e in events), events
+    # the real cause, in the database's log: archive-push into the full volume
+    log = bed.node.api.logs(bed.namespace, "pg-small-0", "postgres", tail=400)
+    no_space = [line for line in log.splitlines() if "No space left on device" in line]
+    assert no_space, f"no ENOSPC in the database's log:\n{log[-3000:]}"
+    print(f"full volume ({usage}): the plan says {reason!r}; the database's log says "
+          f"{no_space[-1]!r}")
