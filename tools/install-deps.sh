@@ -4,6 +4,7 @@
 #
 #   PostgreSQL 15, pgBackRest, hypopg, pg_qualstats   the database tests and the tuning work
 #   faketime                                          time-based retention of pgBackRest expire
+#   zstd                                              reading archived WAL (a restore's inspection)
 #   openssl                                           the local clusters' certificates
 #   containerd, runc, containernetworking-plugins,
 #   iptables, iproute2, util-linux                    the test bed's real node
@@ -15,7 +16,7 @@
 set -euo pipefail
 packages=(
   postgresql-15 postgresql-client-15 pgbackrest postgresql-15-hypopg postgresql-15-pg-qualstats
-  faketime openssl
+  faketime openssl zstd
   containerd runc containernetworking-plugins iptables iproute2 util-linux
   buildah debootstrap
   python3-venv make ca-certificates git tar

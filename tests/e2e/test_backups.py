@@ -5,17 +5,21 @@ server beside it (`wedsync_testbed.pg_statefulset`); the chart's operator runs a
 plan's schedules put each job type one minute after the other, so the CronJob controller
 starts each once: the full backup (which creates the stanza), an incremental, verify, expire
 and a restore drill, all running pgBackRest in Pods into a repository volume, while the
-database archives its WAL there. A second plan whose Jobs hold a client certificate from the
-wrong CA fails for real, and says why.
+database archives its WAL there. Two more plans fail for real, and say why: one whose Jobs
+hold a client certificate from the wrong CA, and one whose repository is a volume of 3 MiB
+(`Node.fixed_size_volume`, a tmpfs) that its database's WAL and the full backup fill up.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ import pytest
 from tests.e2e.conftest import Release, diagnose
 from wedsync_operator.api.recovery import RecoveryPlanSpec
 from wedsync_operator.domain import pgbackrest as pb
-from wedsync_testbed.kubeapi import condition, pod_ready, wait_for
+from wedsync_testbed.kubeapi import KubeApi, condition, pod_ready, wait_for
 from wedsync_testbed.node import Node
 from wedsync_testbed.pg_statefulset import (
     PostgresStatefulSet,
@@ -37,6 +41,11 @@ from wedsync_testbed.pg_statefulset import (
 
 PLAN = "bookings"
 BROKEN = "wrong-ca"
+FULL = "full-volume"
+#: the full-volume plan's repository: less than its database's first archived WAL segments
+#: (initdb's and createdb's, ~1 MB each with zstd) and a full backup need
+FULL_VOLUME_BYTES = 3 * 1024 * 1024
+FULL_VOLUME = "backups-e2e-full"
 #: rows written before the full backup, and before the incremental
 ROWS = 2000
 #: a Job's run: Pod start, pgBackRest, and the operator's status write, on a busy machine
@@ -94,8 +103,11 @@ class Bed:
 def bed(node: Node, release: Release) -> Iterator[Bed]:
     namespace = "backups-e2e"
     api = node.api
-    api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-    try:
+    with ExitStack() as stack:
+        full_claim = stack.enter_context(node.fixed_size_volume(
+            FULL_VOLUME, FULL_VOLUME_BYTES, namespace, f"{FULL}-backups"))
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        stack.callback(api.delete, "v1", "Namespace", namespace)
         started = datetime.now(UTC)
         schedules = soon_schedules(started, lead_seconds=100)
         pg = PostgresStatefulSet(name="pg", namespace=namespace, image=node.image("backup"),
@@ -109,20 +121,33 @@ def bed(node: Node, release: Release) -> Iterator[Bed]:
         # certificate comes from another CA: its full backup fails
         broken = backup_plan(BROKEN, pg, claim_name="wrong-ca-backups",
                              schedules={"full": schedules["full"]})
+        # the third: a database of its own whose one repository (where it archives its WAL,
+        # as a database does) is too small for a backup
+        small = PostgresStatefulSet(name="pg-small", namespace=namespace,
+                                    image=node.image("backup"), plan=FULL, stanza=FULL,
+                                    repositories={"repo1": f"{FULL}-backups"})
+        full = backup_plan(FULL, small, claim_name=f"{FULL}-backups",
+                           schedules={"full": schedules["full"]})
+        small = dataclasses.replace(small, settings=pb.postgres_settings(
+            RecoveryPlanSpec.model_validate(full["spec"])))
         with tempfile.TemporaryDirectory() as tmp:
             tls = make_tls(Path(tmp) / "good", pg.name, namespace)
             other = make_tls(Path(tmp) / "other", pg.name, namespace)
+            small_tls = make_tls(Path(tmp) / "small", small.name, namespace)
         api.apply_all([claim("backups", namespace), claim("wrong-ca-backups", namespace),
-                       plan, broken, *pg.objects(tls)], namespace)
+                       full_claim, plan, broken, full, *pg.objects(tls),
+                       *small.objects(small_tls)], namespace)
         api.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                    "metadata": {"name": f"{BROKEN}-pgbackrest-tls", "namespace": namespace},
                    "stringData": {"ca.crt": other.ca_crt, "tls.crt": other.client_crt,
                                   "tls.key": other.client_key}})
-        wait_for(lambda: pod_ready(api.get("v1", "Pod", pg.pod, namespace)), 180,
-                 "the PostgreSQL Pod Ready")
+        for pod in (pg.pod, small.pod):
+            wait_for(partial(_ready, api, pod, namespace), 180, f"the PostgreSQL Pod {pod} Ready")
         yield Bed(node, namespace, pg, schedules, started)
-    finally:
-        api.delete("v1", "Namespace", namespace)
+
+
+def _ready(api: KubeApi, pod: str, namespace: str) -> bool:
+    return pod_ready(api.get("v1", "Pod", pod, namespace))
 
 
 def test_backups_run_through_the_cronjobs_and_a_drill_restores(bed: Bed) -> None:
@@ -193,3 +218,57 @@ def test_a_job_that_really_fails_reports_pgbackrests_reason(bed: Bed) -> None:
     events = [e for e in bed.node.api.objects("v1", "Event", bed.namespace)
               if e["involvedObject"]["name"] == BROKEN and e.get("reason") == "BackupFailed"]
     assert events, "no BackupFailed event on the plan"
+
+
+def _volume_usage(bed: Bed) -> str:
+    """What the full-volume plan's repository holds (the tmpfs is on the host)."""
+    root = bed.node.paths.root / "fixed-volumes" / FULL_VOLUME
+    sizes: dict[str, int] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            top = path.relative_to(root).parts[0]
+            sizes[top] = sizes.get(top, 0) + path.stat().st_size
+    stat = os.statvfs(root)
+    return (f"{root}: {stat.f_bfree * stat.f_frsize} of {stat.f_blocks * stat.f_frsize} "
+            f"bytes free; bytes per folder {sizes}")
+
+
+def test_a_full_repository_volume_fails_the_backup_with_pgbackrests_words(bed: Bed) -> None:
+    """What a user sees when the repository volume fills up: the backup fails and the plan
+    says so with pgBackRest's own words. They are not "no space": pgBackRest gets as far as
+    waiting for the WAL segment that makes the backup consistent, which cannot be archived
+    into the full volume, and reports the archive timeout. The ENOSPC itself is in the
+    database's log, where archive-push ran."""
+    left = (bed.due("full") - datetime.now(UTC)).total_seconds() + JOB_SLACK
+
+    def failed() -> dict[str, Any] | None:
+        status = bed.run_status("full", FULL)
+        if status.get("lastSuccess"):
+            raise AssertionError(f"a backup fit into {FULL_VOLUME_BYTES} bytes: {status}")
+        return status if status.get("lastFailure") else None
+
+    status = wait_for(failed, left, "the full-volume plan's full backup to fail", interval=1.0)
+    reason = status["lastFailureReason"]
+    usage = _volume_usage(bed)
+    # the volume really is full
+    stat = os.statvfs(bed.node.paths.root / "fixed-volumes" / FULL_VOLUME)
+    assert stat.f_bavail * stat.f_frsize < 64 * 1024, usage
+    assert "BackoffLimitExceeded" in reason
+    # pgBackRest's own words, from the Pod's termination message
+    assert "ERROR: [082]" in reason, f"{reason}\n{usage}"
+    assert "was not archived" in reason, reason
+    healthy = condition(bed.plan(FULL), "BackupsHealthy")
+    assert healthy is not None
+    assert healthy["status"] == "False"
+    assert healthy["reason"] == "BackupFailed"
+    assert "[082]" in healthy["message"], healthy
+    events = [e for e in bed.node.api.objects("v1", "Event", bed.namespace)
+              if e["involvedObject"]["name"] == FULL and e.get("reason") == "BackupFailed"]
+    assert events, "no BackupFailed event on the plan"
+    assert any("[082]" in e.get("message", "") for e in events), events
+    # the real cause, in the database's log: archive-push into the full volume
+    log = bed.node.api.logs(bed.namespace, "pg-small-0", "postgres", tail=400)
+    no_space = [line for line in log.splitlines() if "No space left on device" in line]
+    assert no_space, f"no ENOSPC in the database's log:\n{log[-3000:]}"
+    print(f"full volume ({usage}): the plan says {reason!r}; the database's log says "
+          f"{no_space[-1]!r}")

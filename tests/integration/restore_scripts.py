@@ -11,6 +11,7 @@ must be there and no row sent after it.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import threading
 import time
@@ -85,8 +86,13 @@ def inspect(bed: BackrestBed, target: RestoreTarget, repository: str,
     """The inspection Job's script; its report when it succeeded. `config`: another
     rendering of the bed's configuration."""
     work = job_dir("inspect")
+    # as in the Job, which mounts no data directory: pg1-path names one that is not there
+    # (pgBackRest commands that read pg_control, such as archive-get, fail there)
+    text = (config or bed.config).read_text()
+    without_data = work / "pgbackrest.conf"
+    without_data.write_text(re.sub(r"(?m)^pg1-path=.*$", "pg1-path=/nonexistent/pgdata", text))
     script = rd.inspect_script(bed.spec, target, bed.number(repository),
-                               config=str(config or bed.config), work_dir=str(work / "inspect"),
+                               config=str(without_data), work_dir=str(work / "inspect"),
                                result_path=str(work / "termination-log"), pg_bin=str(PG_BIN))
     done = run_script(script, work)
     report = rd.parse_report(done.message) if done.returncode == 0 else None

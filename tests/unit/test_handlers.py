@@ -83,3 +83,38 @@ async def test_an_hpa_event_wakes_the_policy_its_claim_names() -> None:
     assert not await event({"tier": "db"})  # the echo of its own write
     assert await event({"tier": "db"}, min_replicas=1)  # a hand edit: drift
     assert await event({"tier": "cache"})  # relabelled: no longer targeted, still claimed
+
+
+@pytest.mark.parametrize("handler_id", ["restore-run", "failover-run"])
+def test_a_run_daemon_is_not_cancelled_by_a_filter_when_its_run_ends(handler_id: str) -> None:
+    """kopf cancels a daemon as soon as its `when` filter stops matching, i.e. when the watch
+    event of the run's own final status write arrives: that raced the posting of the final
+    tick's Events (Succeeded, or the failure's reason) and lost about every other time on a
+    real node. The daemon ends by itself at a final phase instead."""
+    spawning = kopf.get_default_registry()._spawning.get_all_handlers()
+    daemon = next(h for h in spawning if h.id == handler_id)
+    assert daemon.when is None
+
+
+@pytest.mark.parametrize(("module", "phase"), [("restore", "Succeeded"),
+                                               ("failover", "Failed")])
+async def test_a_run_daemon_for_a_finished_run_returns_at_once(module: str, phase: str
+                                                               ) -> None:
+    """Started for a finished run (an operator restart), the daemon neither ticks nor
+    writes: `memo.regions` is never touched."""
+    import importlib
+
+    handlers = importlib.import_module(f"wedsync_operator.handlers.{module}")
+    body = kopf.Body({"apiVersion": "dbopt.wedsync.io/v1alpha1", "kind": "X",
+                      "metadata": {"name": "done", "namespace": "ns", "uid": "u"},
+                      "spec": {}, "status": {"phase": phase}})
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the daemon used memo.{name} for a finished run")
+
+    memo: Any = kopf.Memo()
+    memo.regions = Untouchable()
+    stopped: Any = None  # never looked at either
+    await handlers.run_daemon(stopped=stopped, namespace="ns", name="done", body=body,
+                              memo=memo, logger=None)

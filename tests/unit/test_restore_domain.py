@@ -495,3 +495,19 @@ def test_an_out_of_range_target_fails_with_its_own_reason() -> None:
     assert conditions["Ready"]["reason"] == "TargetOutOfRange"
     assert conditions["TargetInRange"]["status"] == "False"
     assert "Approved" not in conditions
+
+
+@pytest.mark.parametrize("target", [RestoreTarget(time="2026-06-13T14:02:00Z"),
+                                    RestoreTarget(lsn="0/3000060"),
+                                    RestoreTarget(restore_point="before-migration")])
+def test_the_inspection_reads_archived_wal_without_a_data_directory(target: RestoreTarget
+                                                                    ) -> None:
+    # archive-get reads pg_control under pg1-path, which the inspection Job does not mount:
+    # on a real node every segment was "unreadable" and the range check never ran
+    script = rd.inspect_script(plan(), target, 1)
+    assert "archive-get" not in script
+    assert "repo-get" in script
+    assert "zstd -q -d -c" in script  # the operator's compress-type
+    # a segment that cannot be fetched fails the inspection instead of finding nothing
+    assert 'if [ -s "$w/unreadable" ]; then' in script
+    assert "cannot read the archived WAL in repository 1" in script

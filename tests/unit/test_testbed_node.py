@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wedsync_testbed import images, node_addons, node_config
+from wedsync_testbed import images, node_addons, node_config, node_volumes
 from wedsync_testbed.controlplane import REPO_ROOT
 from wedsync_testbed.node_network import SlotLayout, free_of
 from wedsync_testbed.pg_statefulset import PostgresStatefulSet, TlsFiles, soon_schedules
@@ -200,3 +200,27 @@ def test_blob_store_keeps_each_blob_once_and_links_it_into_a_content_store(
     assert store.link_into(content) == 0  # already there
     store.prune([two])
     assert sorted(p.name for p in store.folder.iterdir()) == ["aa", "cc"]
+
+
+def test_a_fixed_size_volume_binds_only_to_its_claim_on_the_node() -> None:
+    size = 1024 * 1024
+    volume = node_volumes.persistent_volume("small", Path("/slot/fixed-volumes/small"), size,
+                                            "wedsync-node-3", "ns", "repo")
+    spec = volume["spec"]
+    assert spec["capacity"] == {"storage": str(size)}
+    assert spec["local"] == {"path": "/slot/fixed-volumes/small"}
+    assert spec["claimRef"]["namespace"] == "ns"
+    assert spec["claimRef"]["name"] == "repo"
+    assert spec["persistentVolumeReclaimPolicy"] == "Retain"
+    term = spec["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert term["values"] == ["wedsync-node-3"]
+    pvc = node_volumes.claim("repo", "ns", "small", size)
+    assert pvc["spec"]["volumeName"] == "small"
+    # a class no provisioner serves: the claim waits for this volume, not a local-path one
+    assert pvc["spec"]["storageClassName"] == spec["storageClassName"] != \
+        node_addons.STORAGE_CLASS
+    assert node_volumes.mount_options(size) == f"size={size},mode=0777"
+    with pytest.raises(ValueError, match="positive size"):
+        node_volumes.mount_options(0)
+    with pytest.raises(ValueError, match="not a DNS label"):
+        node_volumes.check_name("Not_A_Label")

@@ -182,16 +182,29 @@ def inspect_script(
         'if [ -z "$archive_id" ]; then echo "the repository holds no archive of stanza '
         f'{db.stanza}" >&2; exit 1; fi',
         f"pb --repo={repo} repo-ls --recurse \"archive/{db.stanza}/$archive_id\" "
-        "| sed -n 's#^.*/\\([0-9A-F]\\{24\\}\\)-[0-9a-f]\\{40\\}.*$#\\1#p' | sort -r -u "
-        '> "$w/segments"',
+        '> "$w/files"',
+        "sed -n 's#^.*/\\([0-9A-F]\\{24\\}\\)-[0-9a-f]\\{40\\}.*$#\\1#p' \"$w/files\" "
+        '| sort -r -u > "$w/segments"',
         "walmax=$(head -n 1 \"$w/segments\")",
         # the first segment of the oldest backup: older WAL cannot be restored to
         "first=$(grep -o '\"archive\":{\"start\":\"[0-9A-F]*\"' \"$w/info.json\" | head -n 1 "
         "| cut -d '\"' -f 6)",
-        # dump SEGMENT [pg_waldump options]: the segment fetched from the repository and
-        # decoded (nothing when it cannot be read)
+        # fetch SEGMENT: the archived file, decrypted by pgBackRest and decompressed, into
+        # $w/wal. Not archive-get: it reads pg_control in pg1-path to pick the archive, and
+        # this Job mounts no data directory (there is none to mount for a clone).
+        "fetch() { f=$(grep -m 1 \"/$1-\" \"$w/files\") || return 1; "
+        "case $f in *.zst) d='zstd -q -d -c' ;; *.gz) d='gzip -d -c' ;; "
+        "*.lz4) d='lz4 -q -d -c' ;; *.bz2) d='bzip2 -d -c' ;; *) d=cat ;; esac; "
+        f"pb --repo={repo} repo-get \"archive/{db.stanza}/$archive_id/$f\" "
+        '> "$w/wal/$1.got" 2> "$w/wal/err" || return 1; '
+        '$d < "$w/wal/$1.got" > "$w/wal/$1" 2>> "$w/wal/err" || return 1; '
+        'rm -f "$w/wal/$1.got"; }',
+        # dump SEGMENT [pg_waldump options]: the segment decoded; one that cannot be fetched
+        # is noted in $w/unreadable (the inspection then fails: no silent "nothing found")
         "dump() { s=$1; shift; rm -f \"$w/wal/\"*; "
-        f"pb --repo={repo} archive-get \"$s\" \"$w/wal/$s\" >/dev/null 2>&1 || return 0; "
+        "if ! fetch \"$s\"; then printf '%s: %s\\n' \"$s\" "
+        "\"$(tail -n 3 \"$w/wal/err\" 2>/dev/null | tr '\\n' ' ')\" >> \"$w/unreadable\"; "
+        "return 0; fi; "
         f"{waldump} -p \"$w/wal\" \"$@\" \"$s\" 2>/dev/null || true; }}",
         # older SEGMENT THAN: the log/segment part of the name compares below (timelines aside)
         "older() { awk -v a=\"$(echo \"$1\" | cut -c 9-)\" -v b=\"$(echo \"$2\" | cut -c 9-)\" "
@@ -233,6 +246,11 @@ def inspect_script(
         ]
     point = {"lsn": q(target.lsn or ""), "name": '"$rp"'}.get(kind, "''")
     lines += [
+        'if [ -s "$w/unreadable" ]; then',
+        f'  echo "cannot read the archived WAL in repository {repo}:" >&2',
+        '  head -n 3 "$w/unreadable" >&2',
+        "  exit 1",
+        "fi",
         f"awk -v kind={kind} -v epoch={epoch} -v point={point} -v commit=\"$commit\" "
         "-v last=\"$last\" -v rp=\"$rp\" -v scanned=\"$scanned\" -v walmax=\"$walmax\" "
         f"{q(_SELECT_AWK)} < \"$w/info.json\" > \"$w/report.json\"",

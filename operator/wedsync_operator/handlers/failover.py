@@ -39,8 +39,10 @@ from wedsync_operator.services.freezecatalog import Resolver
 ERROR_BACKOFF_SECONDS = 5.0
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="failover-run", cancellation_timeout=30.0,
-             when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES)
+# No `when` filter on the phase (as for Restores, see handlers.restore): kopf would cancel
+# the daemon as soon as its own final status write is watched, before that tick's Events are
+# posted. The daemon ends by itself at a final phase.
+@kopf.daemon(GROUP, VERSION, PLURAL, id="failover-run", cancellation_timeout=30.0)
 async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: str,
                      body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
                      **_: Any) -> None:
@@ -50,6 +52,8 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
         status = FailoverRunStatus.model_validate(dict(body.status))
     except ValidationError as error:
         raise kopf.PermanentError(f"unreadable status: {error}") from error
+    if status.phase in TERMINAL_PHASES:
+        return
     written = dict(body.status)
     metrics.FAILOVERS_IN_PROGRESS.inc()
     try:

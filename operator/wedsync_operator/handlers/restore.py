@@ -32,8 +32,12 @@ ERROR_BACKOFF_SECONDS = 5.0
 CLEANUP_TRIES = 30
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="restore-run", cancellation_timeout=30.0,
-             when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES)
+# No `when` filter on the phase: kopf cancels a daemon the moment its filter stops matching,
+# that is when the watch event of its own final status write arrives, which raced the posting
+# of that tick's Events (the final Succeeded or the failure's reason was lost about every
+# other run on a real node). The daemon ends by itself at a final phase instead; one started
+# for a finished Restore (an operator restart) returns at once.
+@kopf.daemon(GROUP, VERSION, PLURAL, id="restore-run", cancellation_timeout=30.0)
 async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: str,
                      body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
                      **_: Any) -> None:
@@ -43,6 +47,8 @@ async def run_daemon(stopped: kopf.DaemonStopped, namespace: str | None, name: s
         status = RestoreStatus.model_validate(dict(body.status))
     except ValidationError as error:
         raise kopf.PermanentError(f"unreadable status: {error}") from error
+    if status.phase in TERMINAL_PHASES:
+        return
     written = dict(body.status)
     version = str(body.metadata.get("resourceVersion") or "")
     uid = str(body.metadata.get("uid") or "")

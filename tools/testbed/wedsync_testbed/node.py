@@ -25,15 +25,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from wedsync_testbed import node_addons, node_config, node_network
+from wedsync_testbed import node_addons, node_config, node_network, node_volumes
 from wedsync_testbed.controlplane import (
     Binaries,
     ControlPlaneError,
@@ -348,6 +349,26 @@ class Node:
             if ids[0] in cgroups:
                 pids.append(int(entry.name))
         return sorted(pids)
+
+    @contextmanager
+    def fixed_size_volume(self, name: str, size_bytes: int, namespace: str, claim: str
+                          ) -> Iterator[dict[str, Any]]:
+        """A PersistentVolume `name` of exactly `size_bytes` (a tmpfs in the node's folder,
+        `wedsync_testbed.node_volumes`) bound ahead to the claim `namespace/claim`; yields that
+        claim's object, to apply. Writes past the size fail with ENOSPC. On exit the volume
+        is deleted and unmounted (a Pod still using it keeps it until it ends)."""
+        node_volumes.check_name(name)
+        path = self.paths.root / "fixed-volumes" / name
+        node_volumes.mount(path, size_bytes)
+        try:
+            self.api.create(node_volumes.persistent_volume(
+                name, path, size_bytes, self.node_name, namespace, claim))
+            try:
+                yield node_volumes.claim(claim, namespace, name, size_bytes)
+            finally:
+                self.api.delete("v1", "PersistentVolume", name)
+        finally:
+            node_volumes.unmount(path)
 
 
 class _Phase:
