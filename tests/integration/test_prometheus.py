@@ -304,7 +304,7 @@ def test_the_chart_rules_load_and_evaluate_without_error(monitored: Monitored) -
     assert {r["name"] for r in rules} == {
         "WedsyncOperatorDown", "WedsyncReconcileErrors", "WedsyncBackupStale",
         "WedsyncReplicationLagHigh", "WedsyncFailoverInProgress", "WedsyncFailoverStuck",
-        "WedsyncFailoverFailed", "WedsyncQueryClassOutOfTarget",
+        "WedsyncFailoverFailed", "WedsyncPlanUnprotected", "WedsyncQueryClassOutOfTarget",
         "WedsyncChangeFreezeWebhookFailing"}
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
