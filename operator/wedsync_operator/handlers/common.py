@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -127,3 +127,22 @@ def freeze_ref_names(spec: Mapping[str, Any]) -> frozenset[str]:
     if not isinstance(refs, list):
         return frozenset()
     return frozenset(str(r["name"]) for r in refs if isinstance(r, Mapping) and "name" in r)
+
+
+class Wakeable(Protocol):
+    """A daemon's runtime that a referenced ChangeFreeze's change wakes."""
+
+    wake: asyncio.Event
+    freeze_refs: frozenset[str]
+
+
+def wake_on_freeze_changes(memo: kopf.Memo, runtimes: Callable[[], Iterable[Wakeable]]
+                           ) -> None:
+    """Subscribes to the replica's ChangeFreezes: a change to one (a new window, created,
+    deleted) wakes every runtime whose spec references it, to re-evaluate at once."""
+    def changed(names: frozenset[str]) -> None:
+        for runtime in runtimes():
+            if runtime.freeze_refs & names:
+                runtime.wake.set()
+
+    freeze_catalog(memo).subscribe(changed)

@@ -59,14 +59,7 @@ async def policy_registry(memo: kopf.Memo, **_: Any) -> None:
     must be created here, on the root memo, before any object is seen."""
     memo.policies = {}
     runtimes: dict[tuple[str, str], PolicyRuntime] = memo.policies
-
-    def freezes_changed(names: frozenset[str]) -> None:
-        """A referenced ChangeFreeze changed, appeared or went: re-evaluate at once."""
-        for runtime in runtimes.values():
-            if runtime.freeze_refs & names:
-                runtime.wake.set()
-
-    common.freeze_catalog(memo).subscribe(freezes_changed)
+    common.wake_on_freeze_changes(memo, runtimes.values)
 
 
 def _runtimes(memo: kopf.Memo) -> dict[tuple[str, str], PolicyRuntime]:

@@ -93,15 +93,8 @@ async def recovery_registry(settings: kopf.OperatorSettings, memo: kopf.Memo,
     """kopf gives each object a shallow copy of the root memo: state shared between objects
     must be created here, on the root memo, before any object is seen."""
     memo.recovery = registry = PlanRegistry()
-
-    def freezes_changed(names: frozenset[str]) -> None:
-        """A referenced ChangeFreeze changed, appeared or went: reconcile at once (backups
-        are suspended or resumed by the new calendar)."""
-        for runtime in registry.plans.values():
-            if runtime.freeze_refs & names:
-                runtime.wake.set()
-
-    common.freeze_catalog(memo).subscribe(freezes_changed)
+    # backups are suspended or resumed by the new calendar at once
+    common.wake_on_freeze_changes(memo, registry.plans.values)
     for plural in ("jobs", "cronjobs"):
         settings.watching.label_selectors["batch", "v1", plural] = _OWNED_SELECTOR
 

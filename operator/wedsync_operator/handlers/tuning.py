@@ -40,15 +40,8 @@ async def tuning_registry(memo: kopf.Memo, **_: Any) -> None:
     """On the root memo (kopf gives each object a shallow copy of it)."""
     runtimes: dict[tuple[str, str], TuningRuntime] = {}
     memo.tuning = runtimes
-
-    def freezes_changed(names: frozenset[str]) -> None:
-        """A referenced ChangeFreeze changed, appeared or went: run an interval now (the
-        gate of builds and maintenance, the Frozen condition)."""
-        for runtime in runtimes.values():
-            if runtime.freeze_refs & names:
-                runtime.wake.set()
-
-    common.freeze_catalog(memo).subscribe(freezes_changed)
+    # an interval runs at once: the gate of builds and maintenance, the Frozen condition
+    common.wake_on_freeze_changes(memo, runtimes.values)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, id="tuning", cancellation_timeout=30.0)
